@@ -1,0 +1,53 @@
+"""Shared command-line plumbing: dataset arguments, the synthetic default, error reporting."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Callable
+
+from bmvtrack.data.readers import DataConfig, TrackFilter
+
+DEFAULT_SYNTH_DIR = Path(os.environ.get("BMVTRACK_SYNTH_DIR", "data/synth"))
+
+
+def add_data_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--data", type=Path, default=None,
+                   help=f"dataset folder (default: the synthetic set in {DEFAULT_SYNTH_DIR}, generated if absent)")
+    g.add_argument("--layout", default="auto", choices=["auto", "davis2016", "davis2017", "youtube-vos"])
+    g.add_argument("--resolution", default=None, help="DAVIS resolution folder (480p, 240p, ...)")
+    g.add_argument("--split", default=None, help="DAVIS ImageSets split (e.g. dev/train) or YouTube-VOS split folder")
+    g.add_argument("--absent", default="keep", choices=["keep", "drop"],
+                   help="tracks whose object vanishes in a frame: keep (frame marked absent) or drop (paper)")
+    g.add_argument("--max-box-fraction", type=float, default=1.0,
+                   help="drop tracks whose box reaches this fraction of the frame (paper: 0.7; 1.0 keeps all)")
+
+
+def data_config_from_args(args: argparse.Namespace) -> DataConfig:
+    """DataConfig from ``add_data_args`` arguments; generates the synthetic default when --data is absent."""
+    filters = TrackFilter(absent=args.absent, max_box_fraction=args.max_box_fraction)
+    if args.data is None:
+        from bmvtrack.data.synth import ensure_synthetic
+
+        root = ensure_synthetic(DEFAULT_SYNTH_DIR, layout="davis2017")
+        return DataConfig(root=str(root), layout="davis2017", split=args.split, filters=filters)
+    return DataConfig(root=str(args.data), layout=args.layout, resolution=args.resolution, split=args.split,
+                      filters=filters)
+
+
+def run_main(main: Callable[[list[str] | None], int]) -> None:
+    """Run a command's ``main``; expected errors print one clear line instead of a traceback."""
+    from bmvtrack.config import ConfigError
+    from bmvtrack.data.images import DatasetError
+    from bmvtrack.motion import PriorError
+
+    try:
+        sys.exit(main(None))
+    except (ConfigError, DatasetError, PriorError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,356 @@
+"""Readers for DAVIS 2016, DAVIS 2017 and YouTube-VOS folders, yielding single-object tracks.
+
+A *track* is one object of one video over its annotated frames in order (for YouTube-VOS every
+5th frame; the step is kept in ``Track.frame_step``). The paper's pre-processing (appendix 2.1)
+is a ``TrackFilter``: drop a track whose object is absent in some frame (or keep it and mark the
+frame absent), and drop a track whose object box reaches ≥ 70 % of the frame width or height.
+Every problem on disk raises ``DatasetError`` naming the file or folder.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from bmvtrack.data.images import DatasetError, FrameCache, read_frame, read_mask
+
+Layout = Literal["auto", "davis2016", "davis2017", "youtube-vos"]
+LAYOUTS = ("davis2016", "davis2017", "youtube-vos")
+VOID = 255  # DAVIS 2017 / YouTube-VOS "ignore" label
+IMAGE_EXTS = (".jpg", ".jpeg", ".png")
+
+
+@dataclass
+class TrackFilter:
+    """The paper's track filters (appendix 2.1), as configuration."""
+
+    absent: Literal["drop", "keep"] = "drop"  # object fully absent in a frame: drop the track, or keep and mark it
+    max_box_fraction: float = 0.7  # drop tracks whose box reaches this fraction of frame width or height (≥1 disables)
+    min_frames: int = 2  # a track needs at least this many annotated frames
+
+
+@dataclass
+class DataConfig:
+    """Where a dataset is and how to read it."""
+
+    root: str = "data/synth"  # dataset folder (or set BMVTRACK_DATA); the synthetic default is generated there
+    layout: Layout = "auto"  # davis2016 | davis2017 | youtube-vos | auto (detected)
+    resolution: str | None = None  # DAVIS resolution folder (480p, 240p, Full-Resolution); detected if only one
+    split: str | None = None  # DAVIS: ImageSets file ('dev/train', 'train', ...); YouTube-VOS: split folder
+    filters: TrackFilter = field(default_factory=TrackFilter)
+    cache_mb: int = 512  # decoded-frame cache size
+
+
+@dataclass(frozen=True)
+class Track:
+    """One object of one video: annotated frames in order, their masks, and metadata."""
+
+    sequence: str
+    object_id: int
+    frame_paths: tuple[Path, ...]
+    mask_paths: tuple[Path, ...]
+    frame_names: tuple[str, ...]
+    present: tuple[bool, ...]
+    size: tuple[int, int]  # (H, W)
+    frame_step: int = 1
+    category: str = ""
+    layout: str = ""
+    binary: bool = False  # DAVIS 2016: any non-zero grey level is the object
+
+    @property
+    def name(self) -> str:
+        return f"{self.sequence}/{self.object_id}"
+
+    def __len__(self) -> int:
+        return len(self.frame_paths)
+
+
+@dataclass
+class _ObjectScan:
+    present: list[bool]
+    max_extent_fraction: float
+
+
+def _natural_key(name: str) -> tuple:
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name))
+
+
+def _list_images(folder: Path) -> dict[str, Path]:
+    return {
+        p.stem: p
+        for p in sorted(folder.iterdir(), key=lambda p: _natural_key(p.name))
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")
+    }
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    """(H, W) from the file header, without decoding the pixels."""
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise DatasetError(f"{path}: unreadable or corrupt image: {exc}") from None
+    return h, w
+
+
+def _frame_step(names: list[str]) -> int:
+    nums = [int(n) for n in names if n.isdigit()]
+    if len(nums) < 2:
+        return 1
+    return max(1, int(np.median(np.diff(nums))))
+
+
+def detect_layout(root: Path) -> str:
+    """Guess the layout from the folder structure (and the first mask's format for DAVIS)."""
+    if (root / "JPEGImages").is_dir() and (root / "Annotations").is_dir():
+        ann = root / "Annotations"
+        for res in sorted(p for p in ann.iterdir() if p.is_dir()):
+            for seq in sorted(p for p in res.iterdir() if p.is_dir()):
+                masks = _list_images(seq)
+                if masks:
+                    with Image.open(next(iter(masks.values()))) as im:
+                        return "davis2017" if im.mode == "P" else "davis2016"
+        raise DatasetError(f"{ann}: no annotation masks found")
+    if any((root / s / "JPEGImages").is_dir() for s in ("train", "valid", "test")) or (
+        (root / "meta.json").is_file() and (root / "JPEGImages").is_dir()
+    ):
+        return "youtube-vos"
+    raise DatasetError(
+        f"{root}: not a DAVIS (JPEGImages/, Annotations/) or YouTube-VOS (<split>/JPEGImages/, "
+        "<split>/Annotations/, <split>/meta.json) dataset folder"
+    )
+
+
+class VideoDataset:
+    """An annotated video dataset on disk; ``tracks()`` gives its filtered single-object tracks."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        layout: Layout = "auto",
+        resolution: str | None = None,
+        split: str | None = None,
+        filters: TrackFilter | None = None,
+        cache: FrameCache | None = None,
+    ) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DatasetError(f"{self.root}: dataset folder not found")
+        self.layout = detect_layout(self.root) if layout == "auto" else layout
+        if self.layout not in LAYOUTS:
+            raise DatasetError(f"{self.root}: unknown layout {layout!r}; use one of {LAYOUTS} or 'auto'")
+        self.filters = filters or TrackFilter()
+        self.cache = cache if cache is not None else FrameCache()
+        self.split = split
+        self.resolution = resolution
+        if self.layout == "youtube-vos":
+            self._init_youtube_vos()
+        else:
+            self._init_davis()
+        self._tracks: list[Track] | None = None
+
+    @classmethod
+    def from_config(cls, cfg: DataConfig, cache: FrameCache | None = None) -> "VideoDataset":
+        return cls(
+            cfg.root, cfg.layout, cfg.resolution, cfg.split, cfg.filters,
+            cache if cache is not None else FrameCache(cfg.cache_mb * 2**20),
+        )
+
+    # ---------------------------------------------------------------- layouts
+
+    def _init_davis(self) -> None:
+        jpeg, ann = self.root / "JPEGImages", self.root / "Annotations"
+        for d in (jpeg, ann):
+            if not d.is_dir():
+                raise DatasetError(f"{d}: folder missing for layout {self.layout}")
+        if self.resolution is None:
+            options = sorted(p.name for p in jpeg.iterdir() if p.is_dir())
+            if len(options) != 1:
+                raise DatasetError(
+                    f"{jpeg}: found resolution folders {options}; choose one with resolution=... "
+                    "(e.g. '480p', '240p', 'Full-Resolution')"
+                )
+            self.resolution = options[0]
+        self.frame_dir = jpeg / self.resolution
+        self.mask_dir = ann / self.resolution
+        for d in (self.frame_dir, self.mask_dir):
+            if not d.is_dir():
+                raise DatasetError(f"{d}: resolution folder missing")
+        all_seqs = sorted(p.name for p in self.frame_dir.iterdir() if p.is_dir())
+        if self.split in (None, "all"):
+            seqs = all_seqs
+        else:
+            seqs = self._read_davis_split(self.split)
+            missing = [s for s in seqs if s not in all_seqs]
+            if missing:
+                raise DatasetError(f"{self.frame_dir}: split '{self.split}' names missing sequences {missing}")
+        self.sequences = seqs
+        self.categories: dict[tuple[str, int], str] = {}
+
+    def _read_davis_split(self, split: str) -> list[str]:
+        sets = self.root / "ImageSets"
+        direct = sets / f"{split}.txt"
+        if direct.is_file():
+            path = direct
+        else:
+            found = sorted(sets.rglob(f"{Path(split).name}.txt")) if sets.is_dir() else []
+            if len(found) != 1:
+                options = sorted(str(p.relative_to(sets).with_suffix("")) for p in sets.rglob("*.txt")) if sets.is_dir() else []
+                raise DatasetError(
+                    f"{sets}: split '{split}' {'is ambiguous' if found else 'not found'}; available: {options}"
+                )
+            path = found[0]
+        names = []
+        for line in path.read_text().splitlines():
+            tok = line.strip().split()
+            if not tok:
+                continue
+            parts = Path(tok[0]).parts  # official 2016 lists hold '/JPEGImages/480p/bear/00000.jpg'
+            name = parts[-2] if len(parts) >= 3 else tok[0]
+            if name not in names:
+                names.append(name)
+        if not names:
+            raise DatasetError(f"{path}: split file is empty")
+        return names
+
+    def _init_youtube_vos(self) -> None:
+        split = self.split or ("train" if (self.root / "train").is_dir() else None)
+        base = self.root / split if split else self.root
+        self.split = split
+        self.frame_dir, self.mask_dir = base / "JPEGImages", base / "Annotations"
+        meta_path = base / "meta.json"
+        for d in (self.frame_dir, self.mask_dir):
+            if not d.is_dir():
+                raise DatasetError(f"{d}: folder missing for layout youtube-vos")
+        if not meta_path.is_file():
+            raise DatasetError(f"{meta_path}: meta.json missing for layout youtube-vos")
+        try:
+            meta = json.loads(meta_path.read_text())
+            videos = meta["videos"]
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise DatasetError(f"{meta_path}: malformed meta.json ({exc!r}); expected {{'videos': {{...}}}}") from None
+        self.meta = videos
+        self.sequences = sorted(videos)
+        self.categories = {
+            (v, int(oid)): str(o.get("category", ""))
+            for v, vd in videos.items() for oid, o in vd.get("objects", {}).items()
+        }
+
+    # ---------------------------------------------------------------- tracks
+
+    def _sequence_files(self, seq: str) -> tuple[dict[str, Path], dict[str, Path]]:
+        fdir, mdir = self.frame_dir / seq, self.mask_dir / seq
+        if not fdir.is_dir():
+            raise DatasetError(f"{fdir}: frame folder missing for sequence '{seq}'")
+        if not mdir.is_dir():
+            raise DatasetError(f"{mdir}: annotation folder missing for sequence '{seq}'")
+        frames, masks = _list_images(fdir), _list_images(mdir)
+        orphans = sorted(set(masks) - set(frames), key=_natural_key)
+        if orphans:
+            raise DatasetError(f"{mdir}: masks without frames: {orphans[:5]}{' ...' if len(orphans) > 5 else ''}")
+        if self.layout != "youtube-vos":
+            unmasked = sorted(set(frames) - set(masks), key=_natural_key)
+            if unmasked:
+                raise DatasetError(
+                    f"{fdir}: frames without masks: {unmasked[:5]}{' ...' if len(unmasked) > 5 else ''}"
+                )
+        if not masks:
+            raise DatasetError(f"{mdir}: no masks")
+        return frames, masks
+
+    def _scan(self, seq: str) -> list[Track]:
+        frames, masks = self._sequence_files(seq)
+        names = list(masks)  # annotated frames, natural order
+        size = _image_size(frames[names[0]])
+        binary = self.layout == "davis2016"
+        objects: dict[int, _ObjectScan] = {}
+        for i, n in enumerate(names):
+            if _image_size(frames[n]) != size:
+                raise DatasetError(f"{frames[n]}: frame size differs from the sequence's first frame {size}")
+            m = read_mask(masks[n])
+            if m.shape != size:
+                raise DatasetError(f"{masks[n]}: mask size {m.shape} differs from its frame's size {size}")
+            ids = [1] if binary else [int(v) for v in np.unique(m) if v not in (0, VOID)]
+            for oid in ids:
+                obj = m > 127 if binary else m == oid
+                if not obj.any():
+                    continue
+                scan = objects.setdefault(oid, _ObjectScan([False] * len(names), 0.0))
+                scan.present[i] = True
+                ys, xs = np.nonzero(np.any(obj, axis=1))[0], np.nonzero(np.any(obj, axis=0))[0]
+                frac = max((xs[-1] - xs[0] + 1) / size[1], (ys[-1] - ys[0] + 1) / size[0])
+                scan.max_extent_fraction = max(scan.max_extent_fraction, float(frac))
+        tracks = []
+        for oid, scan in sorted(objects.items()):
+            f = self.filters
+            if f.max_box_fraction < 1.0 and scan.max_extent_fraction >= f.max_box_fraction:
+                continue
+            idx = [i for i, p in enumerate(scan.present) if p]
+            lo, hi = idx[0], idx[-1] + 1  # a track starts and ends where its object is seen
+            present = scan.present[lo:hi]
+            if f.absent == "drop" and not all(present):
+                continue
+            if hi - lo < f.min_frames:
+                continue
+            sel = names[lo:hi]
+            tracks.append(
+                Track(
+                    sequence=seq, object_id=oid,
+                    frame_paths=tuple(frames[n] for n in sel), mask_paths=tuple(masks[n] for n in sel),
+                    frame_names=tuple(sel), present=tuple(present), size=size,
+                    frame_step=_frame_step(names), category=self.categories.get((seq, oid), ""),
+                    layout=self.layout, binary=binary,
+                )
+            )
+        return tracks
+
+    def tracks(self) -> list[Track]:
+        """All single-object tracks that pass the filters (scanned once, then remembered)."""
+        if self._tracks is None:
+            out: list[Track] = []
+            for seq in self.sequences:
+                out.extend(self._scan(seq))
+            if not out:
+                raise DatasetError(
+                    f"{self.root}: no tracks (layout {self.layout}, split {self.split}, "
+                    f"{len(self.sequences)} sequences) pass the filters {self.filters}"
+                )
+            self._tracks = out
+        return self._tracks
+
+    # ---------------------------------------------------------------- pixels
+
+    def frame(self, track: Track, i: int) -> np.ndarray:
+        """RGB frame ``i`` of the track (cached, read-only)."""
+        p = track.frame_paths[i]
+        return self.cache.get(str(p), lambda: read_frame(p))
+
+    def raw_mask(self, track: Track, i: int) -> np.ndarray:
+        p = track.mask_paths[i]
+        arr = self.cache.get(str(p), lambda: read_mask(p))
+        if arr.shape != track.size:
+            raise DatasetError(f"{p}: mask size {arr.shape} differs from its frame's size {track.size}")
+        return arr
+
+    def mask(self, track: Track, i: int) -> np.ndarray:
+        """Boolean mask of the track's object in frame ``i``."""
+        m = self.raw_mask(track, i)
+        return m > 127 if track.binary else m == track.object_id
+
+    def void(self, track: Track, i: int) -> np.ndarray | None:
+        """Pixels to ignore in evaluation (DAVIS 2017 / YouTube-VOS label 255), or None."""
+        if track.binary:
+            return None
+        m = self.raw_mask(track, i)
+        v = m == VOID
+        return v if v.any() else None
+
+
+def open_dataset(cfg: DataConfig) -> VideoDataset:
+    """Build a dataset from config; ``BMVTRACK_DATA`` is not consulted here (commands do that)."""
+    return VideoDataset.from_config(cfg)

@@ -1,0 +1,431 @@
+"""The motion model: rotated boxes, the 5-D motion G_t between them, rotated IoU, the MGD prior.
+
+A rotated box is ``RBox(cx, cy, w, h, angle)`` in pixel coordinates of the image (x right,
+y down), angle in degrees as OpenCV reports it. Between two boxes (DESIGN.md, with the paper's
+printed typo fixed — the paper has ``y`` where ``x`` belongs in the first term of ``t_x``)::
+
+    Δs_x = w'/w   Δs_y = h'/h   θ = α' − α
+    t_x = x' − (x·Δs_x·cosθ − y·Δs_y·sinθ)
+    t_y = y' − (x·Δs_x·sinθ + y·Δs_y·cosθ)
+    action = [Δs_x, Δs_y, sinθ, t_x / W_img, t_y / H_img]
+
+Applying an action is parametric: the centre goes through G_t, the size is scaled by
+(Δs_x, Δs_y) and the angle turned by θ. Note the translation depends on the absolute centre
+(rotation about the image origin), exactly as the paper's prior is defined.
+
+Angle convention: a box has equivalent forms ``(w, h, α) ≡ (w, h, α ± 180°) ≡ (h, w, α ± 90°)``
+and OpenCV versions disagree on which one ``minAreaRect`` returns. The first box of a track is
+expressed with α in [-45°, 45°); each later box takes the equivalent form closest to the previous
+angle, so |θ| ≤ 45° per step and a smoothly rotating object never shows a false 90° flip.
+
+This module imports nothing of the project.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Literal, Sequence
+
+import cv2
+import numpy as np
+
+BoxMethod = Literal["minarearect", "principal"]
+ACTION_NAMES = ("ds_x", "ds_y", "sin_theta", "dx", "dy")
+ACTION_DIM = 5
+MIN_SIDE = 1.0  # px; a box is never thinner than one pixel, so Δs = w'/w stays finite
+
+
+@dataclass(frozen=True)
+class RBox:
+    """A rotated box: centre (cx, cy), size (w, h) in px, angle in degrees (OpenCV, y down)."""
+
+    cx: float
+    cy: float
+    w: float
+    h: float
+    angle: float
+
+    def as_array(self) -> np.ndarray:
+        return np.array([self.cx, self.cy, self.w, self.h, self.angle], dtype=np.float64)
+
+    @classmethod
+    def from_array(cls, a: Sequence[float]) -> "RBox":
+        return cls(*(float(v) for v in a[:5]))
+
+    def to_cv(self) -> tuple[tuple[float, float], tuple[float, float], float]:
+        return (self.cx, self.cy), (self.w, self.h), self.angle
+
+
+# ----------------------------------------------------------------------------- boxes from masks
+
+
+def _canonical_first(w: float, h: float, angle: float) -> tuple[float, float, float]:
+    """Equivalent form with angle in [-45°, 45°)."""
+    k = math.floor((angle + 45.0) / 90.0)
+    a = angle - 90.0 * k
+    if k % 2:
+        w, h = h, w
+    return w, h, a
+
+
+def _closest_to(w: float, h: float, angle: float, ref: float) -> tuple[float, float, float]:
+    """Equivalent form whose angle is closest to ``ref`` (so |α − ref| ≤ 45°)."""
+    k = round((ref - angle) / 90.0)
+    a = angle + 90.0 * k
+    if k % 2:
+        w, h = h, w
+    return w, h, a
+
+
+def canonicalize(box: RBox, reference_angle: float | None = None) -> RBox:
+    """Apply the angle convention: [-45°, 45°) with no reference, else closest to the reference."""
+    if reference_angle is None:
+        w, h, a = _canonical_first(box.w, box.h, box.angle)
+    else:
+        w, h, a = _closest_to(box.w, box.h, box.angle, reference_angle)
+    return RBox(box.cx, box.cy, w, h, a)
+
+
+def _foreground_points(mask: np.ndarray) -> np.ndarray | None:
+    if mask.ndim != 2:
+        raise ValueError(f"mask must be 2-D, got shape {mask.shape}")
+    pts = cv2.findNonZero((mask > 0).astype(np.uint8))
+    if pts is None:
+        return None
+    return pts.reshape(-1, 2).astype(np.float32)
+
+
+def _principal_box(pts: np.ndarray) -> RBox:
+    """Box on the mask's principal axes: orientation from second moments, extents from projections.
+
+    The orientation is a continuous function of the mask, so it does not jump between the
+    several equally small boxes that ``minAreaRect`` chooses among on deformable objects.
+    """
+    pts64 = pts.astype(np.float64)
+    mean = pts64.mean(axis=0)
+    d = pts64 - mean
+    cxx = float((d[:, 0] ** 2).mean())
+    cyy = float((d[:, 1] ** 2).mean())
+    cxy = float((d[:, 0] * d[:, 1]).mean())
+    phi = 0.5 * math.atan2(2.0 * cxy, cxx - cyy)
+    u = np.array([math.cos(phi), math.sin(phi)])
+    v = np.array([-math.sin(phi), math.cos(phi)])
+    pu, pv = d @ u, d @ v
+    (u0, u1), (v0, v1) = (pu.min(), pu.max()), (pv.min(), pv.max())
+    centre = mean + u * (u0 + u1) / 2.0 + v * (v0 + v1) / 2.0
+    return RBox(float(centre[0]), float(centre[1]), float(u1 - u0), float(v1 - v0), math.degrees(phi))
+
+
+def rbox_from_mask(mask: np.ndarray, method: BoxMethod = "minarearect") -> RBox | None:
+    """Rotated box of all foreground pixels (None for an empty mask), sides ≥ MIN_SIDE px.
+
+    ``minarearect`` is the paper's choice (OpenCV's ``minAreaRect``); ``principal`` uses the
+    mask's principal axes. The angle is not canonicalised here: see ``boxes_from_masks``.
+    """
+    pts = _foreground_points(mask)
+    if pts is None:
+        return None
+    if method == "minarearect":
+        (cx, cy), (w, h), a = cv2.minAreaRect(pts)
+        box = RBox(float(cx), float(cy), float(w), float(h), float(a))
+    elif method == "principal":
+        box = _principal_box(pts)
+    else:
+        raise ValueError(f"unknown box method {method!r}; use 'minarearect' or 'principal'")
+    return RBox(box.cx, box.cy, max(box.w, MIN_SIDE), max(box.h, MIN_SIDE), box.angle)
+
+
+def boxes_from_masks(masks: Iterable[np.ndarray | None], method: BoxMethod = "minarearect") -> list[RBox | None]:
+    """Boxes of a track with the canonical angle convention; None where the object is absent.
+
+    After an absent frame the convention continues from the last present box.
+    """
+    out: list[RBox | None] = []
+    ref: float | None = None
+    for m in masks:
+        box = None if m is None else rbox_from_mask(m, method)
+        if box is not None:
+            box = canonicalize(box, ref)
+            ref = box.angle
+        out.append(box)
+    return out
+
+
+# ------------------------------------------------------------------------------ motion G_t
+
+
+def motion_between(b0: RBox, b1: RBox, img_w: float, img_h: float) -> np.ndarray:
+    """The action ``[Δs_x, Δs_y, sinθ, Δx, Δy]`` that moves ``b0`` onto ``b1`` (corrected eq.)."""
+    sx, sy = b1.w / b0.w, b1.h / b0.h
+    th = math.radians(b1.angle - b0.angle)
+    c, s = math.cos(th), math.sin(th)
+    tx = b1.cx - (b0.cx * sx * c - b0.cy * sy * s)
+    ty = b1.cy - (b0.cx * sx * s + b0.cy * sy * c)
+    return np.array([sx, sy, s, tx / img_w, ty / img_h], dtype=np.float64)
+
+
+def motion_matrix(action: Sequence[float], img_w: float, img_h: float) -> np.ndarray:
+    """The 3×3 G_t of an action (translation in px)."""
+    sx, sy, s, dx, dy = (float(v) for v in action)
+    s = min(max(s, -1.0), 1.0)
+    c = math.sqrt(1.0 - s * s)
+    return np.array(
+        [[sx * c, -sy * s, dx * img_w], [sx * s, sy * c, dy * img_h], [0.0, 0.0, 1.0]], dtype=np.float64
+    )
+
+
+def apply_motion(box: RBox, action: Sequence[float], img_w: float, img_h: float) -> RBox:
+    """Move ``box`` by ``action``: centre through G_t, size scaled, angle turned by θ.
+
+    ``sinθ`` is clipped to [-1, 1] and the result's sides to ≥ MIN_SIDE, so any finite action
+    gives a valid box. Non-finite actions raise ValueError.
+    """
+    a = np.asarray(action, dtype=np.float64)
+    if a.shape != (ACTION_DIM,):
+        raise ValueError(f"action must have shape (5,), got {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"action must be finite, got {a.tolist()}")
+    g = motion_matrix(a, img_w, img_h)
+    x, y = g[:2, :2] @ np.array([box.cx, box.cy]) + g[:2, 2]
+    theta = math.degrees(math.asin(min(max(a[2], -1.0), 1.0)))
+    return RBox(
+        float(x), float(y), max(box.w * a[0], MIN_SIDE), max(box.h * a[1], MIN_SIDE), box.angle + theta
+    )
+
+
+def track_motions(boxes: Sequence[RBox | None], img_w: float, img_h: float) -> list[np.ndarray | None]:
+    """G_t of every consecutive pair of a track (None where either frame is absent)."""
+    return [
+        None if (a is None or b is None) else motion_between(a, b, img_w, img_h)
+        for a, b in zip(boxes[:-1], boxes[1:])
+    ]
+
+
+# ------------------------------------------------------------------------------ IoU
+
+
+def rbox_corners(box: RBox) -> np.ndarray:
+    """The 4 corners (counter-clockwise in a y-up frame), shape (4, 2)."""
+    t = math.radians(box.angle)
+    c, s = math.cos(t), math.sin(t)
+    hw, hh = box.w / 2.0, box.h / 2.0
+    local = np.array([[-hw, -hh], [hw, -hh], [hw, hh], [-hw, hh]])
+    rot = np.array([[c, -s], [s, c]])
+    return local @ rot.T + np.array([box.cx, box.cy])
+
+
+def _polygon_area(p: np.ndarray) -> float:
+    if len(p) < 3:
+        return 0.0
+    x, y = p[:, 0], p[:, 1]
+    return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+
+
+def _clip(subject: list[np.ndarray], a: np.ndarray, b: np.ndarray, sign: float) -> list[np.ndarray]:
+    """Sutherland–Hodgman: keep the part of ``subject`` on the inner side of edge a→b."""
+
+    def side(p: np.ndarray) -> float:
+        return sign * ((b[0] - a[0]) * (p[1] - a[1]) - (b[1] - a[1]) * (p[0] - a[0]))
+
+    out: list[np.ndarray] = []
+    n = len(subject)
+    for i in range(n):
+        cur, nxt = subject[i], subject[(i + 1) % n]
+        sc, sn = side(cur), side(nxt)
+        if sc >= 0:
+            out.append(cur)
+        if (sc >= 0) != (sn >= 0):
+            t = sc / (sc - sn)
+            out.append(cur + t * (nxt - cur))
+    return out
+
+
+def polygon_intersection_area(p: np.ndarray, q: np.ndarray) -> float:
+    """Exact area of the intersection of two convex polygons (any orientation)."""
+    e0, e1 = q[1] - q[0], q[2] - q[1]
+    sign = 1.0 if e0[0] * e1[1] - e0[1] * e1[0] >= 0 else -1.0
+    poly = [v for v in p]
+    for i in range(len(q)):
+        if not poly:
+            return 0.0
+        poly = _clip(poly, q[i], q[(i + 1) % len(q)], sign)
+    return _polygon_area(np.array(poly)) if len(poly) >= 3 else 0.0
+
+
+def rotated_iou(a: RBox | None, b: RBox | None) -> float:
+    """IoU of two rotated boxes by exact polygon intersection; 0 if either is missing."""
+    if a is None or b is None:
+        return 0.0
+    inter = polygon_intersection_area(rbox_corners(a), rbox_corners(b))
+    union = a.w * a.h + b.w * b.h - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def rbox_to_xyxy(box: RBox) -> np.ndarray:
+    """Axis-aligned bounds ``[x0, y0, x1, y1]`` of a rotated box."""
+    c = rbox_corners(box)
+    return np.array([c[:, 0].min(), c[:, 1].min(), c[:, 0].max(), c[:, 1].max()])
+
+
+def xywh_to_rbox(x: float, y: float, w: float, h: float) -> RBox:
+    """An axis-aligned ``(x, y, w, h)`` box (top-left corner) as a rotated box."""
+    return RBox(x + w / 2.0, y + h / 2.0, max(w, MIN_SIDE), max(h, MIN_SIDE), 0.0)
+
+
+def aabb_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two axis-aligned ``[x0, y0, x1, y1]`` boxes."""
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+# ------------------------------------------------------------------------------ the prior
+
+PAPER_MEAN = np.array([1.0651, 1.0679, 0.00, 0.0718, 0.083])
+PAPER_COV = np.array(
+    [
+        [0.265, -0.094, -0.014, -0.023, 0.124],
+        [-0.094, 0.332, 0.011, 0.056, -0.054],
+        [-0.014, 0.011, 0.183, 0.073, -0.21],
+        [-0.023, 0.056, 0.073, 0.107, -0.029],
+        [0.124, -0.054, -0.21, -0.029, 0.564],
+    ]
+)
+# Table 1: the independent normals the paper draws ε from (mean, std).
+PAPER_TABLE1_MEAN = np.array([1.06, 1.06, 0.0, 0.07, 0.08])
+PAPER_TABLE1_STD = np.array([0.52, 0.54, 0.43, 0.34, 0.74])
+QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
+
+
+class PriorError(ValueError):
+    """A prior file or a measured covariance is unusable; the message says why."""
+
+
+def check_spd(cov: np.ndarray, name: str = "covariance") -> None:
+    """Raise PriorError unless ``cov`` is a finite symmetric positive-definite 5×5 matrix."""
+    cov = np.asarray(cov, dtype=np.float64)
+    if cov.shape != (ACTION_DIM, ACTION_DIM):
+        raise PriorError(f"{name} must be 5×5, got shape {cov.shape}")
+    if not np.all(np.isfinite(cov)):
+        raise PriorError(f"{name} has non-finite entries")
+    asym = float(np.abs(cov - cov.T).max())
+    if asym > 1e-8 * max(1.0, float(np.abs(cov).max())):
+        raise PriorError(f"{name} is not symmetric (max |Σ − Σᵀ| = {asym:.3g})")
+    eig = np.linalg.eigvalsh(cov)
+    if eig.min() <= 1e-12 * max(float(eig.max()), 1e-300):
+        raise PriorError(
+            f"{name} is not positive definite (smallest eigenvalue {eig.min():.3g}): "
+            "too few or degenerate motion samples (e.g. an object that never rotates or scales)"
+        )
+
+
+@dataclass
+class MotionPrior:
+    """The multivariate Gaussian of real motion ``N(mean, cov)`` over ``[Δs_x, Δs_y, sinθ, Δx, Δy]``."""
+
+    mean: np.ndarray
+    cov: np.ndarray
+    count: int = 0
+    quantiles: dict[str, list[float]] = field(default_factory=dict)
+    source: str = ""
+    box_method: str = "minarearect"
+    eps_std: np.ndarray | None = None  # std of the ε draws (Table 1 in the paper); default √diag(cov)
+
+    def __post_init__(self) -> None:
+        self.mean = np.asarray(self.mean, dtype=np.float64).reshape(ACTION_DIM)
+        self.cov = np.asarray(self.cov, dtype=np.float64).reshape(ACTION_DIM, ACTION_DIM)
+        check_spd(self.cov, f"prior covariance ({self.source or 'in memory'})")
+        if self.eps_std is not None:
+            self.eps_std = np.asarray(self.eps_std, dtype=np.float64).reshape(ACTION_DIM)
+
+    @property
+    def std(self) -> np.ndarray:
+        return np.sqrt(np.diag(self.cov))
+
+    @property
+    def sample_std(self) -> np.ndarray:
+        return self.std if self.eps_std is None else self.eps_std
+
+    @classmethod
+    def paper(cls) -> "MotionPrior":
+        """The paper's prior (appendix 2.2), used only where no analysis of our own data exists."""
+        return cls(PAPER_MEAN, PAPER_COV, source="paper appendix 2.2", eps_std=PAPER_TABLE1_STD)
+
+    @classmethod
+    def from_samples(cls, samples: np.ndarray, source: str = "", box_method: str = "minarearect") -> "MotionPrior":
+        """Fit μ, Σ (and quantiles) to an (N, 5) array of motions."""
+        x = np.asarray(samples, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != ACTION_DIM:
+            raise PriorError(f"motion samples must have shape (N, 5), got {x.shape}")
+        x = x[np.all(np.isfinite(x), axis=1)]
+        if len(x) < ACTION_DIM + 1:
+            raise PriorError(f"need at least {ACTION_DIM + 1} finite motion samples, got {len(x)} ({source})")
+        q = np.quantile(x, QUANTILES, axis=0)
+        return cls(
+            mean=x.mean(axis=0),
+            cov=np.cov(x, rowvar=False),
+            count=len(x),
+            quantiles={f"q{int(round(p * 100)):02d}": q[i].tolist() for i, p in enumerate(QUANTILES)},
+            source=source,
+            box_method=box_method,
+        )
+
+    def to_dict(self) -> dict:
+        d = {
+            "variables": list(ACTION_NAMES),
+            "mean": self.mean.tolist(),
+            "cov": self.cov.tolist(),
+            "std": self.std.tolist(),
+            "count": int(self.count),
+            "quantiles": self.quantiles,
+            "source": self.source,
+            "box_method": self.box_method,
+        }
+        if self.eps_std is not None:
+            d["eps_std"] = self.eps_std.tolist()
+        return d
+
+    def save(self, path: str | Path) -> None:
+        from bmvtrack.io import atomic_write_text  # local: keeps this module free of project imports at load
+
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "MotionPrior":
+        """Read a prior file written by ``analyze_motion``; errors name the file and the problem."""
+        path = Path(path)
+        if not path.is_file():
+            raise PriorError(f"{path}: prior file not found (run `python -m bmvtrack.analyze_motion`)")
+        try:
+            d = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise PriorError(f"{path}: not a valid JSON prior file: {exc}") from None
+        missing = [k for k in ("mean", "cov") if k not in d]
+        if missing:
+            raise PriorError(f"{path}: prior file lacks {missing}")
+        try:
+            return cls(
+                mean=d["mean"],
+                cov=d["cov"],
+                count=int(d.get("count", 0)),
+                quantiles=d.get("quantiles", {}),
+                source=d.get("source", str(path)),
+                box_method=d.get("box_method", "minarearect"),
+                eps_std=d.get("eps_std"),
+            )
+        except PriorError as exc:
+            raise PriorError(f"{path}: {exc}") from None
+        except (ValueError, TypeError) as exc:
+            raise PriorError(f"{path}: malformed mean/cov: {exc}") from None
+
+    def action_bounds(self, n_std: float = 4.0) -> tuple[np.ndarray, np.ndarray]:
+        """Box bounds μ ± n·σ, with scales kept positive and sinθ inside [-1, 1]."""
+        lo = self.mean - n_std * self.std
+        hi = self.mean + n_std * self.std
+        lo[:2] = np.maximum(lo[:2], 0.05)
+        lo[2], hi[2] = max(lo[2], -1.0), min(hi[2], 1.0)
+        return lo.astype(np.float32), hi.astype(np.float32)

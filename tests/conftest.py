@@ -1,0 +1,30 @@
+"""Shared fixtures: the real DAVIS 2016 data in ../shared (skipped off-CI, required on CI)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("BMVTRACK_SHARED", REPO.parent / "shared"))
+DAVIS2016 = SHARED / "data" / "davis2016"
+
+
+@pytest.fixture(scope="session")
+def davis2016_root() -> Path:
+    """Path of the real DAVIS 2016 train split; its absence fails under CI=true, skips elsewhere."""
+    if not DAVIS2016.is_dir():
+        msg = f"real DAVIS 2016 data not found at {DAVIS2016} (set BMVTRACK_SHARED)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(msg + " — required under CI=true")
+        pytest.skip(msg)
+    return DAVIS2016
+
+
+@pytest.fixture(autouse=True)
+def _wandb_disabled(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test ever talks to W&B servers; runs that log go offline into a temporary folder."""
+    monkeypatch.setenv("WANDB_MODE", os.environ.get("BMVTRACK_TEST_WANDB_MODE", "disabled"))
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
