@@ -1,0 +1,91 @@
+"""Configuration of the βMVAE / βMVUnet networks.
+
+Why a dataclass of its own: the same network is built by pretraining, evaluation and the RL
+environment (frozen encoder), so its shape must come from one typed, strictly-checked place.
+The defaults are the small CPU model (βMVUnet, about 2 M parameters at 96×96); the paper-scale
+networks are ``configs/model_paper_mvae.yaml`` and ``configs/model_paper_mvunet.yaml``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from bmvtrack.config import ConfigError
+
+
+@dataclass
+class ModelConfig:
+    """Shape and bottleneck of a βMVAE / βMVUnet (read with ``bmvtrack.config.load_config``)."""
+
+    arch: Literal["mvae", "mvunet"] = "mvunet"  # mvae: plain auto-encoder; mvunet: U-Net skips
+    in_channels: int = 3  # channels of the input patch (RGB)
+    num_classes: int = 2  # output classes; 0 = background, the rest object (paper: 66)
+    patch_size: int = 96  # square input side in pixels, divisible by 32 (paper: 256)
+    base_width: int = 16  # encoder ResNet-18 stage widths = base_width × (1, 2, 4, 8) (paper: 64)
+    decoder_width: int = 16  # decoder stage widths = decoder_width × (8, 4, 2, 1, 1, 1)
+    extra_stage: bool = True  # βMVUnet's extra stride-1 stage at the bottom of encoder and decoder
+    extra_width: int = 0  # width of the encoder's extra stage; 0 = 8 × base_width
+    extra_blocks: int = 1  # basic blocks in the extra stage (encoder and decoder each)
+    z_channels: int = 32  # channels of the H/32 map that z (parts × K) is linearly projected to
+    num_parts: int = 5  # latent variables (Δs_x, Δs_y, sinθ, Δx, Δy)
+    part_size: int = 10  # K, neurons per variable per head (paper text 10; Fig. 4 / Table 2: 50)
+    bottleneck: Literal["batch", "cholesky"] = "cholesky"  # batch: paper's Σ′; cholesky: per sample
+    batch_cov_reduce: Literal["norm", "rms"] = "norm"  # batch Σ′: norm over batch (paper) or RMS
+    z_mean: Literal["part", "neuron"] = "part"  # eq. 6 offset: part mean μ′_i (paper) or μ′ neuron
+    beta: float = 5.0  # weight of the KL term in the loss (paper: 5)
+    kl_direction: Literal["q_p", "p_q"] = (
+        "q_p"  # q_p: KL(q‖prior) (eq. 2); p_q: KL(prior‖q) (Alg 1)
+    )
+    cov_eps: float = 1e-4  # ε: +εI on the batch Σ′; √ε floors the Cholesky diagonal
+    norm: Literal["batch", "group"] = "batch"  # BatchNorm (ResNet) or GroupNorm (batch-size free)
+    leaky_slope: float = 0.01  # negative slope of the Leaky ReLU used everywhere (paper)
+    head_init_prior: bool = True  # initialise the heads so the first posterior is near the prior
+
+    def __post_init__(self) -> None:
+        """Reject shapes the networks cannot build, naming the key."""
+        if self.patch_size <= 0 or self.patch_size % 32 != 0:
+            raise ConfigError(
+                f"model config: patch_size must be a positive multiple of 32, got {self.patch_size}"
+            )
+        for key in (
+            "in_channels",
+            "base_width",
+            "decoder_width",
+            "z_channels",
+            "num_parts",
+            "part_size",
+        ):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"model config: {key} must be positive, got {getattr(self, key)}")
+        if self.num_classes < 2:
+            raise ConfigError(f"model config: num_classes must be >= 2, got {self.num_classes}")
+        if self.extra_width < 0 or self.extra_blocks < 1:
+            raise ConfigError("model config: extra_width must be >= 0 and extra_blocks >= 1")
+        if self.cov_eps <= 0:
+            raise ConfigError(f"model config: cov_eps must be > 0, got {self.cov_eps}")
+        if self.norm == "group" and (self.base_width % 8 or self.decoder_width % 8):
+            raise ConfigError(
+                "model config: norm=group needs base_width and decoder_width divisible by 8"
+            )
+
+    @property
+    def encoder_widths(self) -> tuple[int, int, int, int]:
+        """Widths of the four ResNet-18 stages."""
+        w = self.base_width
+        return (w, 2 * w, 4 * w, 8 * w)
+
+    @property
+    def extra_channels(self) -> int:
+        """Width of the extra stage (resolved from ``extra_width``)."""
+        return self.extra_width or 8 * self.base_width
+
+    @property
+    def feature_dim(self) -> int:
+        """Length F of the pooled encoder feature that the μ′ and Σ′ heads read."""
+        return self.extra_channels if self.extra_stage else 8 * self.base_width
+
+    @property
+    def latent_dim(self) -> int:
+        """Neurons per head: num_parts × K."""
+        return self.num_parts * self.part_size

@@ -1,0 +1,108 @@
+"""The βMVAE loss (eqs. 2–3): weighted cross-entropy + (1 − soft Jaccard) + β·KL.
+
+Why class weights from the batch: object-centred patches are mostly background or mostly object
+depending on the crop; inverse-frequency weights stop either class from dominating the CE.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from bmvtrack.models.config import ModelConfig
+
+
+def _as_index_target(target: Tensor) -> Tensor:
+    """B×H×W integer class map from B×H×W or B×1×H×W (integer, bool or 0/1 float) masks."""
+    if target.dim() == 4:
+        if target.shape[1] != 1:
+            raise ValueError(f"target must be B×H×W or B×1×H×W, got {tuple(target.shape)}")
+        target = target[:, 0]
+    if target.dim() != 3:
+        raise ValueError(f"target must be B×H×W or B×1×H×W, got {tuple(target.shape)}")
+    if target.is_floating_point():
+        target = target.round()
+    return target.long()
+
+
+def class_weights_from_batch(target: Tensor, num_classes: int, ignore_index: int = 255) -> Tensor:
+    """Inverse class frequencies of the batch, normalised so that present classes average 1.
+
+    Classes absent from the batch get weight 0 (they have no pixels to weigh).
+    """
+    valid = target != ignore_index
+    labels = target[valid]
+    if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(
+            f"target has labels outside [0, {num_classes}) other than ignore_index={ignore_index}"
+        )
+    counts = torch.bincount(labels.flatten(), minlength=num_classes).to(torch.float32)
+    present = counts > 0
+    if not bool(present.any()):
+        return torch.zeros(num_classes, device=target.device)
+    freq = counts / counts.sum()
+    inv = torch.where(present, 1.0 / freq.clamp_min(1e-12), torch.zeros_like(freq))
+    return inv * (present.sum() / inv.sum())
+
+
+def soft_jaccard(
+    logits: Tensor, target: Tensor, ignore_index: int = 255, smooth: float = 1.0
+) -> Tensor:
+    """Mean over the batch of the soft Jaccard index of the object (every class but 0, background).
+
+    Per image: (Σ p·t + s) / (Σ p + Σ t − Σ p·t + s), p = 1 − P(background), ignored pixels out.
+    """
+    target = _as_index_target(target)
+    prob_fg = 1.0 - torch.softmax(logits, dim=1)[:, 0]
+    valid = (target != ignore_index).to(prob_fg.dtype)
+    t = ((target != 0) & (target != ignore_index)).to(prob_fg.dtype)
+    p = prob_fg * valid
+    inter = (p * t).sum(dim=(-2, -1))
+    union = p.sum(dim=(-2, -1)) + t.sum(dim=(-2, -1)) - inter
+    return ((inter + smooth) / (union + smooth)).mean()
+
+
+def construction_loss(
+    logits: Tensor, target: Tensor, ignore_index: int = 255, jaccard_smooth: float = 1.0
+) -> dict[str, Tensor]:
+    """Eq. 3: ``cons = ce + (1 − jaccard)``; returns cons, ce, jaccard (index), jaccard_loss."""
+    target = _as_index_target(target)
+    if logits.shape[-2:] != target.shape[-2:] or logits.shape[0] != target.shape[0]:
+        raise ValueError(
+            f"logits {tuple(logits.shape)} and target {tuple(target.shape)} do not match"
+        )
+    weights = class_weights_from_batch(target, logits.shape[1], ignore_index).to(logits.dtype)
+    if bool((target != ignore_index).any()):
+        ce = F.cross_entropy(logits, target, weight=weights, ignore_index=ignore_index)
+    else:
+        ce = logits.sum() * 0.0
+    jac = soft_jaccard(logits, target, ignore_index, jaccard_smooth)
+    jac_loss = 1.0 - jac
+    return {"cons": ce + jac_loss, "ce": ce, "jaccard": jac, "jaccard_loss": jac_loss}
+
+
+def beta_mv_loss(
+    out: dict[str, Tensor],
+    target: Tensor,
+    beta: float = 5.0,
+    ignore_index: int = 255,
+    jaccard_smooth: float = 1.0,
+) -> dict[str, Tensor]:
+    """Eq. 2: ``total = cons + β·kl`` from a model output dict (``logits``, ``kl``).
+
+    All components are returned (total, cons, ce, jaccard, jaccard_loss, kl) for logging; only
+    ``total`` carries the gradient that should be stepped.
+    """
+    parts = construction_loss(out["logits"], target, ignore_index, jaccard_smooth)
+    kl = out["kl"]
+    parts["kl"] = kl
+    parts["total"] = parts["cons"] + beta * kl
+    return parts
+
+
+def loss_from_config(
+    out: dict[str, Tensor], target: Tensor, cfg: ModelConfig, ignore_index: int = 255
+) -> dict[str, Tensor]:
+    """``beta_mv_loss`` with β from the model config."""
+    return beta_mv_loss(out, target, beta=cfg.beta, ignore_index=ignore_index)
