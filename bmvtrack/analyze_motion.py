@@ -13,6 +13,7 @@ import numpy as np
 from bmvtrack.cli import add_data_args, data_config_from_args, run_main
 from bmvtrack.data.readers import VideoDataset
 from bmvtrack.motion import MotionPrior
+from bmvtrack.paths import DEFAULT_PRIOR
 from bmvtrack.motion_stats import describe, fit_prior, measure_dataset, motion_samples, oracle_replay, plot_prior
 
 
@@ -21,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     add_data_args(p)
     p.add_argument("--box-method", default="minarearect", choices=["minarearect", "principal"],
                    help="rotated box from the mask: OpenCV minAreaRect (paper) or principal axes")
-    p.add_argument("--out", type=Path, default=Path("outputs/prior.json"), help="prior file to write")
+    p.add_argument("--out", type=Path, default=DEFAULT_PRIOR, help=f"prior file to write (default {DEFAULT_PRIOR}, read by the other commands)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
     args = p.parse_args(argv)
 

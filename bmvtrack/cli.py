@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Callable
 
 from bmvtrack.data.readers import DataConfig, TrackFilter
 
-DEFAULT_SYNTH_DIR = Path(os.environ.get("BMVTRACK_SYNTH_DIR", "data/synth"))
+from bmvtrack.paths import SYNTH_DIR as DEFAULT_SYNTH_DIR
 
 
 def add_data_args(p: argparse.ArgumentParser) -> None:

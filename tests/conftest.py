@@ -5,6 +5,10 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+
+# Tiny test models run faster on one thread, and two suites sharing two cores never oversubscribe.
+torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("BMVTRACK_SHARED", REPO.parent / "shared"))

@@ -1,0 +1,246 @@
+"""The tracking environment: one episode replays one single-object track.
+
+``TrackingEnv`` is the raw environment: it emits image crops and the agent's box geometry.
+The states the agent learns from are made by the frozen βMVUnet encoder in an observation
+wrapper (``envs.encoding``), so that vectorised copies share one batched encoder forward
+instead of running the network once per copy per step. ``gymnasium.make("bmvtrack/Track-v0")``
+returns the encoded environment.
+
+## Description
+At reset a track is chosen (at random from ``self.np_random``, or in order for evaluation).
+The agent's box starts at the annotated box of frame 0; after that only the agent's actions move
+it. The annotation serves the reward, termination, metrics and ``info`` only.
+
+## Action space
+``Box(low, high, (5,), float32)``: the motion ``G_t = [Δs_x, Δs_y, sinθ, Δx, Δy]`` of the motion
+model (``bmvtrack.motion``), with bounds μ ± n·σ of the motion prior (``action_n_std``).
+
+| idx | name | meaning |
+|-----|------|---------|
+| 0 | Δs_x | width scale w'/w |
+| 1 | Δs_y | height scale h'/h |
+| 2 | sinθ | rotation (θ = α' − α) |
+| 3 | Δx | t_x / W_img (rotation about the image origin, as in the paper) |
+| 4 | Δy | t_y / H_img |
+
+A NaN or infinite action raises ``ValueError``.
+
+## Observation space (raw)
+``Dict(crops=Box(0, 255, (n_crops, S, S, 3), uint8), box=Box(-inf, inf, (7,), float32))``:
+``crops[0]`` is the search crop of frame t+1 at the agent's current box (the paper's padded
+window), ``crops[1]`` (when ``template=True``) the crop of frame 0 at the annotated box;
+``box`` = [cx/W, cy/H, w/W, h/H, sin α, cos α, first] — the geometry the action's translation
+depends on (the motion rotates about the image origin); ``first`` is 1 right after reset.
+
+## Reward
+Rotated IoU of the moved box with the annotated box of frame t+1 (``reward="iou"``).
+``"iou_delta"`` adds the change of IoU; ``"iou_success"`` adds +1 when IoU ≥ 0.5. Frames where the
+object is absent give reward 0 and ``info["iou"] = nan``.
+
+## Episode end
+Terminated when the IoU stays ≤ ``lost_iou`` for ``lost_frames`` consecutive present frames
+(target lost); truncated at the end of the track.
+
+## Info
+``iou``, ``pred_box`` and ``gt_box`` (``[cx, cy, w, h, angle]``; gt nan when absent),
+``expert_action`` (the G_t that moves the agent's current box onto the next annotated box,
+clipped to the action bounds) and ``expert_clipped``, ``track``, ``frame``.
+
+## Version history
+* v0: initial release.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import cv2
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from bmvtrack.data.patches import crop_image, crop_window
+from bmvtrack.data.readers import DataConfig, Track, VideoDataset
+from bmvtrack.motion import MotionPrior, RBox, apply_motion, boxes_from_masks, motion_between, rbox_corners, rotated_iou
+
+BOX_FEATURES = 7
+
+
+def box_geometry(box: RBox, frame_hw: tuple[int, int], first: bool) -> np.ndarray:
+    """The 7 geometry numbers of an observation: [cx/W, cy/H, w/W, h/H, sin α, cos α, first]."""
+    h, w = frame_hw
+    a = np.radians(box.angle)
+    return np.array([box.cx / w, box.cy / h, box.w / w, box.h / h, np.sin(a), np.cos(a), float(first)], dtype=np.float32)
+
+
+@dataclass
+class EnvConfig:
+    """Options of the tracking environment."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    prior: str | None = None  # prior file from analyze_motion; None = the paper's prior
+    box_method: Literal["minarearect", "principal"] = "minarearect"  # how annotated boxes are made from masks
+    crop_size: int = 64  # side of the crops fed to the encoder
+    context: float = 0.25  # crop padding per side as a fraction of (w + h) (paper: 1/4)
+    template: bool = True  # add the first frame's crop at the annotated box
+    action_n_std: float = 6.0  # action bounds: prior mean ± this many stds (real motion is heavy-tailed: 4σ clips 4 % of DAVIS steps)
+    reward: Literal["iou", "iou_delta", "iou_success"] = "iou"  # reward shaping (see the docstring)
+    lost_iou: float = 0.0  # IoU at or below this counts as a lost frame
+    lost_frames: int = 5  # terminate after this many consecutive lost frames (0 = never)
+    order: Literal["random", "sequential"] = "random"  # track sampling; sequential for evaluation
+    max_tracks: int = 0  # use only the first N tracks (0 = all)
+
+
+class TrackingEnv(gym.Env):
+    """Raw tracking environment (crops + box geometry); see the module docstring."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+
+    def __init__(
+        self,
+        config: EnvConfig | None = None,
+        dataset: VideoDataset | None = None,
+        prior: MotionPrior | None = None,
+        render_mode: str | None = None,
+        **overrides: Any,
+    ) -> None:
+        cfg = config or EnvConfig()
+        for k, v in overrides.items():
+            if not hasattr(cfg, k):
+                raise TypeError(f"TrackingEnv: unknown option {k!r}")
+            setattr(cfg, k, v)
+        self.cfg = cfg
+        self.dataset = dataset if dataset is not None else VideoDataset.from_config(cfg.data)
+        tracks = self.dataset.tracks()
+        self.tracks: list[Track] = tracks[: cfg.max_tracks] if cfg.max_tracks > 0 else list(tracks)
+        if prior is None:
+            prior = MotionPrior.load(cfg.prior) if cfg.prior else MotionPrior.paper()
+        self.prior = prior
+        lo, hi = prior.action_bounds(cfg.action_n_std)
+        self.action_space = spaces.Box(lo, hi, dtype=np.float32)
+        n_crops = 2 if cfg.template else 1
+        s = cfg.crop_size
+        self.observation_space = spaces.Dict(
+            {
+                "crops": spaces.Box(0, 255, (n_crops, s, s, 3), dtype=np.uint8),
+                "box": spaces.Box(-np.inf, np.inf, (BOX_FEATURES,), dtype=np.float32),
+            }
+        )
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
+        self.render_mode = render_mode
+        self._gt_cache: dict[str, list[RBox | None]] = {}
+        self._next_index = 0
+        self.track: Track | None = None
+
+    # ------------------------------------------------------------------ helpers
+
+    def gt_boxes(self, track: Track) -> list[RBox | None]:
+        """Canonical annotated boxes of a track (computed once per track)."""
+        boxes = self._gt_cache.get(track.name)
+        if boxes is None:
+            masks = (self.dataset.mask(track, i) if track.present[i] else None for i in range(len(track)))
+            boxes = boxes_from_masks(masks, self.cfg.box_method)
+            self._gt_cache[track.name] = boxes
+        return boxes
+
+    def _crop(self, frame_index: int, box: RBox) -> np.ndarray:
+        frame = self.dataset.frame(self.track, frame_index)
+        win = crop_window(box, self.track.size, self.cfg.crop_size, self.cfg.context)
+        return crop_image(frame, win)
+
+    def _observation(self) -> dict[str, np.ndarray]:
+        nxt = min(self._t + 1, len(self.track) - 1)
+        crops = [self._crop(nxt, self.box)]
+        if self.cfg.template:
+            crops.append(self._template)
+        return {"crops": np.stack(crops).astype(np.uint8), "box": box_geometry(self.box, self.track.size, self._t == 0)}
+
+    def _expert(self) -> tuple[np.ndarray, bool]:
+        """G_t from the agent's box to the next annotated box, clipped to the bounds."""
+        gt = self._gt[self._t + 1] if self._t + 1 < len(self._gt) else None
+        if gt is None:
+            act = np.array([1.0, 1.0, 0.0, 0.0, 0.0])
+        else:
+            h, w = self.track.size
+            act = motion_between(self.box, gt, w, h)
+        clipped = np.clip(act, self.action_space.low, self.action_space.high)
+        return clipped.astype(np.float32), bool(np.any(np.abs(clipped - act) > 1e-9))
+
+    def _info(self, iou: float) -> dict[str, Any]:
+        gt = self._gt[self._t]
+        expert, was_clipped = self._expert() if self._t + 1 < len(self.track) else (
+            np.array([1, 1, 0, 0, 0], np.float32), False)
+        return {
+            "iou": iou,
+            "pred_box": self.box.as_array().astype(np.float32),
+            "gt_box": (gt.as_array() if gt is not None else np.full(5, np.nan)).astype(np.float32),
+            "expert_action": expert,
+            "expert_clipped": was_clipped,
+            "track": self.track.name,
+            "frame": self._t,
+        }
+
+    # ------------------------------------------------------------------ API
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        options = options or {}
+        if "track_index" in options:
+            idx = int(options["track_index"]) % len(self.tracks)
+        elif self.cfg.order == "sequential":
+            idx = self._next_index % len(self.tracks)
+            self._next_index += 1
+        else:
+            idx = int(self.np_random.integers(len(self.tracks)))
+        self.track = self.tracks[idx]
+        self._gt = self.gt_boxes(self.track)
+        self._t = 0
+        self._lost = 0
+        first = self._gt[0]
+        if first is None:  # tracks start where the object is seen, so this is a broken dataset
+            raise RuntimeError(f"track {self.track.name} has no box in its first frame")
+        self.box = first
+        self._template = self._crop(0, first)
+        self._last_iou = 1.0
+        return self._observation(), self._info(1.0)
+
+    def step(self, action: np.ndarray):
+        if self.track is None:
+            raise RuntimeError("call reset() before step()")
+        a = np.asarray(action, dtype=np.float64).reshape(-1)
+        if a.shape != (5,) or not np.all(np.isfinite(a)):
+            raise ValueError(f"action must be 5 finite numbers [Δs_x, Δs_y, sinθ, Δx, Δy], got {np.asarray(action).tolist()}")
+        a = np.clip(a, self.action_space.low, self.action_space.high)
+        h, w = self.track.size
+        self.box = apply_motion(self.box, a, w, h)
+        self._t += 1
+        gt = self._gt[self._t]
+        if gt is None:
+            iou, reward = float("nan"), 0.0
+        else:
+            iou = rotated_iou(self.box, gt)
+            reward = iou
+            if self.cfg.reward == "iou_delta":
+                reward = iou + (iou - self._last_iou)
+            elif self.cfg.reward == "iou_success":
+                reward = iou + float(iou >= 0.5)
+            self._last_iou = iou
+            self._lost = self._lost + 1 if iou <= self.cfg.lost_iou else 0
+        terminated = self.cfg.lost_frames > 0 and self._lost >= self.cfg.lost_frames
+        truncated = self._t >= len(self.track) - 1 and not terminated
+        return self._observation(), float(reward), bool(terminated), bool(truncated), self._info(iou)
+
+    def render(self) -> np.ndarray | None:
+        """RGB frame t with the annotated box (green), the agent's box (red), IoU and step."""
+        if self.render_mode != "rgb_array" or self.track is None:
+            return None
+        img = np.ascontiguousarray(self.dataset.frame(self.track, self._t)).copy()
+        gt = self._gt[self._t]
+        if gt is not None:
+            cv2.polylines(img, [rbox_corners(gt).astype(np.int32)], True, (0, 220, 0), 2)
+        cv2.polylines(img, [rbox_corners(self.box).astype(np.int32)], True, (230, 30, 30), 2)
+        iou = rotated_iou(self.box, gt) if gt is not None else float("nan")
+        cv2.putText(img, f"t={self._t} IoU={iou:.2f}", (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 0), 1, cv2.LINE_AA)
+        return img

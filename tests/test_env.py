@@ -1,0 +1,183 @@
+"""The tracking environment: checkers, determinism, vectorisation, expert/zero-motion sanity."""
+from __future__ import annotations
+
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import bmvtrack  # noqa: F401  (registers bmvtrack/Track-v0)
+from bmvtrack.data.readers import DataConfig, TrackFilter
+from bmvtrack.data.synth import SynthConfig, generate_dataset
+from bmvtrack.models import ModelConfig
+from bmvtrack.motion import MotionPrior
+from envs.encoding import OBS_KINDS, StateEncoder
+from envs.registration import make_raw_env, make_sb3_vec_env, make_tracking_env, make_tracking_vector_env
+from envs.tracking_env import EnvConfig, TrackingEnv
+
+TINY_MODEL = ModelConfig(patch_size=32, base_width=8, decoder_width=8, z_channels=8, part_size=4)
+KEEP_ALL = TrackFilter(absent="keep", max_box_fraction=1.0)
+
+
+@pytest.fixture(scope="module")
+def synth_root(tmp_path_factory):
+    cfg = SynthConfig(width=160, height=120, frames=8)
+    return generate_dataset(tmp_path_factory.mktemp("synth"), "davis2017", videos=3, seed=1, cfg=cfg, progress=False)
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return StateEncoder.untrained(TINY_MODEL, MotionPrior.paper(), kind="features")
+
+
+def env_cfg(root, **kw) -> EnvConfig:
+    return EnvConfig(data=DataConfig(root=str(root), layout="davis2017", filters=KEEP_ALL), crop_size=32, **kw)
+
+
+def test_registered_id_and_make_with_module_prefix(synth_root, encoder):
+    assert "bmvtrack/Track-v0" in gym.registry
+    env = gym.make("bmvtrack:bmvtrack/Track-v0", config=env_cfg(synth_root), encoder=encoder)
+    obs, info = env.reset(seed=0)
+    assert env.observation_space.contains(obs) and info["iou"] == 1.0
+    assert set(info) >= {"iou", "pred_box", "gt_box", "expert_action", "expert_clipped"}
+
+
+@pytest.mark.parametrize("kind", OBS_KINDS)
+def test_checkers_pass_for_every_observation_kind(synth_root, kind):
+    from gymnasium.utils.env_checker import check_env as gym_check
+    from stable_baselines3.common.env_checker import check_env as sb3_check
+
+    enc = StateEncoder.untrained(TINY_MODEL, MotionPrior.paper(), kind=kind)
+    env = make_tracking_env(env_cfg(synth_root), encoder=enc)
+    layout = env.obs_layout
+    assert layout["box"].stop == env.observation_space.shape[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gym_check(env.unwrapped, skip_render_check=True)  # the raw env (Dict observations)
+        gym_check(env, skip_render_check=True)
+        sb3_check(env, warn=False)
+
+
+def test_same_seed_same_actions_same_trajectory(synth_root, encoder):
+    def rollout(seed):
+        env = make_tracking_env(env_cfg(synth_root), encoder=encoder)
+        obs, _ = env.reset(seed=seed)
+        env.action_space.seed(seed)
+        out = [obs]
+        for _ in range(6):
+            obs, r, term, trunc, info = env.step(env.action_space.sample())
+            out.append(np.append(obs, [r, info["iou"]]))
+            if term or trunc:
+                break
+        return out
+
+    a, b = rollout(3), rollout(3)
+    assert len(a) == len(b) and all(np.array_equal(x, y, equal_nan=True) for x, y in zip(a, b))
+
+
+def test_non_finite_action_is_rejected(synth_root):
+    env = make_raw_env(env_cfg(synth_root))
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="finite"):
+        env.step(np.array([1, 1, np.nan, 0, 0], np.float32))
+
+
+def test_expert_follows_and_zero_motion_loses_on_synthetic(synth_root):
+    env = make_raw_env(env_cfg(synth_root, lost_frames=0))
+    for policy in ("expert", "zero"):
+        ious = []
+        for k in range(len(env.tracks)):
+            _, info = env.reset(options={"track_index": k})
+            done = False
+            while not done:
+                act = info["expert_action"] if policy == "expert" else np.array([1, 1, 0, 0, 0], np.float32)
+                _, _, term, trunc, info = env.step(act)
+                done = term or trunc
+                if not np.isnan(info["iou"]):
+                    ious.append(info["iou"])
+        if policy == "expert":
+            expert = np.mean(ious)
+            assert expert > 0.99
+        else:
+            assert np.mean(ious) < expert
+
+
+def test_absent_frames_and_termination(synth_root):
+    env = make_raw_env(env_cfg(synth_root, lost_frames=2))
+    env.reset(seed=0, options={"track_index": 0})
+    far = np.array([1, 1, 0, env.action_space.high[3], env.action_space.high[4]], np.float32)
+    steps, term = 0, False
+    while not term:
+        _, r, term, trunc, info = env.step(far)
+        steps += 1
+        assert np.isfinite(r)
+        if trunc:
+            break
+    assert term and steps <= 3
+
+
+def test_rgb_render(synth_root):
+    env = make_raw_env(env_cfg(synth_root), render_mode="rgb_array")
+    env.reset(seed=0)
+    img = env.render()
+    assert img.shape == (120, 160, 3) and img.dtype == np.uint8
+    assert (img[..., 0] > 200).any()  # the agent's red box is drawn
+
+
+@pytest.mark.parametrize("subprocess", [False, True])
+def test_sb3_vec_env_matches_single_env(synth_root, encoder, subprocess):
+    venv = make_sb3_vec_env(2, env_cfg(synth_root), encoder=encoder, subprocess=subprocess, seed=0)
+    obs = venv.reset()
+    assert obs.shape == (2, venv.observation_space.shape[0])
+    for _ in range(10):
+        obs, rew, done, infos = venv.step(np.tile([[1, 1, 0, 0, 0]], (2, 1)).astype(np.float32))
+        assert np.all(np.isfinite(obs)) and np.all(np.isfinite(rew))
+    venv.close()
+
+
+def test_gymnasium_vector_env_batches_encoder(synth_root, encoder, monkeypatch):
+    venv = make_tracking_vector_env(3, env_cfg(synth_root), encoder=encoder)
+    calls = []
+    orig = encoder.encode_crops
+    monkeypatch.setattr(encoder, "encode_crops", lambda x: calls.append(len(x)) or orig(x))
+    obs, infos = venv.reset(seed=0)
+    assert obs.shape == (3, venv.single_observation_space.shape[0])
+    for _ in range(4):
+        obs, rew, term, trunc, infos = venv.step(np.tile([1, 1, 0, 0, 0], (3, 1)).astype(np.float32))
+    # one forward per reset/step for all 3 copies; templates only at t = 0
+    assert len(calls) == 5 and calls[0] == 6 and calls[1] == 3
+
+
+def test_template_encoding_is_reused_not_stale(synth_root, encoder):
+    env = make_tracking_env(env_cfg(synth_root), encoder=encoder)
+    sl = env.obs_layout["template/mu"]
+    o0, _ = env.reset(seed=0, options={"track_index": 0})
+    o1, *_ = env.step(np.array([1, 1, 0, 0, 0], np.float32))
+    assert np.array_equal(o0[sl], o1[sl])
+    o2, _ = env.reset(options={"track_index": 1})
+    assert not np.array_equal(o0[sl], o2[sl])
+
+
+def test_expert_on_real_davis_dev_val(davis2016_root, tmp_path):
+    """The motion model's upper bound inside the env: ≥ 0.99 mean IoU with the default bounds."""
+    from bmvtrack.motion_stats import fit_prior, measure_dataset
+    from bmvtrack.data.readers import VideoDataset
+
+    train = VideoDataset(davis2016_root, resolution="240p", split="dev/train", filters=KEEP_ALL)
+    prior = fit_prior(measure_dataset(train, progress=False), "dev/train", "minarearect")
+    cfg = EnvConfig(data=DataConfig(root=str(davis2016_root), resolution="240p", split="dev/val", filters=KEEP_ALL),
+                    lost_frames=0)
+    env = TrackingEnv(cfg, prior=prior)
+    ious, clipped, steps = [], 0, 0
+    for k in range(len(env.tracks)):
+        _, info = env.reset(options={"track_index": k})
+        done = False
+        while not done:
+            clipped += info["expert_clipped"]; steps += 1
+            _, _, term, trunc, info = env.step(info["expert_action"])
+            done = term or trunc
+            if not np.isnan(info["iou"]):
+                ious.append(info["iou"])
+    assert np.mean(ious) >= 0.99
+    assert clipped / steps < 0.02
