@@ -1,0 +1,48 @@
+"""A trained policy as a tracker (``init(frame, box)`` / ``update(frame)``), outside any environment.
+
+It rebuilds exactly the observation the environment gives (search crop at the current box,
+template crop, box geometry, encoded by the same frozen encoder), so a policy is evaluated by the
+same one-pass protocol as every baseline tracker.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from bmvtrack.data.patches import crop_image, crop_window
+from bmvtrack.motion import RBox, apply_motion
+from envs.encoding import StateEncoder
+from envs.tracking_env import box_geometry
+
+
+class PolicyTracker:
+    """Drives an SB3 policy (``predict``) frame by frame; non-finite actions keep the box still."""
+
+    uses_ground_truth = False
+
+    def __init__(self, model, encoder: StateEncoder, action_low: np.ndarray, action_high: np.ndarray,
+                 template: bool = True, context: float = 0.25, name: str = "policy") -> None:
+        self.model, self.encoder, self.name = model, encoder, name
+        self.low, self.high = np.asarray(action_low, np.float64), np.asarray(action_high, np.float64)
+        self.template, self.context = template, context
+        self.invalid_actions = 0
+
+    def _crop(self, frame: np.ndarray, box: RBox) -> np.ndarray:
+        return crop_image(frame, crop_window(box, frame.shape[:2], self.encoder.patch_size, self.context))
+
+    def init(self, frame: np.ndarray, box: RBox) -> None:
+        self.box, self.first, self.cache = box, True, None
+        self.template_crop = self._crop(frame, box) if self.template else None
+
+    def update(self, frame: np.ndarray) -> RBox:
+        crops = [self._crop(frame, self.box)] + ([self.template_crop] if self.template else [])
+        geom = box_geometry(self.box, frame.shape[:2], self.first)
+        obs, self.cache = self.encoder.encode(np.stack(crops)[None], geom[None], self.cache)
+        action, _ = self.model.predict(obs, deterministic=True)
+        action = np.asarray(action, np.float64).reshape(-1)
+        self.first = False
+        if action.shape != (5,) or not np.all(np.isfinite(action)):
+            self.invalid_actions += 1
+            return self.box
+        h, w = frame.shape[:2]
+        self.box = apply_motion(self.box, np.clip(action, self.low, self.high), w, h)
+        return self.box

@@ -1,0 +1,277 @@
+"""Training MV-SAC (or plain SAC) in the tracking environment: config, demos, callbacks, resume.
+
+``train(cfg)`` builds the vectorised encoded environment, the agent with the motion prior, the
+optional expert demonstrations / behaviour-cloning warm start, and runs SB3's ``learn`` with a
+progress bar, periodic evaluation on held-out tracks, atomic checkpoints (model + replay buffer)
+and a time budget. Every SB3 logger value (``train/actor_loss`` ...) also reaches the run's
+JSONL file and W&B through ``RunLoggerOutput``.
+"""
+from __future__ import annotations
+
+import io
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from stable_baselines3 import SAC
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.logger import KVWriter, Logger, configure
+
+from bmvtrack.config import save_config, to_dict
+from bmvtrack.io import atomic_save, atomic_write_bytes
+from bmvtrack.logging_wandb import RunLogger, WandbConfig, run_name
+from bmvtrack.metrics import success_auc
+from bmvtrack.paths import DEFAULT_VAE_CHECKPOINT, RUNS_DIR
+from agents.mvsac import MVSAC
+from envs.encoding import EncodedObservation, ObsKind, StateEncoder
+from envs.registration import make_sb3_vec_env, resolve_encoder, resolve_env_config
+from envs.tracking_env import EnvConfig, TrackingEnv
+
+
+@dataclass
+class AgentConfig:
+    """The agent and its use of the prior and of the expert."""
+
+    algo: Literal["mvsac", "sac"] = "mvsac"  # mvsac: full-covariance prior-shaped SAC; sac: plain SB3 SAC
+    total_timesteps: int = 20_000  # environment steps (all copies together)
+    learning_starts: int = 1_000  # warm-up steps before gradient updates
+    batch_size: int = 256  # replay minibatch
+    buffer_size: int = 50_000  # replay capacity (transitions)
+    learning_rate: float = 3e-4  # Adam step size of actor, critics and entropy coefficient
+    gamma: float = 0.9  # discount: tracking rewards are immediate, long horizons only add variance
+    tau: float = 0.005  # target-network Polyak coefficient
+    train_freq: int = 1  # env steps (per copy) between updates
+    gradient_steps: int = 1  # gradient updates per update round
+    net_arch: list[int] = field(default_factory=lambda: [256, 256])  # hidden layers of actor and critics
+    ent_coef: str = "auto"  # SAC entropy coefficient ('auto' or 'auto_0.1' or a number as string)
+    prior_source: Literal["global", "state"] = "global"  # data MGD, or the encoder's per-state posterior
+    prior_warmup: bool = True  # warm-up actions drawn from the prior instead of uniform noise (mvsac)
+    prior_kl_coef: float = 0.0  # weight of KL(π ‖ prior) in the actor loss (mvsac; 0 = off)
+    prior_init: bool = True  # start the actor at the prior (mvsac)
+    demo_episodes: int = 0  # expert episodes (info['expert_action']) pushed into the replay buffer
+    bc_epochs: int = 0  # behaviour-cloning warm start on those demonstrations (0 = off)
+
+
+@dataclass
+class TrainConfig:
+    """``python -m bmvtrack.train_sac`` options."""
+
+    env: EnvConfig = field(default_factory=EnvConfig)  # training environment (data split: train)
+    eval_split: str | None = "val"  # held-out split for periodic evaluation (None = no evaluation)
+    eval_every: int = 5_000  # env steps between evaluations
+    eval_tracks: int = 0  # evaluate on the first N held-out tracks (0 = all)
+    encoder: str | None = None  # pretrained βMVUnet checkpoint (default runs/pretrain_vae/checkpoint.pt)
+    obs: ObsKind = "features"  # observation kind (envs.encoding)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    n_envs: int = 2  # vectorised environment copies (one batched encoder forward per step)
+    seed: int = 0  # seeds env sampling, networks and warm-up
+    out_dir: str | None = None  # run folder (default runs/train_sac/<run name>)
+    checkpoint_every: int = 5_000  # env steps between checkpoints (model + replay buffer)
+    time_budget_min: float = 20.0  # stop cleanly after this many minutes (0 = no limit)
+    threads: int = 0  # torch threads (0 = leave torch's default)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+
+class RunLoggerOutput(KVWriter):
+    """SB3 logger output that forwards every recorded value to a RunLogger (JSONL + W&B)."""
+
+    def __init__(self, logger: RunLogger) -> None:
+        self.logger = logger
+
+    def write(self, key_values: dict[str, Any], key_excluded: dict[str, Any], step: int = 0) -> None:
+        scalars = {k: v for k, v in key_values.items() if isinstance(v, (int, float, np.floating, np.integer))}
+        if scalars:
+            self.logger.log(scalars, step=step)
+
+    def close(self) -> None:
+        pass
+
+
+def evaluate_in_env(model, env: EncodedObservation, max_tracks: int = 0) -> dict[str, float]:
+    """Deterministic one-pass tracking of every held-out track (no termination): IoU statistics."""
+    raw: TrackingEnv = env.unwrapped
+    n = len(raw.tracks) if max_tracks <= 0 else min(max_tracks, len(raw.tracks))
+    ious: list[float] = []
+    for k in range(n):
+        obs, info = env.reset(options={"track_index": k})
+        done = False
+        while not done:
+            action, _ = model.predict(obs, deterministic=True)
+            obs, _, term, trunc, info = env.step(action)
+            done = term or trunc
+            ious.append(info["iou"])
+    arr = np.array(ious, dtype=np.float64)
+    valid = arr[~np.isnan(arr)]
+    return {"eval/mean_iou": float(valid.mean()) if len(valid) else float("nan"),
+            "eval/success_auc": success_auc(arr), "eval/tracks": float(n)}
+
+
+class TrackingCallback(BaseCallback):
+    """Episode IoU, periodic evaluation, atomic checkpoints and the time budget."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: Path, eval_env: EncodedObservation | None, logger: RunLogger) -> None:
+        super().__init__()
+        self.cfg, self.run_dir, self.eval_env, self.run_logger = cfg, run_dir, eval_env, logger
+        self.start = time.time()
+        self.last_eval = self.last_ckpt = 0
+        self.ep_ious: list[float] = []
+        self.history: list[dict[str, float]] = []
+        self.stopped_by_budget = False
+
+    def _on_step(self) -> bool:
+        for info in self.locals.get("infos", []):
+            ep = info.get("episode")
+            if ep is not None and ep["l"] > 0:
+                self.ep_ious.append(ep["r"] / ep["l"])
+        if len(self.ep_ious) >= 4:
+            self.logger.record("rollout/ep_mean_iou", float(np.mean(self.ep_ious)))
+            self.ep_ious.clear()
+        t = self.num_timesteps
+        if self.eval_env is not None and t - self.last_eval >= self.cfg.eval_every:
+            self.last_eval = t
+            self.evaluate()
+        if t - self.last_ckpt >= self.cfg.checkpoint_every:
+            self.last_ckpt = t
+            save_agent(self.model, self.run_dir)
+        budget = self.cfg.time_budget_min * 60
+        if budget > 0 and time.time() - self.start > budget:
+            self.stopped_by_budget = True
+            print(f"\ntime budget of {self.cfg.time_budget_min} min reached at {t} steps: stopping", file=sys.stderr)
+            return False
+        return True
+
+    def evaluate(self) -> dict[str, float]:
+        res = evaluate_in_env(self.model, self.eval_env, self.cfg.eval_tracks)
+        res["time/minutes"] = (time.time() - self.start) / 60
+        self.history.append({"step": self.num_timesteps, **res})
+        for k, v in res.items():
+            self.logger.record(k, v)
+        self.run_logger.log(res, step=self.num_timesteps)
+        return res
+
+
+def save_agent(model, run_dir: Path) -> None:
+    """Model zip and replay buffer, each written atomically (a crash keeps the previous pair)."""
+    atomic_save(run_dir / "model.zip", lambda buf: model.save(buf))
+    if getattr(model, "replay_buffer", None) is not None:
+        from stable_baselines3.common.save_util import save_to_pkl
+
+        buf = io.BytesIO()
+        save_to_pkl(buf, model.replay_buffer)
+        atomic_write_bytes(run_dir / "replay_buffer.pkl", buf.getvalue())
+
+
+def collect_demonstrations(env: EncodedObservation, episodes: int, seed: int) -> dict[str, np.ndarray]:
+    """Expert episodes: the env's ``info['expert_action']`` taken at every step."""
+    obs_l, act_l, rew_l, nxt_l, done_l, trunc_l = [], [], [], [], [], []
+    for e in range(episodes):
+        obs, info = env.reset(seed=seed + e if e == 0 else None)
+        done = False
+        while not done:
+            act = info["expert_action"]
+            nxt, r, term, trunc, info = env.step(act)
+            done = term or trunc
+            obs_l.append(obs); act_l.append(act); rew_l.append(r); nxt_l.append(nxt)
+            done_l.append(done); trunc_l.append(trunc and not term)
+            obs = nxt
+    return {k: np.asarray(v) for k, v in
+            dict(obs=obs_l, actions=act_l, rewards=rew_l, next_obs=nxt_l, dones=done_l, truncated=trunc_l).items()}
+
+
+def build_agent(cfg: TrainConfig, venv, prior_mean: np.ndarray, prior_cov: np.ndarray, layout: dict[str, slice]):
+    a = cfg.agent
+    ent = a.ent_coef if a.ent_coef.startswith("auto") else float(a.ent_coef)
+    common = dict(
+        learning_rate=a.learning_rate, buffer_size=a.buffer_size, learning_starts=a.learning_starts,
+        batch_size=a.batch_size, tau=a.tau, gamma=a.gamma, train_freq=a.train_freq,
+        gradient_steps=a.gradient_steps, ent_coef=ent, seed=cfg.seed, verbose=0,
+        policy_kwargs=dict(net_arch=list(a.net_arch)),
+    )
+    if a.algo == "sac":
+        return SAC("MlpPolicy", venv, **common)
+    state = a.prior_source == "state"
+    return MVSAC(
+        "MlpPolicy", venv, prior_mean=prior_mean, prior_cov=prior_cov, prior_source=a.prior_source,
+        state_prior_mean_slice=layout["search/mu"] if state else None,
+        state_prior_tril_slice=layout["search/tril"] if state else None,
+        prior_warmup=a.prior_warmup, prior_kl_coef=a.prior_kl_coef, prior_init=a.prior_init, **common,
+    )
+
+
+def ensure_encoder(cfg: TrainConfig) -> Path:
+    """The encoder checkpoint; pretrains the default βMVUnet first when none exists (saying so)."""
+    path = Path(cfg.encoder) if cfg.encoder else DEFAULT_VAE_CHECKPOINT
+    if not path.is_file():
+        if cfg.encoder:
+            from bmvtrack.checkpoint import CheckpointError
+
+            raise CheckpointError(f"{path}: encoder checkpoint not found")
+        print(f"no pretrained encoder at {path}: pretraining the default βMVUnet first", file=sys.stderr)
+        from bmvtrack.pretrain import PretrainConfig, pretrain
+
+        pcfg = PretrainConfig()
+        pcfg.wandb = cfg.wandb
+        pretrain(pcfg)
+    return path
+
+
+def train(cfg: TrainConfig, resume: str | None = None, argv: list[str] | None = None) -> dict[str, Any]:
+    """Train an agent; returns the run folder, the final evaluation and the evaluation history."""
+    import torch
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    enc_path = ensure_encoder(cfg)
+    env_cfg = resolve_env_config(cfg.env)
+    probe = TrackingEnv(env_cfg)
+    encoder = resolve_encoder(str(enc_path), cfg.obs, probe.prior)
+    env_cfg.crop_size = encoder.patch_size
+    tag = f"{cfg.agent.algo}-s{cfg.seed}"
+    name = run_name("train_sac", tag)
+    run_dir = Path(resume).parent if resume else Path(cfg.out_dir or RUNS_DIR / "train_sac" / name)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    (run_dir / "command.txt").write_text(" ".join([sys.executable, "-m", "bmvtrack.train_sac", *(argv or [])]) + "\n")
+
+    venv = make_sb3_vec_env(cfg.n_envs, env_cfg, encoder=encoder, seed=cfg.seed)
+    eval_env = None
+    if cfg.eval_split:
+        ecfg = resolve_env_config(env_cfg, split=cfg.eval_split, order="sequential", lost_frames=0)
+        eval_env = EncodedObservation(TrackingEnv(ecfg, prior=probe.prior), encoder)
+
+    run_logger = RunLogger(run_dir, name, "train_sac", to_dict(cfg), cfg.wandb)
+    if resume:
+        cls = SAC if cfg.agent.algo == "sac" else MVSAC
+        model = cls.load(resume, env=venv, seed=cfg.seed)
+        buf = Path(resume).with_name("replay_buffer.pkl")
+        if buf.is_file():
+            model.load_replay_buffer(buf)
+        print(f"resumed from {resume} at {model.num_timesteps} steps", file=sys.stderr)
+    else:
+        model = build_agent(cfg, venv, probe.prior.mean, probe.prior.cov, venv.obs_layout)
+        a = cfg.agent
+        if a.demo_episodes > 0:
+            demo_env = EncodedObservation(TrackingEnv(env_cfg, prior=probe.prior), encoder)
+            demos = collect_demonstrations(demo_env, a.demo_episodes, cfg.seed)
+            if a.bc_epochs > 0 and hasattr(model, "bc_pretrain"):
+                losses = model.bc_pretrain(demos["obs"], demos["actions"], epochs=a.bc_epochs)
+                run_logger.log({"bc/final_loss": losses[-1]}, step=0)
+            if hasattr(model, "add_demonstrations"):
+                model.add_demonstrations(demos["obs"], demos["actions"], demos["rewards"], demos["next_obs"],
+                                         demos["dones"], demos["truncated"])
+    sb3_logger = configure(str(run_dir / "sb3"), ["csv"])
+    model.set_logger(Logger(sb3_logger.dir, [*sb3_logger.output_formats, RunLoggerOutput(run_logger)]))
+
+    callback = TrackingCallback(cfg, run_dir, eval_env, run_logger)
+    remaining = max(cfg.agent.total_timesteps - model.num_timesteps, 0)
+    model.learn(remaining, callback=CallbackList([callback]), progress_bar=True, reset_num_timesteps=not resume)
+    save_agent(model, run_dir)
+    final = callback.evaluate() if eval_env is not None else {}
+    run_logger.summary(final)
+    run_logger.finish()
+    venv.close()
+    return {"run_dir": run_dir, "final": final, "history": callback.history, "model": model,
+            "stopped_by_budget": callback.stopped_by_budget}
