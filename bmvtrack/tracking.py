@@ -1,0 +1,555 @@
+"""Running box trackers over tracks, scoring them, and writing the baseline report.
+
+A *run* step drives one tracker over one track and records what it predicted
+(``run_tracker`` → ``SequenceResult``, storable as JSON); a separate *score* step compares the
+predictions with the annotation using the pure-numpy functions of ``bmvtrack.metrics``
+(``score_sequence`` → ``SequenceScore``), so a report can be recomputed from saved results
+without running anything again. Trackers come in as objects with ``init(frame, box)`` and
+``update(frame) -> RBox`` (``agents.baselines`` defines them); this module knows nothing of
+who they are.
+
+Protocol and conventions
+------------------------
+* Boxes are the motion module's ``RBox``; pixel ``(col, row)`` has its centre at ``(col, row)``
+  and a box's extent runs between the centres of its outermost pixels (the convention of
+  ``minAreaRect`` on mask pixels). The ground truth of a frame is (a) the canonical rotated box
+  of its mask (``motion_stats.track_boxes``) and (b) the mask's tight axis-aligned bounds in the
+  same convention, ``[x0, y0, x1, y1]`` = extreme foreground pixel centres (so an axis-aligned
+  rectangular mask's rotated box and its bounds coincide).
+* Headline IoU (OTB protocol, since OpenCV trackers are axis-aligned): the axis-aligned bounds of
+  the predicted box against the mask's tight bounds. The rotated IoU (predicted ``RBox`` against
+  the canonical ground-truth ``RBox``) is reported beside it. Centre error: distance between the
+  centre of the predicted box and the centre of the mask's tight bounds.
+* The tracker is initialised on frame 0 with the ground-truth rotated box — or, for a tracker
+  that declares ``axis_aligned = True`` (OpenCV's), with the mask's tight axis-aligned bounds
+  (the OTB protocol; ``axis_aligned_init="rbox"`` gives it the rotated box's looser bounds
+  instead). Frame 0 is given, not scored (GOT-10k protocol), and is NaN in the per-frame arrays. Frames where the object is
+  absent are NaN too: they count neither as success nor as failure.
+* A prediction that is not a box (None, non-finite numbers, a side ≤ 0) scores IoU 0 and centre
+  error +inf on a frame where the object is present: it is a failure, not a crash.
+* Losses of track: runs of scored frames with axis-aligned IoU ≤ 0 (no overlap), a long loss
+  counting once (``metrics.count_losses``).
+* Overall numbers average the per-sequence numbers over sequences (OTB / got10k: the overall
+  success curve is the mean of per-sequence curves); losses are summed; fps is all frames over
+  all time spent inside ``init``/``update`` (frame decoding excluded).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from bmvtrack.data.readers import Track, VideoDataset
+from bmvtrack.io import atomic_save, atomic_write_text
+from bmvtrack.metrics import (
+    center_errors,
+    count_losses,
+    precision_at,
+    rect_iou,
+    success_auc,
+    success_curve,
+    success_thresholds,
+)
+from bmvtrack.motion import MIN_SIDE, BoxMethod, RBox, rbox_to_xyxy, rotated_iou
+from bmvtrack.motion_stats import track_boxes
+
+RESULT_FORMAT = "bmvtrack.tracking/sequence-result/v1"
+
+# Columns of the tables, in order: (key, header, format).
+_METRIC_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("success_auc", "AUC", "{:.3f}"),
+    ("precision_20", "Prec@20", "{:.3f}"),
+    ("mean_iou", "mIoU", "{:.3f}"),
+    ("success_auc_rot", "AUC rot", "{:.3f}"),
+    ("mean_iou_rot", "mIoU rot", "{:.3f}"),
+    ("losses", "Losses", "{:d}"),
+    ("fps", "FPS", "fps"),
+)
+
+
+# ----------------------------------------------------------------------------- ground truth
+
+
+def mask_aabb(mask: np.ndarray) -> np.ndarray | None:
+    """Tight axis-aligned bounds ``[x0, y0, x1, y1]`` of a mask's foreground pixel centres (None if empty).
+
+    Sides shorter than ``MIN_SIDE`` (a one-pixel-thin object) are widened about the centre, as
+    rotated boxes are.
+    """
+    m = np.asarray(mask)
+    if m.ndim != 2:
+        raise ValueError(f"mask must be 2-D, got shape {m.shape}")
+    cols = np.flatnonzero(m.any(axis=0))
+    if cols.size == 0:
+        return None
+    rows = np.flatnonzero(m.any(axis=1))
+    out = np.array([cols[0], rows[0], cols[-1], rows[-1]], dtype=np.float64)
+    for lo, hi in ((0, 2), (1, 3)):
+        if out[hi] - out[lo] < MIN_SIDE:
+            c = (out[hi] + out[lo]) / 2.0
+            out[lo], out[hi] = c - MIN_SIDE / 2.0, c + MIN_SIDE / 2.0
+    return out
+
+
+@dataclass
+class GroundTruth:
+    """A track's annotation as boxes: canonical rotated boxes and tight axis-aligned bounds."""
+
+    rboxes: list[RBox | None]
+    aabbs: np.ndarray  # (N, 4) [x0, y0, x1, y1], NaN rows where the object is absent
+
+
+def aabb_to_rbox(aabb: Sequence[float]) -> RBox:
+    """Axis-aligned ``[x0, y0, x1, y1]`` bounds as an RBox (angle 0), sides ≥ ``MIN_SIDE``."""
+    x0, y0, x1, y1 = (float(v) for v in aabb)
+    return RBox((x0 + x1) / 2.0, (y0 + y1) / 2.0, max(x1 - x0, MIN_SIDE), max(y1 - y0, MIN_SIDE), 0.0)
+
+
+def track_ground_truth(ds: VideoDataset, track: Track, method: BoxMethod = "minarearect") -> GroundTruth:
+    """Rotated boxes (``motion_stats.track_boxes``) and tight bounds of every frame of a track."""
+    rboxes = track_boxes(ds, track, method)
+    aabbs = np.full((len(track), 4), np.nan)
+    for i in range(len(track)):
+        if track.present[i]:
+            b = mask_aabb(ds.mask(track, i))
+            if b is not None:
+                aabbs[i] = b
+    return GroundTruth(rboxes, aabbs)
+
+
+# ----------------------------------------------------------------------------- running
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "unnamed"
+
+
+def _box_row(box: Any) -> np.ndarray:
+    """A prediction as ``[cx, cy, w, h, angle]``; NaN row if it is not a usable box."""
+    try:
+        row = box.as_array() if isinstance(box, RBox) else np.asarray(box, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        return np.full(5, np.nan)
+    if row.shape != (5,) or not np.all(np.isfinite(row)) or row[2] <= 0 or row[3] <= 0:
+        return np.full(5, np.nan)
+    return row.astype(np.float64)
+
+
+@dataclass
+class SequenceResult:
+    """What one tracker predicted on one track: a box per frame and the time each call took."""
+
+    tracker: str
+    sequence: str  # the track's name, "<sequence>/<object id>"
+    boxes: np.ndarray  # (N, 5) [cx, cy, w, h, angle]; NaN rows where the prediction was not a box
+    times: np.ndarray  # (N,) seconds in init (frame 0) / update (later frames)
+    img_size: tuple[int, int]  # (H, W)
+    uses_ground_truth: bool = False
+    frame_names: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    @property
+    def fps(self) -> float:
+        total = float(np.sum(self.times))
+        return len(self) / total if total > 0 else float("inf")
+
+    def box(self, i: int) -> RBox | None:
+        row = self.boxes[i]
+        return None if np.isnan(row).any() else RBox.from_array(row)
+
+    def to_dict(self) -> dict:
+        return {
+            "format": RESULT_FORMAT,
+            "tracker": self.tracker,
+            "sequence": self.sequence,
+            "img_size": list(self.img_size),
+            "uses_ground_truth": bool(self.uses_ground_truth),
+            "frame_names": list(self.frame_names),
+            "box_fields": ["cx", "cy", "w", "h", "angle"],
+            "boxes": [None if np.isnan(r).any() else [float(v) for v in r] for r in self.boxes],
+            "times": [float(t) for t in self.times],
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> SequenceResult:
+        if d.get("format") != RESULT_FORMAT:
+            raise ValueError(f"not a sequence result (format {d.get('format')!r}, expected {RESULT_FORMAT!r})")
+        boxes = np.array([[np.nan] * 5 if b is None else b for b in d["boxes"]], dtype=np.float64).reshape(-1, 5)
+        return cls(
+            tracker=str(d["tracker"]), sequence=str(d["sequence"]), boxes=boxes,
+            times=np.asarray(d["times"], dtype=np.float64), img_size=tuple(int(v) for v in d["img_size"]),
+            uses_ground_truth=bool(d.get("uses_ground_truth", False)),
+            frame_names=tuple(d.get("frame_names", ())),
+        )
+
+    def save(self, path: str | Path) -> None:
+        atomic_write_text(path, json.dumps(self.to_dict()) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> SequenceResult:
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{path}: unreadable sequence result: {exc}") from None
+
+
+def run_tracker(tracker: Any, ds: VideoDataset, track: Track, gt_boxes: Sequence[RBox | None],
+                name: str | None = None, init_box: RBox | None = None) -> SequenceResult:
+    """One pass: ``init`` on frame 0 with the ground-truth box, ``update`` on every later frame.
+
+    ``init_box`` replaces ``gt_boxes[0]`` as the box given to ``init`` (e.g. the mask's tight
+    bounds for an axis-aligned tracker); it is recorded as the frame-0 prediction.
+    A tracker with ``uses_ground_truth = True`` first gets ``set_ground_truth(gt_boxes, W, H)``.
+    Only the time inside ``init``/``update`` is measured. Exceptions raised by the tracker
+    propagate (a bug is not a tracking failure); a returned non-box is recorded as a NaN row.
+    """
+    if len(gt_boxes) != len(track):
+        raise ValueError(f"{track.name}: {len(gt_boxes)} ground-truth boxes for {len(track)} frames")
+    if gt_boxes[0] is None and init_box is None:
+        raise ValueError(f"{track.name}: the object is absent in frame 0, nothing to initialise on")
+    h, w = track.size
+    uses_gt = bool(getattr(tracker, "uses_ground_truth", False))
+    if uses_gt:
+        tracker.set_ground_truth(list(gt_boxes), w, h)
+    n = len(track)
+    boxes = np.full((n, 5), np.nan)
+    times = np.zeros(n)
+    frame = ds.frame(track, 0)
+    first = init_box if init_box is not None else gt_boxes[0]
+    t0 = time.perf_counter()
+    tracker.init(frame, first)
+    times[0] = time.perf_counter() - t0
+    boxes[0] = first.as_array()
+    for i in range(1, n):
+        frame = ds.frame(track, i)
+        t0 = time.perf_counter()
+        pred = tracker.update(frame)
+        times[i] = time.perf_counter() - t0
+        boxes[i] = _box_row(pred)
+    return SequenceResult(
+        tracker=name or str(getattr(tracker, "name", type(tracker).__name__)), sequence=track.name,
+        boxes=boxes, times=times, img_size=(int(h), int(w)), uses_ground_truth=uses_gt,
+        frame_names=tuple(track.frame_names),
+    )
+
+
+# ----------------------------------------------------------------------------- scoring
+
+
+@dataclass
+class SequenceScore:
+    """Per-frame scores of one result (NaN: frame 0 or object absent) and their summary."""
+
+    tracker: str
+    sequence: str
+    iou: np.ndarray  # axis-aligned IoU (headline, OTB protocol)
+    iou_rot: np.ndarray  # rotated IoU against the canonical ground-truth RBox
+    center_error: np.ndarray  # px; +inf where the prediction was not a box
+    fps: float
+    uses_ground_truth: bool = False
+    loss_threshold: float = 0.0
+
+    @property
+    def n_frames(self) -> int:
+        """Scored frames (object present, frame 0 excluded)."""
+        return int(np.count_nonzero(~np.isnan(self.iou)))
+
+    def summary(self) -> dict[str, Any]:
+        valid, valid_rot = self.iou[~np.isnan(self.iou)], self.iou_rot[~np.isnan(self.iou_rot)]
+        return {
+            "tracker": self.tracker,
+            "sequence": self.sequence,
+            "uses_gt": self.uses_ground_truth,
+            "frames": self.n_frames,
+            "success_auc": success_auc(self.iou),
+            "precision_20": precision_at(self.center_error, 20.0),
+            "mean_iou": float(valid.mean()) if valid.size else float("nan"),
+            "success_auc_rot": success_auc(self.iou_rot),
+            "mean_iou_rot": float(valid_rot.mean()) if valid_rot.size else float("nan"),
+            "losses": count_losses(self.iou, self.loss_threshold),
+            "fps": self.fps,
+        }
+
+
+def score_sequence(result: SequenceResult, gt_rboxes: Sequence[RBox | None], gt_aabbs: Any,
+                   loss_threshold: float = 0.0) -> SequenceScore:
+    """Per-frame axis-aligned IoU, rotated IoU and centre error of a result against the annotation.
+
+    ``gt_rboxes``: canonical rotated boxes (None where absent); ``gt_aabbs``: (N, 4)
+    ``[x0, y0, x1, y1]`` tight mask bounds (NaN rows or None entries where absent).
+    """
+    n = len(result)
+    if len(gt_rboxes) != n:
+        raise ValueError(f"{result.sequence}: {n} predictions for {len(gt_rboxes)} ground-truth boxes")
+    aabbs = np.array([[np.nan] * 4 if b is None else b for b in gt_aabbs], dtype=np.float64).reshape(-1, 4)
+    if len(aabbs) != n:
+        raise ValueError(f"{result.sequence}: {n} predictions for {len(aabbs)} ground-truth bounds")
+    iou, iou_rot, err = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
+    for i in range(1, n):  # frame 0 is given, not scored
+        gt_r, gt_a = gt_rboxes[i], aabbs[i]
+        present = gt_r is not None and not np.isnan(gt_a).any()
+        if not present:
+            continue
+        pred = result.box(i)
+        if pred is None:
+            iou[i], iou_rot[i], err[i] = 0.0, 0.0, math.inf
+            continue
+        p = rbox_to_xyxy(pred)
+        pw = np.array([p[0], p[1], p[2] - p[0], p[3] - p[1]])
+        gw = np.array([gt_a[0], gt_a[1], gt_a[2] - gt_a[0], gt_a[3] - gt_a[1]])
+        v = float(rect_iou(pw, gw))
+        iou[i] = 0.0 if math.isnan(v) else v
+        iou_rot[i] = rotated_iou(pred, gt_r)
+        err[i] = float(center_errors([[pred.cx, pred.cy]], [[(gt_a[0] + gt_a[2]) / 2, (gt_a[1] + gt_a[3]) / 2]])[0])
+    return SequenceScore(result.tracker, result.sequence, iou, iou_rot, err, result.fps,
+                         result.uses_ground_truth, loss_threshold)
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+@dataclass
+class EvaluationResults:
+    """Results and scores of several trackers on several tracks: ``runs[tracker]`` in track order."""
+
+    runs: dict[str, list[tuple[SequenceResult, SequenceScore]]] = field(default_factory=dict)
+
+    def add(self, result: SequenceResult, score: SequenceScore) -> None:
+        self.runs.setdefault(result.tracker, []).append((result, score))
+
+    @property
+    def trackers(self) -> list[str]:
+        return list(self.runs)
+
+    def per_sequence(self) -> list[dict[str, Any]]:
+        """One row per (tracker, track)."""
+        return [s.summary() for runs in self.runs.values() for _, s in runs]
+
+    def overall(self) -> list[dict[str, Any]]:
+        """One row per tracker: per-sequence numbers averaged over sequences, losses summed."""
+        rows = []
+        for name, runs in self.runs.items():
+            sums = [s.summary() for _, s in runs]
+            row: dict[str, Any] = {
+                "tracker": name,
+                "uses_gt": any(s.uses_ground_truth for _, s in runs),
+                "sequences": len(runs),
+                "frames": int(sum(r["frames"] for r in sums)),
+            }
+            for key in ("success_auc", "precision_20", "mean_iou", "success_auc_rot", "mean_iou_rot"):
+                vals = np.array([r[key] for r in sums], dtype=np.float64)
+                row[key] = float(np.nanmean(vals)) if np.any(~np.isnan(vals)) else float("nan")
+            row["losses"] = int(sum(r["losses"] for r in sums))
+            total_time = float(sum(np.sum(res.times) for res, _ in runs))
+            total_frames = sum(len(res) for res, _ in runs)
+            row["fps"] = total_frames / total_time if total_time > 0 else float("inf")
+            rows.append(row)
+        return rows
+
+    def success_curves(self, rotated: bool = False) -> dict[str, np.ndarray]:
+        """Mean over sequences of the per-sequence success curves (thresholds 0..1 step 0.05)."""
+        out = {}
+        for name, runs in self.runs.items():
+            curves = np.array([success_curve(s.iou_rot if rotated else s.iou) for _, s in runs])
+            ok = ~np.isnan(curves).any(axis=1)
+            out[name] = curves[ok].mean(axis=0) if ok.any() else np.full(len(success_thresholds()), np.nan)
+        return out
+
+
+def evaluate_trackers(
+    trackers: Mapping[str, Callable[[], Any]],
+    ds: VideoDataset,
+    tracks: Iterable[Track],
+    progress: bool = True,
+    box_method: BoxMethod = "minarearect",
+    results_dir: str | Path | None = None,
+    loss_threshold: float = 0.0,
+    axis_aligned_init: Literal["tight", "rbox"] = "tight",
+) -> EvaluationResults:
+    """Run every tracker on every track (a fresh tracker from its factory per track) and score it.
+
+    ``trackers`` maps the name shown in the report to a zero-argument factory. A tracker with
+    ``axis_aligned = True`` is initialised with the mask's tight bounds (``"tight"``, OTB) or
+    with the rotated ground-truth box like every other tracker (``"rbox"``). With
+    ``results_dir`` each sequence result is saved as JSON as soon as it exists
+    (``<results_dir>/<tracker>/<track>.json``).
+    """
+    if axis_aligned_init not in ("tight", "rbox"):
+        raise ValueError(f"axis_aligned_init must be 'tight' or 'rbox', got {axis_aligned_init!r}")
+    tracks = list(tracks)
+    out = EvaluationResults({name: [] for name in trackers})
+    bar = tqdm(total=len(tracks) * len(trackers), desc="tracking", disable=not progress, leave=False)
+    for track in tracks:
+        gt = track_ground_truth(ds, track, box_method)
+        for name, factory in trackers.items():
+            bar.set_postfix_str(f"{name} {track.name}")
+            tracker = factory()
+            init_box = None
+            if axis_aligned_init == "tight" and getattr(tracker, "axis_aligned", False):
+                init_box = aabb_to_rbox(gt.aabbs[0])
+            result = run_tracker(tracker, ds, track, gt.rboxes, name=name, init_box=init_box)
+            if results_dir is not None:
+                result.save(Path(results_dir) / _slug(name) / f"{_slug(track.name)}.json")
+            out.add(result, score_sequence(result, gt.rboxes, gt.aabbs, loss_threshold))
+            bar.update(1)
+    bar.close()
+    return out
+
+
+def save_results(results: EvaluationResults, results_dir: str | Path) -> list[Path]:
+    """Every sequence result as ``<results_dir>/<tracker>/<track>.json``; returns the paths."""
+    paths = []
+    for name, runs in results.runs.items():
+        for res, _ in runs:
+            p = Path(results_dir) / _slug(name) / f"{_slug(res.sequence)}.json"
+            res.save(p)
+            paths.append(p)
+    return paths
+
+
+def load_results(results_dir: str | Path) -> list[SequenceResult]:
+    """All sequence results saved under ``results_dir`` (sorted by path)."""
+    root = Path(results_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: results folder not found")
+    found = sorted(root.rglob("*.json"))
+    if not found:
+        raise FileNotFoundError(f"{root}: no sequence results (*.json) in it")
+    return [SequenceResult.load(p) for p in found]
+
+
+def rescore(results: Iterable[SequenceResult], ds: VideoDataset, box_method: BoxMethod = "minarearect",
+            loss_threshold: float = 0.0) -> EvaluationResults:
+    """Score saved results against the dataset's annotation again, without running any tracker."""
+    by_name = {t.name: t for t in ds.tracks()}
+    gts: dict[str, GroundTruth] = {}
+    out = EvaluationResults()
+    for res in results:
+        if res.sequence not in by_name:
+            raise ValueError(f"result for {res.sequence!r} ({res.tracker}): no such track in {ds.root}")
+        if res.sequence not in gts:
+            gts[res.sequence] = track_ground_truth(ds, by_name[res.sequence], box_method)
+        gt = gts[res.sequence]
+        out.add(res, score_sequence(res, gt.rboxes, gt.aabbs, loss_threshold))
+    return out
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def _fmt(value: Any, fmt: str) -> str:
+    if isinstance(value, float) and math.isnan(value):
+        return "–"
+    if isinstance(value, float) and math.isinf(value):
+        return "∞"
+    if fmt == "fps":
+        return f"{value:,.0f}" if value >= 1000 else f"{value:.1f}"
+    return fmt.format(value)
+
+
+def _columns(per_sequence: bool) -> list[tuple[str, str, str]]:
+    lead = [("tracker", "Tracker", "{}")]
+    lead += [("sequence", "Sequence", "{}")] if per_sequence else [("sequences", "Seqs", "{:d}")]
+    return lead + [("frames", "Frames", "{:d}")] + list(_METRIC_COLUMNS)
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]], per_sequence: bool = False) -> str:
+    """A Markdown table of overall (or per-sequence) rows; trackers that use the answer are marked †."""
+    cols = _columns(per_sequence)
+    lines = ["| " + " | ".join(h for _, h, _ in cols) + " |",
+             "|" + "|".join(":---" if key in ("tracker", "sequence") else "---:" for key, _, _ in cols) + "|"]
+    for r in rows:
+        cells = []
+        for key, _, fmt in cols:
+            cell = _fmt(r[key], fmt)
+            if key == "tracker" and r.get("uses_gt"):
+                cell += " †"
+            cells.append(cell)
+        lines.append("| " + " | ".join(cells) + " |")
+    if any(r.get("uses_gt") for r in rows):
+        lines.append("")
+        lines.append("† uses the ground truth (upper bound, not a tracker).")
+    return "\n".join(lines) + "\n"
+
+
+def csv_table(rows: Sequence[Mapping[str, Any]], per_sequence: bool = False) -> str:
+    """CSV of the same rows, machine-readable keys as headers, full precision."""
+    keys = [k for k, _, _ in _columns(per_sequence)] + ["uses_gt"]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: r[k] for k in keys})
+    return buf.getvalue()
+
+
+def plot_success(results: EvaluationResults, path: str | Path, title: str = "") -> None:
+    """PNG success plots: axis-aligned IoU (headline) and rotated IoU, one curve per tracker, AUC in the legend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    thr = success_thresholds()
+    overall = {r["tracker"]: r for r in results.overall()}
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
+    for ax, rotated, label, key in ((axes[0], False, "axis-aligned IoU (OTB)", "success_auc"),
+                                    (axes[1], True, "rotated IoU", "success_auc_rot")):
+        curves = results.success_curves(rotated)
+        order = sorted(curves, key=lambda n: -np.nan_to_num(overall[n][key], nan=-1.0))
+        for name in order:
+            style = "--" if overall[name]["uses_gt"] else "-"
+            ax.plot(thr, curves[name], style, label=f"{name}{' †' if overall[name]['uses_gt'] else ''} "
+                                                     f"[{_fmt(overall[name][key], '{:.3f}')}]")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel(f"overlap threshold ({label})")
+        ax.set_ylabel("success rate")
+        ax.set_title(f"Success plot — {label}", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower left")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    atomic_save(path, lambda buf: fig.savefig(buf, format="png", dpi=100))
+    plt.close(fig)
+
+
+def write_report(results: EvaluationResults, out_dir: str | Path, title: str = "",
+                 save_sequences: bool = True) -> dict[str, Path]:
+    """Write the report into ``out_dir`` (every file atomically) and return the paths by role.
+
+    ``overall.md`` / ``overall.csv`` (one row per tracker), ``sequences.md`` / ``sequences.csv``
+    (one row per tracker and track), ``success.png``, and with ``save_sequences`` the predicted
+    boxes per frame under ``results/<tracker>/<track>.json`` (``load_results`` + ``rescore``
+    recompute the report from them).
+    """
+    out = Path(out_dir)
+    overall, per_seq = results.overall(), results.per_sequence()
+    head = f"# {title}\n\n" if title else ""
+    paths = {
+        "overall_md": out / "overall.md", "overall_csv": out / "overall.csv",
+        "sequences_md": out / "sequences.md", "sequences_csv": out / "sequences.csv",
+        "success_png": out / "success.png",
+    }
+    atomic_write_text(paths["overall_md"], head + markdown_table(overall))
+    atomic_write_text(paths["overall_csv"], csv_table(overall))
+    atomic_write_text(paths["sequences_md"], head + markdown_table(per_seq, per_sequence=True))
+    atomic_write_text(paths["sequences_csv"], csv_table(per_seq, per_sequence=True))
+    plot_success(results, paths["success_png"], title)
+    if save_sequences:
+        save_results(results, out / "results")
+        paths["results"] = out / "results"
+    return paths
