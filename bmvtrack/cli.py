@@ -38,13 +38,14 @@ def data_config_from_args(args: argparse.Namespace) -> DataConfig:
 
 def run_main(main: Callable[[list[str] | None], int]) -> None:
     """Run a command's ``main``; expected errors print one clear line instead of a traceback."""
+    from bmvtrack.checkpoint import CheckpointError
     from bmvtrack.config import ConfigError
     from bmvtrack.data.images import DatasetError
     from bmvtrack.motion import PriorError
 
     try:
         sys.exit(main(None))
-    except (ConfigError, DatasetError, PriorError, FileNotFoundError) as exc:
+    except (ConfigError, DatasetError, PriorError, CheckpointError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:

@@ -16,6 +16,7 @@ from pathlib import Path
 from bmvtrack.cli import add_data_args, data_config_from_args, run_main
 from bmvtrack.data.readers import VideoDataset
 from bmvtrack.io import atomic_write_text
+from bmvtrack.paths import DEFAULT_VAE_CHECKPOINT
 from bmvtrack.tracking import evaluate_trackers, load_results, markdown_table, rescore, write_report
 
 DEFAULT_TRACKERS = "zero,mil,kcf,csrt,oracle"
@@ -36,6 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rescore", type=Path, default=None, metavar="DIR",
                    help="recompute the report from sequence results saved in DIR (no tracker is run)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--policy", action="append", default=[], metavar="NAME=MODEL_ZIP",
+                   help="a trained agent (train_sac's model.zip) evaluated as tracker NAME (repeatable)")
+    p.add_argument("--segmenter", type=Path, default=None,
+                   help="βMVUnet checkpoint for the 'segmentation' tracker (default runs/pretrain_vae/checkpoint.pt)")
+    p.add_argument("--no-wandb", action="store_true", help="do not log to W&B")
     args = p.parse_args(argv)
     if args.max_tracks is not None and args.max_tracks < 1:
         p.error("--max-tracks must be at least 1")
@@ -50,8 +56,11 @@ def main(argv: list[str] | None = None) -> int:
         from agents.baselines import available_trackers, make_tracker
 
         names = [n.strip().lower() for n in args.trackers.split(",") if n.strip()]
+        seg = (args.segmenter or DEFAULT_VAE_CHECKPOINT) if "segmentation" in names else None
+        learned = learned_tracker_factories(args.policy, seg)
+        names = [n for n in names if n != "segmentation"]
         unknown = [n for n in names if n not in available_trackers()]
-        if not names or unknown:
+        if not (names or learned) or unknown:
             p.error(f"unknown tracker(s) {unknown}; registered: {', '.join(available_trackers())}")
         for n in names:  # fail now (e.g. an OpenCV build without contrib), not after other trackers ran
             try:
@@ -60,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                 p.error(f"tracker {n!r}: {exc}")
         tracks = ds.tracks()[: args.max_tracks]
         factories = {n: (lambda n=n: make_tracker(n)) for n in names}
+        factories.update(learned)
         results = evaluate_trackers(factories, ds, tracks, progress=not args.no_progress,
                                     box_method=args.box_method, axis_aligned_init=args.axis_aligned_init)
         save_sequences = True
@@ -70,7 +80,50 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{title}: {n_tracks} tracks\n")
     print(markdown_table(results.overall()))
     print(f"wrote {', '.join(str(v) for v in paths.values())} and {args.out / 'command.txt'}")
+    log_report(results, paths, args, title)
     return 0
+
+
+def learned_tracker_factories(policies: list[str], segmenter: Path | None) -> dict:
+    """Factories of trained agents (``NAME=model.zip``) and of the βMVUnet segmentation tracker."""
+    out = {}
+    for item in policies:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--policy expects NAME=MODEL_ZIP, got {item!r}")
+        from agents.loading import policy_tracker_factory
+
+        out[name] = policy_tracker_factory(path, name=name)
+    if segmenter is not None:
+        out["segmentation"] = _segmentation_factory(segmenter)
+    return out
+
+
+def _segmentation_factory(checkpoint: Path):
+    from agents.baselines.segmentation import SegmentationTracker
+    from bmvtrack.segmentation import load_segmenter
+
+    model, _ = load_segmenter(checkpoint)  # load once, share between tracks
+    return lambda: SegmentationTracker(model)
+
+
+def log_report(results, paths: dict, args: argparse.Namespace, title: str) -> None:
+    """The overall table and the success plot to W&B (offline by default)."""
+    from bmvtrack.logging_wandb import RunLogger, WandbConfig, run_name
+
+    rows = results.overall()
+    if not rows:
+        return
+    logger = RunLogger(args.out, run_name("evaluate"), "evaluate", {"title": title, "trackers": list(results.runs)},
+                       WandbConfig(enabled=not args.no_wandb))
+    logger.log({f"eval/{r['tracker']}/{k}": r[k] for r in rows for k in ("success_auc", "precision_20", "mean_iou", "fps")
+                if isinstance(r.get(k), (int, float))})
+    cols = list(rows[0])
+    logger.log_table("eval/overall", cols, [[r[c] for c in cols] for r in rows])
+    png = paths.get("success_png") or next((v for v in paths.values() if str(v).endswith(".png")), None)
+    if png is not None:
+        logger.log_image("eval/success_plot", png)
+    logger.finish()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,38 @@
+"""Loading a trained agent run as a tracker: model zip + the run's resolved config + its encoder."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from bmvtrack.config import load_config
+from bmvtrack.paths import DEFAULT_VAE_CHECKPOINT
+from agents.policy_tracker import PolicyTracker
+from envs.encoding import StateEncoder
+
+
+def load_agent(model_path: str | Path):
+    """An SB3 model (MV-SAC or SAC) from its zip; the class is read from the run's config."""
+    from stable_baselines3 import SAC
+
+    from agents.mvsac import MVSAC
+    from agents.training import TrainConfig
+
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise FileNotFoundError(f"{model_path}: agent model not found")
+    cfg_path = model_path.with_name("config.yaml")
+    cfg = load_config(TrainConfig, cfg_path) if cfg_path.is_file() else TrainConfig()
+    cls = SAC if cfg.agent.algo == "sac" else MVSAC
+    return cls.load(model_path, device="cpu"), cfg
+
+
+def policy_tracker_factory(model_path: str | Path, encoder: str | Path | None = None,
+                           name: str | None = None) -> Callable[[], PolicyTracker]:
+    """A zero-argument factory of PolicyTrackers sharing one loaded model and encoder."""
+    model, cfg = load_agent(model_path)
+    enc_path = Path(encoder or cfg.encoder or DEFAULT_VAE_CHECKPOINT)
+    enc = StateEncoder.from_checkpoint(enc_path, kind=cfg.obs)
+    space = model.action_space
+    label = name or cfg.agent.algo
+    return lambda: PolicyTracker(model, enc, space.low, space.high, template=cfg.env.template,
+                                 context=cfg.env.context, name=label)
