@@ -36,3 +36,24 @@ def policy_tracker_factory(model_path: str | Path, encoder: str | Path | None = 
     label = name or cfg.agent.algo
     return lambda: PolicyTracker(model, enc, space.low, space.high, template=cfg.env.template,
                                  context=cfg.env.context, name=label)
+
+
+def learned_tracker_factories(policies: list[str], segmenter: Path | None) -> dict:
+    """Factories of trained agents (``NAME=model.zip``) and of the βMVUnet segmentation tracker."""
+    out = {}
+    for item in policies:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--policy expects NAME=MODEL_ZIP, got {item!r}")
+        out[name] = policy_tracker_factory(path, name=name)
+    if segmenter is not None:
+        out["segmentation"] = _segmentation_factory(segmenter)
+    return out
+
+
+def _segmentation_factory(checkpoint: Path):
+    from agents.baselines.segmentation import SegmentationTracker
+    from bmvtrack.segmentation import load_segmenter
+
+    model, _ = load_segmenter(checkpoint)  # load once, share between tracks
+    return lambda: SegmentationTracker(model)

@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
 
         names = [n.strip().lower() for n in args.trackers.split(",") if n.strip()]
         seg = (args.segmenter or DEFAULT_VAE_CHECKPOINT) if "segmentation" in names else None
+        from agents.loading import learned_tracker_factories
+
         learned = learned_tracker_factories(args.policy, seg)
         names = [n for n in names if n != "segmentation"]
         unknown = [n for n in names if n not in available_trackers()]
@@ -82,29 +84,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {', '.join(str(v) for v in paths.values())} and {args.out / 'command.txt'}")
     log_report(results, paths, args, title)
     return 0
-
-
-def learned_tracker_factories(policies: list[str], segmenter: Path | None) -> dict:
-    """Factories of trained agents (``NAME=model.zip``) and of the βMVUnet segmentation tracker."""
-    out = {}
-    for item in policies:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            raise ValueError(f"--policy expects NAME=MODEL_ZIP, got {item!r}")
-        from agents.loading import policy_tracker_factory
-
-        out[name] = policy_tracker_factory(path, name=name)
-    if segmenter is not None:
-        out["segmentation"] = _segmentation_factory(segmenter)
-    return out
-
-
-def _segmentation_factory(checkpoint: Path):
-    from agents.baselines.segmentation import SegmentationTracker
-    from bmvtrack.segmentation import load_segmenter
-
-    model, _ = load_segmenter(checkpoint)  # load once, share between tracks
-    return lambda: SegmentationTracker(model)
 
 
 def log_report(results, paths: dict, args: argparse.Namespace, title: str) -> None:

@@ -13,7 +13,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from bmvtrack.motion import ACTION_NAMES, RBox, rbox_corners
+from bmvtrack.io import publish
+from bmvtrack.motion import RBox, rbox_corners
 
 GT_COLOUR = (0, 220, 0)
 PALETTE = [(230, 40, 40), (40, 120, 255), (255, 170, 0), (200, 0, 200), (0, 200, 200), (255, 255, 255), (120, 60, 0)]
@@ -35,15 +36,17 @@ def put_lines(img: np.ndarray, lines: Sequence[str], colour=(255, 255, 0), origi
 
 def overlay(frame: np.ndarray, gt: RBox | None, pred: RBox | None, title: str, t: int, iou: float,
             running_iou: float, action: np.ndarray | None, colour=PALETTE[0]) -> np.ndarray:
-    """One panel: frame, ground truth (green), tracker box, IoU, running mean IoU and the 5 action values."""
+    """One panel: frame, ground truth (green), tracker box, IoU, running mean IoU and the 5 action values
+    ``[Δs_x, Δs_y, sinθ, Δx, Δy]``."""
     img = np.ascontiguousarray(frame).copy()
     draw_box(img, gt, GT_COLOUR)
     draw_box(img, pred, colour)
     lines = [f"{title}  t={t}", f"IoU {iou:.2f}  mean {running_iou:.2f}"]
     if action is not None:
-        lines.append(" ".join(f"{n}={v:+.3f}" if n not in ("ds_x", "ds_y") else f"{n}={v:.3f}"
-                              for n, v in zip(ACTION_NAMES, action)))
-    put_lines(img, lines, colour=colour, scale=0.38 if img.shape[1] < 480 else 0.5)
+        a = np.asarray(action, dtype=np.float64)
+        lines.append(f"ds {a[0]:.3f} {a[1]:.3f}  sin {a[2]:+.3f}")
+        lines.append(f"dx {a[3]:+.4f}  dy {a[4]:+.4f}")
+    put_lines(img, lines, colour=colour, scale=0.4 if img.shape[1] < 480 else 0.5)
     return img
 
 
@@ -75,13 +78,13 @@ def write_mp4(frames: Sequence[np.ndarray], path: str | Path, fps: int = 10) -> 
         for f in frames:
             writer.write(cv2.cvtColor(np.ascontiguousarray(f[:h2, :w2]), cv2.COLOR_RGB2BGR))
         writer.release()
-        os.replace(tmp, path)
+        publish(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
 
 
-def write_gif(frames: Sequence[np.ndarray], path: str | Path, fps: int = 10, max_width: int = 640) -> Path:
+def write_gif(frames: Sequence[np.ndarray], path: str | Path, fps: int = 10, max_width: int = 1280) -> Path:
     """RGB frames → looping GIF (downscaled to ``max_width``), written atomically."""
     from bmvtrack.io import atomic_save
 
