@@ -21,6 +21,7 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.logger import KVWriter, Logger, configure
 
 from bmvtrack.config import save_config, to_dict
+from bmvtrack.data.readers import DataConfig, TrackFilter
 from bmvtrack.io import atomic_save, atomic_write_bytes
 from bmvtrack.logging_wandb import RunLogger, WandbConfig, run_name
 from bmvtrack.metrics import success_auc
@@ -59,7 +60,8 @@ class AgentConfig:
 class TrainConfig:
     """``python -m bmvtrack.train_sac`` options."""
 
-    env: EnvConfig = field(default_factory=EnvConfig)  # training environment (data split: train)
+    env: EnvConfig = field(default_factory=lambda: EnvConfig(data=DataConfig(
+        split="train", filters=TrackFilter(absent="keep", max_box_fraction=1.0))))  # training environment
     eval_split: str | None = "val"  # held-out split for periodic evaluation (None = no evaluation)
     eval_every: int = 5_000  # env steps between evaluations
     eval_tracks: int = 0  # evaluate on the first N held-out tracks (0 = all)
@@ -210,11 +212,15 @@ def ensure_encoder(cfg: TrainConfig) -> Path:
 
             raise CheckpointError(f"{path}: encoder checkpoint not found")
         print(f"no pretrained encoder at {path}: pretraining the default βMVUnet first", file=sys.stderr)
-        from bmvtrack.pretrain import PretrainConfig, pretrain
+        from bmvtrack.pretrain import PretrainConfig
+        from bmvtrack.pretrain import train as pretrain
 
         pcfg = PretrainConfig()
         pcfg.wandb = cfg.wandb
-        pretrain(pcfg)
+        result = pretrain(pcfg)
+        if result.checkpoint is None or not Path(result.checkpoint).is_file():
+            raise RuntimeError("pretraining finished without writing a checkpoint")
+        path = Path(result.checkpoint)
     return path
 
 

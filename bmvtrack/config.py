@@ -105,7 +105,7 @@ def from_dict(cls: type[T], data: dict[str, Any], source: str = "<dict>", prefix
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
     """Read ``path`` (YAML) into ``cls``, then apply ``key.sub=value`` overrides (YAML-parsed)."""
-    data: dict[str, Any] = {}
+    data: dict[str, Any] = to_dict(cls())  # sections a file leaves out keep *this* config's defaults
     source = "<defaults>"
     if path is not None:
         path = Path(path)
@@ -116,9 +116,10 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
             loaded = yaml.safe_load(path.read_text())
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-        data = loaded or {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+        loaded = loaded or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: top level must be a mapping, got {type(loaded).__name__}")
+        merge_into(data, loaded)
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"override '{item}': expected key=value")
@@ -132,6 +133,16 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         node[parts[-1]] = yaml.safe_load(raw)
         source = f"{source} + overrides"
     return from_dict(cls, data, source=source)
+
+
+def merge_into(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Recursively overlay ``update`` on ``base`` (mappings merge; everything else replaces)."""
+    for k, v in update.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            merge_into(base[k], v)
+        else:
+            base[k] = v
+    return base
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -57,3 +57,15 @@ def test_literal_choices_are_checked(tmp_path):
         load_config(DataConfig, None, ["layout=davis2019"])
     with pytest.raises(ConfigError, match="not found"):
         load_config(DataConfig, tmp_path / "missing.yaml")
+
+
+@dataclass
+class WithSection:
+    inner: Inner = field(default_factory=lambda: Inner(lr=0.5, steps=99))
+
+
+def test_partial_section_keeps_the_outer_defaults(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("inner:\n  lr: 2\n")
+    cfg = load_config(WithSection, p)
+    assert cfg.inner == Inner(lr=2.0, steps=99)  # not Inner's own default of 10 steps
