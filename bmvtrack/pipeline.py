@@ -1,0 +1,104 @@
+"""`python -m bmvtrack.pipeline`: the whole chain on the synthetic default, one step after another.
+
+generate → analyse motion → pretrain the βMVUnet → train MV-SAC → evaluate against the baselines
+→ render a rollout video. Each step is the same command a user runs by hand (called in-process),
+each prints where its artefacts are, and a finished step is not redone when its output exists
+(``--force`` redoes everything). ``--quick`` is a ≤ 3-minute smoke version with tiny budgets.
+Outputs go under ``./data`` and ``./runs`` (``BMVTRACK_DATA_DIR`` / ``BMVTRACK_RUNS_DIR`` move them).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+QUICK = {
+    "videos": 6, "frames": 16, "pretrain_min": 0.6, "pretrain_steps": 60, "rl_steps": 400, "rl_min": 1.0,
+    "learning_starts": 150, "eval_every": 400,
+}
+FULL = {
+    "videos": 30, "frames": 40, "pretrain_min": 9.0, "pretrain_steps": 0, "rl_steps": 20_000, "rl_min": 14.0,
+    "learning_starts": 1000, "eval_every": 5000,
+}
+
+
+def _step(title: str) -> float:
+    print(f"\n=== {title} ===", flush=True)
+    return time.time()
+
+
+def _done(t0: float, *paths: Path) -> None:
+    where = ", ".join(str(p) for p in paths)
+    print(f"--- done in {time.time() - t0:.0f}s: {where}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bmvtrack.pipeline", description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="≤ 3-minute smoke run with tiny budgets")
+    p.add_argument("--force", action="store_true", help="redo steps whose outputs already exist")
+    p.add_argument("--no-wandb", action="store_true", help="do not log to W&B")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    budget = QUICK if args.quick else FULL
+
+    from bmvtrack import analyze_motion, evaluate, paths, pretrain_vae, train_sac, visualize
+    from bmvtrack.data.synth import SynthConfig, ensure_synthetic
+
+    wandb = ["--no-wandb"] if args.no_wandb else []
+    start = time.time()
+    name = "synth-quick" if args.quick else "synth"
+    data_root = paths.DATA_DIR / name
+    data_args = ["--data", str(data_root), "--layout", "davis2017"]
+
+    t0 = _step("1/6 synthetic data")
+    ensure_synthetic(data_root, layout="davis2017", videos=budget["videos"], seed=args.seed,
+                     cfg=SynthConfig(frames=budget["frames"]))
+    _done(t0, data_root)
+
+    t0 = _step("2/6 motion prior (training split)")
+    if args.force or not paths.DEFAULT_PRIOR.is_file():
+        analyze_motion.main([*data_args, "--split", "train", "--out", str(paths.DEFAULT_PRIOR)])
+    _done(t0, paths.DEFAULT_PRIOR, paths.DEFAULT_PRIOR.with_suffix(".png"))
+
+    t0 = _step("3/6 pretrain the βMVUnet")
+    ckpt = paths.DEFAULT_VAE_CHECKPOINT
+    if args.force or not ckpt.is_file():
+        sets = [f"data.root={data_root}", f"time_budget_min={budget['pretrain_min']}", f"prior={paths.DEFAULT_PRIOR}",
+                f"out_dir={paths.DEFAULT_VAE_DIR}", f"seed={args.seed}"]
+        if budget["pretrain_steps"]:
+            sets.append(f"max_steps={budget['pretrain_steps']}")
+        pretrain_vae.main([*sum((["--set", s] for s in sets), []), *wandb])
+    _done(t0, ckpt)
+
+    t0 = _step("4/6 train MV-SAC")
+    agent_dir = paths.RUNS_DIR / "train_sac" / f"mvsac-s{args.seed}"
+    if args.force or not (agent_dir / "model.zip").is_file():
+        sets = [f"env.data.root={data_root}", "env.data.layout=davis2017", f"env.prior={paths.DEFAULT_PRIOR}",
+                f"agent.learning_starts={budget['learning_starts']}", f"eval_every={budget['eval_every']}",
+                f"checkpoint_every={budget['eval_every']}"]
+        train_sac.main(["--encoder", str(ckpt), "--timesteps", str(budget["rl_steps"]), "--time-budget",
+                        str(budget["rl_min"]), "--seed", str(args.seed), "--out", str(agent_dir),
+                        *sum((["--set", s] for s in sets), []), *wandb])
+    _done(t0, agent_dir / "model.zip")
+
+    t0 = _step("5/6 evaluate against the baselines (held-out synthetic videos)")
+    eval_dir = paths.RUNS_DIR / "evaluate" / name
+    trackers = "zero,kcf,csrt,segmentation,oracle" if args.quick else "zero,mil,kcf,csrt,segmentation,oracle"
+    evaluate.main([*data_args, "--split", "val", "--trackers", trackers, "--segmenter", str(ckpt),
+                   "--policy", f"mvsac={agent_dir / 'model.zip'}", "--out", str(eval_dir), "--no-progress", *wandb])
+    _done(t0, eval_dir / "overall.md", eval_dir / "success.png")
+
+    t0 = _step("6/6 rollout video")
+    vis_dir = paths.RUNS_DIR / "visualize"
+    visualize.main([*data_args, "--split", "val", "--policy", f"mvsac={agent_dir / 'model.zip'}",
+                    "--trackers", "csrt,segmentation", "--segmenter", str(ckpt), "--out", str(vis_dir), *wandb])
+    _done(t0, vis_dir)
+    print(f"\npipeline finished in {(time.time() - start) / 60:.1f} min", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    from bmvtrack.cli import run_main
+
+    run_main(main)
