@@ -1,0 +1,81 @@
+"""The βMVUnet segmentation tracker without RL: segment the search crop, fit the box to the mask.
+
+Each ``update`` crops the new frame around the previous box (the paper's padding, ``context·(w+h)``
+per side), runs the pretrained network deterministically (posterior mean), thresholds the pasted
+probability map and fits a rotated box to *all* foreground pixels (DESIGN.md: keeping every
+component keeps a split or half-hidden object inside the next crop). When the mask is empty the
+previous box is kept and the frame is counted as a miss. This is the baseline the RL agent has to
+beat; the same code (``bmvtrack.segmentation.track_step``) is the "tracking" crop mode of
+``python -m bmvtrack.evaluate_vae``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bmvtrack.motion import BoxMethod, RBox
+from bmvtrack.segmentation import Keep, load_segmenter, track_step
+
+
+class SegmentationTracker:
+    """Box tracker from a pretrained βMVAE / βMVUnet checkpoint (or an already loaded model).
+
+    Attributes after a run: ``misses`` (frames whose mask was empty, box kept), ``frames``
+    (updates so far), ``last_prob`` (the last pasted probability map, H×W float32) and
+    ``last_window`` (its crop window).
+    """
+
+    uses_ground_truth = False
+
+    def __init__(
+        self,
+        checkpoint: str | Path | Any,
+        threshold: float = 0.5,
+        context: float = 0.25,
+        box_method: BoxMethod = "minarearect",
+        keep: Keep = "all",
+        device: str = "cpu",
+        name: str = "segmentation",
+    ) -> None:
+        if isinstance(checkpoint, (str, Path)):
+            self.model, self.model_config = load_segmenter(checkpoint, device)
+        else:  # a loaded model (anything predict_patches accepts)
+            self.model, self.model_config = checkpoint, getattr(checkpoint, "cfg", None)
+        if not 0.0 <= threshold < 1.0:
+            raise ValueError(f"threshold must be in [0, 1), got {threshold}")
+        self.threshold = threshold
+        self.context = context
+        self.box_method = box_method
+        self.keep = keep
+        self.name = name
+        self._box: RBox | None = None
+        self.misses = 0
+        self.frames = 0
+        self.last_prob: np.ndarray | None = None
+        self.last_window = None
+
+    def init(self, frame: np.ndarray, box: RBox) -> None:
+        """Start a track at the annotated ``box`` of ``frame`` (the frame itself is not segmented)."""
+        self._box = box
+        self.misses = 0
+        self.frames = 0
+        self.last_prob = None
+        self.last_window = None
+
+    def update(self, frame: np.ndarray) -> RBox:
+        """Segment ``frame`` around the previous box; the new box, or the previous one if the mask is empty."""
+        if self._box is None:
+            raise RuntimeError("SegmentationTracker.update called before init")
+        step = track_step(
+            self.model, frame, self._box, threshold=self.threshold, context=self.context,
+            box_method=self.box_method, keep=self.keep,
+        )
+        self.frames += 1
+        self.last_prob, self.last_window = step.prob, step.window
+        if step.box is None:
+            self.misses += 1
+        else:
+            self._box = step.box
+        return self._box

@@ -1,0 +1,244 @@
+"""Segment an object-centred crop with a pretrained βMVAE / βMVUnet and fit a rotated box to the mask.
+
+Shared by the VAE evaluation (``bmvtrack.vae_eval``) and the segmentation tracker baseline
+(``agents.baselines.segmentation``), so both place crops, read the network and fit boxes the
+same way:
+
+- ``load_segmenter``: checkpoint → eval-mode network and its ``ModelConfig`` (errors name the file).
+- ``predict_patches``: uint8 patches → foreground probabilities (1 − P(background)), deterministic
+  (z = μ′, the posterior mean) unless ``sample=True`` (eq. 6 draws).
+- ``segment_crop``: crop the frame around a box (the paper's padding), predict, paste the patch
+  probabilities back into a frame-sized map.
+- ``box_from_prob``: threshold the map and fit a rotated box to all foreground pixels (or only the
+  largest connected component).
+- ``track_step``: one step of the segmentation tracker (segment at the previous box, fit the box).
+
+A "model" here is anything called as ``model(x, sample=..., generator=...)`` that returns a dict
+with ``logits`` (B×C×H×W, class 0 = background) and has ``cfg.patch_size``; tests substitute
+oracle models through that interface.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from bmvtrack.checkpoint import CheckpointError, load_checkpoint
+from bmvtrack.config import ConfigError, from_dict
+from bmvtrack.data.patches import CropWindow, crop_image, crop_window, paste_patch
+from bmvtrack.models import ModelConfig, build_model
+from bmvtrack.models.preprocess import patches_to_tensor
+from bmvtrack.motion import BoxMethod, RBox, canonicalize, rbox_corners, rbox_from_mask
+
+Keep = Literal["all", "largest"]
+PRIOR_KEYS = ("encoder.bottleneck.prior_mean", "encoder.bottleneck.prior_cov", "encoder.bottleneck.prior_std")
+
+
+# ------------------------------------------------------------------------------------ loading
+
+
+def _mismatch_summary(model: nn.Module, state: dict[str, Any]) -> str:
+    """One line: how many keys are missing / unexpected / of another shape, with an example."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own
+        if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+    if shapes:
+        parts.append(f"{len(shapes)} of another shape (e.g. {shapes[0]})")
+    return "; ".join(parts) or "state dict rejected"
+
+
+def load_segmenter(checkpoint_path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelConfig]:
+    """The full βMVAE / βMVUnet of a pretraining checkpoint, in eval mode on ``device``, and its config.
+
+    Every failure is a one-line ``CheckpointError`` that names the file: missing or truncated
+    file, another kind of checkpoint, a malformed ``model_config``, no prior buffers, or weights
+    that do not fit the architecture the config describes (another architecture or width).
+    """
+    path = Path(checkpoint_path)
+    ckpt = load_checkpoint(path, kind="bmvae")
+    for key in ("model", "model_config"):
+        if key not in ckpt:
+            raise CheckpointError(f"{path}: checkpoint has no '{key}' entry (keys: {sorted(ckpt)})")
+    state = ckpt["model"]
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: 'model' is not a state dict ({type(state).__name__})")
+    try:
+        cfg = from_dict(ModelConfig, dict(ckpt["model_config"]), source=f"{path} [model_config]")
+    except (ConfigError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: bad model_config: {exc}") from None
+    missing_prior = [k for k in PRIOR_KEYS[:2] if k not in state]
+    if missing_prior:
+        raise CheckpointError(
+            f"{path}: weights have no prior buffer {missing_prior[0]}; not a full βMVAE/βMVUnet state dict "
+            "(an encoder-only or foreign checkpoint?)"
+        )
+    try:
+        model = build_model(cfg, state[PRIOR_KEYS[0]], state[PRIOR_KEYS[1]], state.get(PRIOR_KEYS[2]))
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: cannot build the model from its prior/config: {exc}") from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError:
+        raise CheckpointError(
+            f"{path}: weights do not fit the architecture of its model_config "
+            f"(arch={cfg.arch}, base_width={cfg.base_width}, decoder_width={cfg.decoder_width}, "
+            f"bottleneck={cfg.bottleneck}, part_size={cfg.part_size}): {_mismatch_summary(model, state)}"
+        ) from None
+    model.requires_grad_(False)
+    return model.to(device).eval(), cfg
+
+
+# --------------------------------------------------------------------------------- prediction
+
+
+def patch_size_of(model: Any) -> int:
+    """Side of the square patch the model is fed (``model.cfg.patch_size``)."""
+    return int(model.cfg.patch_size)
+
+
+def model_device(model: Any) -> torch.device:
+    """Device of the model's first parameter or buffer (CPU for parameter-less stand-ins)."""
+    if isinstance(model, nn.Module):
+        for t in model.parameters():
+            return t.device
+        for t in model.buffers():
+            return t.device
+    return torch.device("cpu")
+
+
+def foreground_prob(logits: torch.Tensor) -> torch.Tensor:
+    """P(object) = 1 − P(background) per pixel (class 0 is background; any other class is object)."""
+    return 1.0 - torch.softmax(logits.float(), dim=1)[:, 0]
+
+
+@torch.no_grad()
+def predict_patches(
+    model: Any,
+    patches: np.ndarray,
+    sample: bool = False,
+    generator: torch.Generator | None = None,
+) -> tuple[np.ndarray, dict[str, torch.Tensor]]:
+    """Foreground probabilities (B×S×S float32) of uint8 RGB patches (B×S×S×3), and the raw output dict.
+
+    ``sample=False`` is the deterministic posterior-mean pass (z = μ′); ``sample=True`` draws z with
+    eq. 6 (``generator`` makes it reproducible). Output tensors are moved to the CPU.
+    """
+    if patches.ndim != 4 or patches.shape[-1] != 3:
+        raise ValueError(f"patches must be B×S×S×3 uint8, got shape {patches.shape}")
+    x = patches_to_tensor(patches, device=model_device(model))
+    out = model(x, sample=sample, generator=generator)
+    prob = foreground_prob(out["logits"]).cpu().numpy().astype(np.float32)
+    return prob, {k: v.detach().cpu() for k, v in out.items() if isinstance(v, torch.Tensor)}
+
+
+def segment_window(
+    model: Any, frame: np.ndarray, window: CropWindow
+) -> tuple[np.ndarray, np.ndarray, dict[str, torch.Tensor]]:
+    """Deterministic pass on one crop window: (patch probabilities S×S, frame-sized map, output dict)."""
+    patch = crop_image(frame, window)
+    prob, out = predict_patches(model, patch[None])
+    return prob[0], paste_patch(prob[0], window, frame.shape[:2]).astype(np.float32), out
+
+
+def segment_crop(
+    model: Any, frame: np.ndarray, box: RBox, context: float = 0.25, clip: bool = True
+) -> tuple[np.ndarray, CropWindow]:
+    """Segment the crop around ``box`` (padded by ``context·(w+h)`` per side) deterministically.
+
+    Returns the foreground probability map pasted back into the frame (float32 H×W, 0 outside the
+    crop) and the crop window used.
+    """
+    window = crop_window(box, frame.shape[:2], patch_size_of(model), context, clip)
+    _, full, _ = segment_window(model, frame, window)
+    return full, window
+
+
+# ------------------------------------------------------------------------------------ boxes
+
+
+def mask_from_prob(prob: np.ndarray, threshold: float = 0.5, keep: Keep = "all") -> np.ndarray:
+    """Boolean mask ``prob > threshold``; ``keep="largest"`` keeps only the largest 8-connected component."""
+    mask = np.asarray(prob) > threshold
+    if keep == "all" or not mask.any():
+        return mask
+    if keep != "largest":
+        raise ValueError(f"keep must be 'all' or 'largest', got {keep!r}")
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    if n <= 2:
+        return mask
+    biggest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    return labels == biggest
+
+
+def box_from_prob(
+    prob: np.ndarray,
+    threshold: float = 0.5,
+    method: BoxMethod = "minarearect",
+    keep: Keep = "all",
+    reference_angle: float | None = None,
+) -> RBox | None:
+    """Rotated box of the thresholded map (None when nothing is above the threshold).
+
+    ``keep="all"`` fits the box to every component: stray pieces keep a split or half-hidden
+    object inside the next crop, which DESIGN.md measured to help the tracker. The angle follows
+    the project's convention (closest to ``reference_angle`` when given, else in [-45°, 45°)).
+    """
+    box = rbox_from_mask(mask_from_prob(prob, threshold, keep).astype(np.uint8), method)
+    return None if box is None else canonicalize(box, reference_angle)
+
+
+def fill_rbox(box: RBox | None, frame_hw: tuple[int, int]) -> np.ndarray:
+    """Boolean H×W mask of the filled rotated box (sub-pixel polygon fill); empty for None."""
+    h, w = frame_hw
+    out = np.zeros((h, w), np.uint8)
+    if box is not None:
+        shift = 4
+        pts = np.round(rbox_corners(box) * (1 << shift)).astype(np.int32)
+        cv2.fillPoly(out, [pts], 1, lineType=cv2.LINE_8, shift=shift)
+    return out.astype(bool)
+
+
+@dataclass
+class StepResult:
+    """One tracker step: the pasted probability map, the crop window, the fitted box (None = empty mask).
+
+    ``patch_prob`` is the network's S×S map and ``output`` its raw output dict (posterior μ′, Σ′, ...).
+    """
+
+    prob: np.ndarray
+    window: CropWindow
+    box: RBox | None
+    patch_prob: np.ndarray | None = None
+    output: dict[str, torch.Tensor] | None = None
+
+
+def track_step(
+    model: Any,
+    frame: np.ndarray,
+    box: RBox,
+    threshold: float = 0.5,
+    context: float = 0.25,
+    box_method: BoxMethod = "minarearect",
+    keep: Keep = "all",
+    clip: bool = True,
+) -> StepResult:
+    """Segment the search crop at ``box`` and fit the new box to the predicted mask."""
+    window = crop_window(box, frame.shape[:2], patch_size_of(model), context, clip)
+    patch_prob, prob, out = segment_window(model, frame, window)
+    new = box_from_prob(prob, threshold, box_method, keep, reference_angle=box.angle)
+    return StepResult(prob, window, new, patch_prob, out)

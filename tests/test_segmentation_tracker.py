@@ -1,0 +1,70 @@
+"""The βMVUnet segmentation tracker baseline: follows the object with a perfect segmenter, survives an empty one."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_vae_eval import OracleModel, mask_frames, open_ds, tiny_model
+
+from agents.baselines.base import Tracker
+from agents.baselines.segmentation import SegmentationTracker
+from bmvtrack.checkpoint import CheckpointError, save_checkpoint
+from bmvtrack.config import to_dict
+from bmvtrack.data.synth import SynthConfig, generate_dataset
+from bmvtrack.motion import RBox, boxes_from_masks, rotated_iou
+
+
+@pytest.fixture(scope="module")
+def moving_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("synth_track")
+    cfg = SynthConfig(width=160, height=120, frames=10, objects=(1, 1), leave_prob=0.0, occlusion_prob=0.0)
+    return generate_dataset(root, "davis2017", videos=1, seed=1, cfg=cfg, progress=False)
+
+
+def run_tracker(tracker: SegmentationTracker, ds, track) -> tuple[list[float], list[RBox], list[RBox | None]]:
+    gt = boxes_from_masks([ds.mask(track, i) for i in range(len(track))])
+    tracker.init(ds.frame(track, 0), gt[0])
+    boxes = [gt[0]] + [tracker.update(ds.frame(track, i)) for i in range(1, len(track))]
+    return [rotated_iou(b, g) for b, g in zip(boxes, gt)], boxes, gt
+
+
+def test_perfect_segmenter_keeps_iou_high(moving_root: Path) -> None:
+    ds = mask_frames(open_ds(moving_root))
+    track = ds.tracks()[0]
+    tracker = SegmentationTracker(OracleModel())
+    assert tracker.name == "segmentation" and isinstance(tracker, Tracker)
+    ious, _, gt = run_tracker(tracker, ds, track)
+    assert len(track) == 10
+    assert min(ious[1:]) > 0.85 and np.mean(ious[1:]) > 0.9
+    assert tracker.misses == 0 and tracker.frames == 9
+    assert tracker.last_prob is not None and tracker.last_prob.shape == track.size
+    # the object really moved, so a box that stayed put would not have scored this
+    assert rotated_iou(gt[0], gt[-1]) < min(ious[1:])
+
+
+def test_empty_mask_keeps_previous_box(moving_root: Path) -> None:
+    ds = mask_frames(open_ds(moving_root))
+    track = ds.tracks()[0]
+    tracker = SegmentationTracker(OracleModel(empty=True))
+    _, boxes, gt = run_tracker(tracker, ds, track)
+    assert all(b == gt[0] for b in boxes)
+    assert tracker.misses == len(track) - 1
+
+
+def test_update_before_init_raises() -> None:
+    with pytest.raises(RuntimeError, match="before init"):
+        SegmentationTracker(OracleModel()).update(np.zeros((120, 160, 3), np.uint8))
+
+
+def test_tracker_from_checkpoint_runs_on_real_network(moving_root: Path, tmp_path: Path) -> None:
+    m = tiny_model()
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, {"kind": "bmvae", "model": m.state_dict(), "model_config": to_dict(m.cfg)})
+    ds = open_ds(moving_root)
+    track = ds.tracks()[0]
+    tracker = SegmentationTracker(path, threshold=0.5, context=0.25, box_method="principal")
+    _, boxes, _ = run_tracker(tracker, ds, track)
+    assert all(isinstance(b, RBox) and np.isfinite(b.as_array()).all() and b.w > 0 and b.h > 0 for b in boxes)
+    with pytest.raises(CheckpointError, match="absent.pt"):
+        SegmentationTracker(tmp_path / "absent.pt")
