@@ -1,0 +1,97 @@
+"""Agent speed: MV-SAC gradient updates/s over plain SAC's (same env, same buffer, interleaved),
+and tracking fps at inference on full-resolution 480p DAVIS frames (crop + encoder + policy).
+
+    python benchmarks/bench_agent.py [--checkpoint runs/pretrain_vae/checkpoint.pt] [--rounds 10]
+
+Ratios are measured side by side in one run; absolute numbers on this shared machine are noisy.
+Targets (issue 5): update ratio ≥ 0.8; ≥ 30 fps on 2 cores for the default model.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from stable_baselines3 import SAC
+
+from agents.mvsac import MVSAC
+from agents.policy_tracker import PolicyTracker
+from bmvtrack.data.readers import TrackFilter, VideoDataset
+from bmvtrack.models import ModelConfig
+from bmvtrack.motion import MotionPrior
+from envs.encoding import StateEncoder
+from envs.registration import make_sb3_vec_env, resolve_env_config
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "davis2016"
+
+
+def updates_per_second(model, steps: int) -> float:
+    t0 = time.perf_counter()
+    model.train(gradient_steps=steps, batch_size=model.batch_size)
+    return steps / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--checkpoint", default=None, help="encoder checkpoint (default: untrained default-size encoder)")
+    p.add_argument("--rounds", type=int, default=10)
+    p.add_argument("--updates", type=int, default=50)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--davis", default=str(SHARED))
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = resolve_env_config()
+    prior = MotionPrior.load(cfg.prior) if cfg.prior else MotionPrior.paper()
+    enc = (StateEncoder.from_checkpoint(args.checkpoint) if args.checkpoint
+           else StateEncoder.untrained(ModelConfig(), prior))
+    venv = make_sb3_vec_env(2, cfg, encoder=enc, seed=0)
+    common = dict(learning_starts=0, batch_size=256, buffer_size=10_000, seed=0, verbose=0)
+    sac = SAC("MlpPolicy", venv, **common)
+    mv = MVSAC("MlpPolicy", venv, prior_mean=prior.mean, prior_cov=prior.cov, prior_warmup=True, prior_init=True,
+               **common)
+    mv_kl = MVSAC("MlpPolicy", venv, prior_mean=prior.mean, prior_cov=prior.cov, prior_kl_coef=0.1, **common)
+    for m in (sac, mv, mv_kl):  # the same amount of experience in each buffer
+        m.learn(600, progress_bar=False)
+    rates = {"sac": [], "mvsac": [], "mvsac+kl": []}
+    for _ in range(args.rounds):  # interleaved rounds: machine noise hits all three alike
+        rates["sac"].append(updates_per_second(sac, args.updates))
+        rates["mvsac"].append(updates_per_second(mv, args.updates))
+        rates["mvsac+kl"].append(updates_per_second(mv_kl, args.updates))
+    med = {k: float(np.median(v)) for k, v in rates.items()}
+    print(f"gradient updates/s (median of {args.rounds} rounds, batch 256): "
+          + ", ".join(f"{k} {v:.1f}" for k, v in med.items()))
+    print(f"MV-SAC / SAC update ratio: {med['mvsac'] / med['sac']:.2f}   (with KL term: {med['mvsac+kl'] / med['sac']:.2f})")
+    venv.close()
+
+    davis = Path(args.davis)
+    if not (davis / "JPEGImages" / "480p").is_dir():
+        print(f"skipping 480p tracking fps: {davis} not found")
+        return
+    ds = VideoDataset(davis, resolution="480p", filters=TrackFilter(absent="keep", max_box_fraction=1.0))
+    track = ds.tracks()[0]
+    frames = [np.array(ds.frame(track, i)) for i in range(len(track))]  # decoded up front: not timed
+    from bmvtrack.tracking import track_ground_truth
+
+    box0 = track_ground_truth(ds, track).rboxes[0]
+    tracker = PolicyTracker(mv, enc, mv.action_space.low, mv.action_space.high, name="mvsac")
+    for _ in range(2):
+        tracker.init(frames[0], box0)
+        t0 = time.perf_counter()
+        for f in frames[1:]:
+            tracker.update(f)
+        fps = (len(frames) - 1) / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    x = np.zeros((1, enc.patch_size, enc.patch_size, 3), np.uint8)
+    for _ in range(len(frames) - 1):
+        enc.encode_crops(x)  # the tracker encodes one search crop per frame (template cached)
+    bare = (len(frames) - 1) / (time.perf_counter() - t0)
+    print(f"tracking on {track.sequence} 480p ({frames[0].shape[1]}×{frames[0].shape[0]}, {len(frames)} frames): "
+          f"{fps:.1f} fps with crop + encoder + policy; bare encoder forward alone {bare:.1f}/s; "
+          f"torch threads {torch.get_num_threads()}")
+
+
+if __name__ == "__main__":
+    main()
