@@ -69,3 +69,8 @@ def test_partial_section_keeps_the_outer_defaults(tmp_path):
     p.write_text("inner:\n  lr: 2\n")
     cfg = load_config(WithSection, p)
     assert cfg.inner == Inner(lr=2.0, steps=99)  # not Inner's own default of 10 steps
+
+
+def test_exponent_without_dot_is_a_float(tmp_path):
+    cfg = load_config(Outer, None, ["inner.lr=5e-4"])
+    assert cfg.inner.lr == 5e-4
