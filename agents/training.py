@@ -25,6 +25,7 @@ from bmvtrack.data.readers import DataConfig, TrackFilter
 from bmvtrack.io import atomic_save, atomic_write_bytes
 from bmvtrack.logging_wandb import RunLogger, WandbConfig, run_name
 from bmvtrack.metrics import success_auc
+from bmvtrack.motion import MotionPrior
 from bmvtrack.paths import DEFAULT_VAE_CHECKPOINT, RUNS_DIR
 from agents.mvsac import MVSAC
 from envs.encoding import EncodedObservation, ObsKind, StateEncoder
@@ -49,6 +50,7 @@ class AgentConfig:
     net_arch: list[int] = field(default_factory=lambda: [256, 256])  # hidden layers of actor and critics
     ent_coef: str = "auto"  # SAC entropy coefficient ('auto' or 'auto_0.1' or a number as string)
     prior_source: Literal["global", "state"] = "global"  # data MGD, or the encoder's per-state posterior
+    prior_file: str | None = None  # shaping prior (e.g. analyze_motion --fit robust); None = the env's prior
     prior_warmup: bool = True  # warm-up actions drawn from the prior instead of uniform noise (mvsac)
     prior_kl_coef: float = 0.0  # weight of KL(π ‖ prior) in the actor loss (mvsac; 0 = off)
     prior_init: bool = True  # start the actor at the prior (mvsac)
@@ -257,7 +259,8 @@ def train(cfg: TrainConfig, resume: str | None = None, argv: list[str] | None = 
             model.load_replay_buffer(buf)
         print(f"resumed from {resume} at {model.num_timesteps} steps", file=sys.stderr)
     else:
-        model = build_agent(cfg, venv, probe.prior.mean, probe.prior.cov, venv.obs_layout)
+        shaping = MotionPrior.load(cfg.agent.prior_file) if cfg.agent.prior_file else probe.prior
+        model = build_agent(cfg, venv, shaping.mean, shaping.cov, venv.obs_layout)
         a = cfg.agent
         if a.demo_episodes > 0:
             demo_env = EncodedObservation(TrackingEnv(env_cfg, prior=probe.prior), encoder)

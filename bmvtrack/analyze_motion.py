@@ -22,6 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     add_data_args(p)
     p.add_argument("--box-method", default="minarearect", choices=["minarearect", "principal"],
                    help="rotated box from the mask: OpenCV minAreaRect (paper) or principal axes")
+    p.add_argument("--fit", default="gaussian", choices=["gaussian", "robust"],
+                   help="plain sample moments (paper) or the Gaussian of the bulk of the data (robust to box-fit jumps)")
     p.add_argument("--out", type=Path, default=DEFAULT_PRIOR, help=f"prior file to write (default {DEFAULT_PRIOR}, read by the other commands)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
     args = p.parse_args(argv)
@@ -31,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     measured = measure_dataset(ds, args.box_method)
     samples = motion_samples(measured)
     source = f"{cfg.root} ({ds.layout}, split {cfg.split or 'all'}, {len(measured)} tracks)"
-    prior = fit_prior(measured, source, args.box_method)
+    prior = fit_prior(measured, source, args.box_method, fit=args.fit)
     prior.save(args.out)
     if not args.no_plot:
         plot_prior(prior, samples, args.out.with_suffix(".png"), reference=MotionPrior.paper())

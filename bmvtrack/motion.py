@@ -323,6 +323,32 @@ def check_spd(cov: np.ndarray, name: str = "covariance") -> None:
         )
 
 
+def robust_gaussian(x: np.ndarray, coverage: float = 0.99, iterations: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance of the bulk of ``x``: iterative Mahalanobis trimming.
+
+    Repeatedly keep the samples whose squared Mahalanobis distance is below the χ² quantile
+    ``coverage`` and refit; the trimmed covariance is then rescaled by
+    ``P(χ²_d < c) / P(χ²_{d+2} < c)``, which makes it unbiased for data that are Gaussian.
+    """
+    from scipy.stats import chi2
+
+    d = x.shape[1]
+    cut = chi2.ppf(coverage, d)
+    mean, cov = np.median(x, axis=0), np.cov(x, rowvar=False)
+    keep = np.ones(len(x), bool)
+    for _ in range(iterations):
+        diff = x - mean
+        m2 = np.einsum("ij,ij->i", diff, np.linalg.solve(cov + 1e-12 * np.eye(d), diff.T).T)
+        new = m2 < cut
+        if new.sum() <= d or np.array_equal(new, keep):
+            keep = new if new.sum() > d else keep
+            break
+        keep = new
+        mean, cov = x[keep].mean(axis=0), np.cov(x[keep], rowvar=False)
+    mean, cov = x[keep].mean(axis=0), np.cov(x[keep], rowvar=False)
+    return mean, cov * chi2.cdf(cut, d) / chi2.cdf(cut, d + 2)
+
+
 @dataclass
 class MotionPrior:
     """The multivariate Gaussian of real motion ``N(mean, cov)`` over ``[Δs_x, Δs_y, sinθ, Δx, Δy]``."""
@@ -334,6 +360,7 @@ class MotionPrior:
     source: str = ""
     box_method: str = "minarearect"
     eps_std: np.ndarray | None = None  # std of the ε draws (Table 1 in the paper); default √diag(cov)
+    fit: str = "gaussian"  # gaussian (plain sample moments, the paper) | robust (the bulk of the data)
 
     def __post_init__(self) -> None:
         self.mean = np.asarray(self.mean, dtype=np.float64).reshape(ACTION_DIM)
@@ -356,22 +383,33 @@ class MotionPrior:
         return cls(PAPER_MEAN, PAPER_COV, source="paper appendix 2.2", eps_std=PAPER_TABLE1_STD)
 
     @classmethod
-    def from_samples(cls, samples: np.ndarray, source: str = "", box_method: str = "minarearect") -> "MotionPrior":
-        """Fit μ, Σ (and quantiles) to an (N, 5) array of motions."""
+    def from_samples(cls, samples: np.ndarray, source: str = "", box_method: str = "minarearect",
+                     fit: str = "gaussian") -> "MotionPrior":
+        """Fit μ, Σ (and quantiles) to an (N, 5) array of motions.
+
+        ``fit="gaussian"`` is the paper's plain sample mean and covariance. ``fit="robust"`` fits
+        the Gaussian to the bulk of the data (``robust_gaussian``): box-fitting jumps and objects
+        leaving the frame are rare but huge, and otherwise set σ several times wider than the
+        motion of almost every frame.
+        """
         x = np.asarray(samples, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != ACTION_DIM:
             raise PriorError(f"motion samples must have shape (N, 5), got {x.shape}")
         x = x[np.all(np.isfinite(x), axis=1)]
         if len(x) < ACTION_DIM + 1:
             raise PriorError(f"need at least {ACTION_DIM + 1} finite motion samples, got {len(x)} ({source})")
+        if fit not in ("gaussian", "robust"):
+            raise PriorError(f"unknown fit {fit!r}; use 'gaussian' or 'robust'")
         q = np.quantile(x, QUANTILES, axis=0)
+        mean, cov = robust_gaussian(x) if fit == "robust" else (x.mean(axis=0), np.cov(x, rowvar=False))
         return cls(
-            mean=x.mean(axis=0),
-            cov=np.cov(x, rowvar=False),
+            mean=mean,
+            cov=cov,
             count=len(x),
             quantiles={f"q{int(round(p * 100)):02d}": q[i].tolist() for i, p in enumerate(QUANTILES)},
             source=source,
             box_method=box_method,
+            fit=fit,
         )
 
     def to_dict(self) -> dict:
@@ -384,6 +422,7 @@ class MotionPrior:
             "quantiles": self.quantiles,
             "source": self.source,
             "box_method": self.box_method,
+            "fit": self.fit,
         }
         if self.eps_std is not None:
             d["eps_std"] = self.eps_std.tolist()
@@ -416,6 +455,7 @@ class MotionPrior:
                 source=d.get("source", str(path)),
                 box_method=d.get("box_method", "minarearect"),
                 eps_std=d.get("eps_std"),
+                fit=d.get("fit", "gaussian"),
             )
         except PriorError as exc:
             raise PriorError(f"{path}: {exc}") from None

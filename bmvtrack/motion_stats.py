@@ -50,8 +50,8 @@ def motion_samples(measured: list[TrackMotion]) -> np.ndarray:
     return np.array(rows, dtype=np.float64).reshape(-1, 5)
 
 
-def fit_prior(measured: list[TrackMotion], source: str, method: str) -> MotionPrior:
-    return MotionPrior.from_samples(motion_samples(measured), source=source, box_method=method)
+def fit_prior(measured: list[TrackMotion], source: str, method: str, fit: str = "gaussian") -> MotionPrior:
+    return MotionPrior.from_samples(motion_samples(measured), source=source, box_method=method, fit=fit)
 
 
 def oracle_replay(tm: TrackMotion) -> list[float]:
@@ -74,7 +74,7 @@ def oracle_replay(tm: TrackMotion) -> list[float]:
 
 def describe(prior: MotionPrior) -> str:
     """A short human-readable summary of a prior."""
-    lines = [f"source: {prior.source}  (box method {prior.box_method}, {prior.count} samples)"]
+    lines = [f"source: {prior.source}  (box method {prior.box_method}, {prior.fit} fit, {prior.count} samples)"]
     lines.append("        " + "  ".join(f"{n:>9s}" for n in ACTION_NAMES))
     lines.append("mean    " + "  ".join(f"{v:9.4f}" for v in prior.mean))
     lines.append("std     " + "  ".join(f"{v:9.4f}" for v in prior.std))

@@ -144,3 +144,17 @@ def test_prior_rejects_degenerate_and_bad_files(tmp_path):
     asym.write_text('{"mean": [1,1,0,0,0], "cov": %s}' % c.tolist())
     with pytest.raises(PriorError, match="symmetric"):
         MotionPrior.load(asym)
+
+
+def test_robust_fit_is_unbiased_and_ignores_gross_outliers(tmp_path):
+    rng = np.random.default_rng(1)
+    cov = np.diag([0.03, 0.03, 0.06, 0.01, 0.01]) ** 2
+    x = rng.multivariate_normal([1, 1, 0, 0, 0], cov, size=20000)
+    clean = MotionPrior.from_samples(x, fit="robust")
+    assert np.allclose(clean.std, np.sqrt(np.diag(cov)), rtol=0.05)
+    x[:400] = rng.multivariate_normal([1, 1, 0, 0, 0], cov * 400, size=400)  # 2 % box-fit jumps
+    plain, robust = MotionPrior.from_samples(x), MotionPrior.from_samples(x, fit="robust")
+    assert np.all(plain.std > 2 * np.sqrt(np.diag(cov)))
+    assert np.allclose(robust.std, np.sqrt(np.diag(cov)), rtol=0.1)
+    robust.save(tmp_path / "r.json")
+    assert MotionPrior.load(tmp_path / "r.json").fit == "robust"
