@@ -31,6 +31,7 @@ def main() -> None:
     p.add_argument("--envs", type=int, default=4)
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--warmup", type=int, default=2000, help="steps before timing (fills the frame and box caches)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -49,8 +50,9 @@ def main() -> None:
         venv.reset()
         stay = np.tile([[1, 1, 0, 0, 0]], (n, 1)).astype(np.float32)
         crops = np.random.default_rng(0).integers(0, 255, (n, enc.patch_size, enc.patch_size, 3), dtype=np.uint8)
-        for _ in range(5):
-            venv.step(stay); enc.encode_crops(crops)
+        for _ in range(max(args.warmup // n, 5)):  # steady state: every track decoded once
+            venv.step(stay)
+        enc.encode_crops(crops)
         t_env = t_enc = 0.0
         for _ in range(args.steps):  # interleaved: env step, then the bare forward on the same batch size
             t0 = time.perf_counter(); venv.step(stay); t1 = time.perf_counter()

@@ -130,7 +130,9 @@ class TrackingEnv(gym.Env):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
         self.render_mode = render_mode
-        self._gt_cache: dict[str, list[RBox | None]] = {}
+        # annotated boxes per track, shared by in-process copies that share the dataset object
+        self._gt_cache: dict[str, list[RBox | None]] = self.dataset.__dict__.setdefault(
+            f"_gt_boxes_{cfg.box_method}", {})
         self._next_index = 0
         self.track: Track | None = None
 
