@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from bmvtrack.data.patches import crop_image, crop_window
-from bmvtrack.motion import RBox, apply_motion
+from bmvtrack.motion import RBox, apply_motion, keep_in_reach
 from envs.encoding import StateEncoder
 from envs.tracking_env import box_geometry
 
@@ -44,5 +44,5 @@ class PolicyTracker:
             self.invalid_actions += 1
             return self.box
         h, w = frame.shape[:2]
-        self.box = apply_motion(self.box, np.clip(action, self.low, self.high), w, h)
+        self.box = keep_in_reach(apply_motion(self.box, np.clip(action, self.low, self.high), w, h), (h, w))
         return self.box

@@ -38,7 +38,9 @@ Rotated IoU of the moved box with the annotated box of frame t+1 (``reward="iou"
 object is absent give reward 0 and ``info["iou"] = nan``.
 
 ## Episode end
-Terminated when the IoU stays ≤ ``lost_iou`` for ``lost_frames`` consecutive present frames
+The box is kept within reach of the frame (``bmvtrack.motion.keep_in_reach``: centre within one
+frame size of the image, sides at most 4 frame sizes), so observations stay finite whatever the
+policy does. Terminated when the IoU stays ≤ ``lost_iou`` for ``lost_frames`` consecutive present frames
 (target lost); truncated at the end of the track.
 
 ## Info
@@ -62,7 +64,9 @@ from gymnasium import spaces
 
 from bmvtrack.data.patches import crop_image, crop_window
 from bmvtrack.data.readers import DataConfig, Track, VideoDataset
-from bmvtrack.motion import MotionPrior, RBox, apply_motion, boxes_from_masks, motion_between, rbox_corners, rotated_iou
+from bmvtrack.motion import (
+    MotionPrior, RBox, apply_motion, boxes_from_masks, keep_in_reach, motion_between, rbox_corners, rotated_iou,
+)
 
 BOX_FEATURES = 7
 
@@ -216,7 +220,7 @@ class TrackingEnv(gym.Env):
             raise ValueError(f"action must be 5 finite numbers [Δs_x, Δs_y, sinθ, Δx, Δy], got {np.asarray(action).tolist()}")
         a = np.clip(a, self.action_space.low, self.action_space.high)
         h, w = self.track.size
-        self.box = apply_motion(self.box, a, w, h)
+        self.box = keep_in_reach(apply_motion(self.box, a, w, h), self.track.size)
         self._t += 1
         gt = self._gt[self._t]
         if gt is None:

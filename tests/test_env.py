@@ -181,3 +181,16 @@ def test_expert_on_real_davis_dev_val(davis2016_root, tmp_path):
                 ious.append(info["iou"])
     assert np.mean(ious) >= 0.99
     assert clipped / steps < 0.02
+
+
+def test_observations_stay_finite_under_extreme_actions(synth_root, encoder):
+    """A box grown or flung without limit (as compounding scales do) must not overflow to inf/NaN."""
+    from bmvtrack.motion import RBox
+
+    env = make_tracking_env(env_cfg(synth_root, lost_frames=0), encoder=encoder)
+    env.reset(seed=0)
+    env.unwrapped.box = RBox(1e300, -1e300, 1e300, 1e300, 1e9)
+    obs, r, term, trunc, info = env.step(env.action_space.high)
+    assert np.all(np.isfinite(obs)) and np.isfinite(r)
+    b = info["pred_box"]
+    assert np.all(np.isfinite(b)) and abs(b[0]) <= 2 * 160 and b[2] <= 4 * 160

@@ -55,6 +55,10 @@ PRIOR_SOURCES = ("global", "state")
 # Expert actions are clipped into [-BC_ACTION_CLIP, BC_ACTION_CLIP] (policy space) before their
 # log-likelihood is taken: atanh(±1) is infinite, and a bound action would drag the mean away.
 BC_ACTION_CLIP = 0.999
+# With the KL term on, the actor's gradient norm is clipped to this: the one-sample Monte-Carlo
+# KL is noisy (measured: batch means from 1 to 29 between consecutive updates) and a rare spike
+# drove the actor to NaN after ~550 updates.
+KL_GRAD_CLIP = 10.0
 # prior_init: the scaled prior mean is clipped into [-PRIOR_INIT_CLIP, PRIOR_INIT_CLIP] before atanh.
 PRIOR_INIT_CLIP = 0.99
 
@@ -324,6 +328,7 @@ class MVSAC(SAC):
         self._update_learning_rate(optimizers)
 
         ent_coef_losses, ent_coefs, actor_losses, critic_losses, prior_kls = [], [], [], [], []
+        skipped = 0
         for gradient_step in range(gradient_steps):
             replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
             discounts = replay_data.discounts if replay_data.discounts is not None else self.gamma
@@ -377,8 +382,12 @@ class MVSAC(SAC):
             actor_losses.append(actor_loss.item())
             prior_kls.append(kl.mean().item())
             self.actor.optimizer.zero_grad()
-            actor_loss.backward()
-            self.actor.optimizer.step()
+            if th.isfinite(actor_loss):  # a one-sample KL estimate can spike: never step on inf/NaN
+                actor_loss.backward()
+                th.nn.utils.clip_grad_norm_(self.actor.parameters(), KL_GRAD_CLIP)
+                self.actor.optimizer.step()
+            else:
+                skipped += 1
 
             if gradient_step % self.target_update_interval == 0:
                 polyak_update(self.critic.parameters(), self.critic_target.parameters(), self.tau)
@@ -390,6 +399,7 @@ class MVSAC(SAC):
         self.logger.record("train/actor_loss", np.mean(actor_losses))
         self.logger.record("train/critic_loss", np.mean(critic_losses))
         self.logger.record("train/prior_kl", np.mean(prior_kls))
+        self.logger.record("train/skipped_actor_steps", skipped)
         if len(ent_coef_losses) > 0:
             self.logger.record("train/ent_coef_loss", np.mean(ent_coef_losses))
 

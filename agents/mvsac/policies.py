@@ -22,6 +22,11 @@ from stable_baselines3.common.preprocessing import get_action_dim
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from stable_baselines3.sac.policies import LOG_STD_MAX, LOG_STD_MIN, Actor, SACPolicy
+
+# The Cholesky factor's strictly-lower entries are soft-bounded to ±e^LOG_STD_MAX, like its
+# diagonal: unbounded, the entropy bonus (and a KL(π ‖ prior) term) can grow them without limit
+# until the squashed log-probability overflows (measured: NaN after ~550 updates).
+OFFDIAG_BOUND = float(np.exp(LOG_STD_MAX))
 from torch.nn import functional as F
 
 from agents.mvsac.distributions import SquashedMultivariateGaussianDistribution, tril_to_params
@@ -92,7 +97,8 @@ class MVActor(Actor):
         log_diag = self._log_diag(self.log_std(latent_pi))  # type: ignore[operator]
         if self.cholesky_offdiag is None:
             return mean_actions, log_diag, {}
-        return mean_actions, log_diag, {"tril_offdiag": self.cholesky_offdiag(latent_pi)}
+        raw = self.cholesky_offdiag(latent_pi)
+        return mean_actions, log_diag, {"tril_offdiag": OFFDIAG_BOUND * th.tanh(raw / OFFDIAG_BOUND)}
 
     @th.no_grad()
     def init_to_gaussian(self, mean: th.Tensor, scale_tril: th.Tensor) -> None:
@@ -111,7 +117,8 @@ class MVActor(Actor):
             log_diag, offdiag = tril_to_params(scale_tril)
         heads = [(self.mu, mean), (self.log_std, self._raw_from_log_diag(log_diag))]
         if offdiag is not None:
-            heads.append((self.cholesky_offdiag, offdiag))
+            inner = (offdiag / OFFDIAG_BOUND).clamp(-0.999, 0.999)
+            heads.append((self.cholesky_offdiag, OFFDIAG_BOUND * th.atanh(inner)))
         for layer, bias in heads:
             layer.weight.zero_()  # type: ignore[union-attr]
             layer.bias.copy_(bias)  # type: ignore[union-attr]
