@@ -28,7 +28,7 @@ from bmvtrack.metrics import success_auc
 from bmvtrack.motion import MotionPrior
 from bmvtrack.paths import DEFAULT_VAE_CHECKPOINT, RUNS_DIR
 from agents.mvsac import MVSAC
-from envs.encoding import EncodedObservation, ObsKind, StateEncoder
+from envs.encoding import EncodedObservation, ObsKind
 from envs.registration import make_sb3_vec_env, resolve_encoder, resolve_env_config
 from envs.tracking_env import EnvConfig, TrackingEnv
 

@@ -108,24 +108,24 @@ def from_dict(cls: type[T], data: dict[str, Any], source: str = "<dict>", prefix
     return cls(**kwargs)
 
 
-def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
-    """Read ``path`` (YAML) into ``cls``, then apply ``key.sub=value`` overrides (YAML-parsed)."""
-    data: dict[str, Any] = to_dict(cls())  # sections a file leaves out keep *this* config's defaults
-    source = "<defaults>"
-    if path is not None:
-        path = Path(path)
-        source = str(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-        loaded = loaded or {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: top level must be a mapping, got {type(loaded).__name__}")
-        merge_into(data, loaded)
-    for item in overrides or []:
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """The top-level mapping of a YAML config file; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    loaded = loaded or {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(loaded).__name__}")
+    return loaded
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> None:
+    """Apply ``key.sub=value`` overrides (values YAML-parsed) to a config mapping in place."""
+    for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override '{item}': expected key=value")
         key, raw = item.split("=", 1)
@@ -136,6 +136,21 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
             if not isinstance(node, dict):
                 raise ConfigError(f"override '{item}': '{part}' is not a section")
         node[parts[-1]] = yaml.safe_load(raw)
+
+
+def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
+    """Read ``path`` (YAML) into ``cls``, then apply ``key.sub=value`` overrides.
+
+    Sections a file leaves out keep *this* config's defaults (``to_dict(cls())``), not the
+    nested class's own.
+    """
+    data: dict[str, Any] = to_dict(cls())
+    source = "<defaults>"
+    if path is not None:
+        source = str(path)
+        merge_into(data, read_yaml(path))
+    if overrides:
+        apply_overrides(data, overrides)
         source = f"{source} + overrides"
     return from_dict(cls, data, source=source)
 

@@ -45,7 +45,6 @@ import json
 import math
 import os
 import random
-import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -56,14 +55,13 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.distributed as dist
-import yaml
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from tqdm.auto import tqdm
 
 from bmvtrack import paths
 from bmvtrack.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from bmvtrack.config import ConfigError, from_dict, save_config, to_dict
+from bmvtrack.config import ConfigError, apply_overrides, from_dict, merge_into, read_yaml, save_config, to_dict
 from bmvtrack.data.patch_sampler import AugmentConfig, PatchSampler
 from bmvtrack.data.readers import DataConfig, TrackFilter, VideoDataset
 from bmvtrack.io import atomic_save, atomic_write_text
@@ -151,37 +149,6 @@ class PretrainConfig:
 # --------------------------------------------------------------------------- configuration
 
 
-def _apply_overrides(data: dict[str, Any], overrides: list[str]) -> None:
-    """``key.sub=value`` overrides (YAML-parsed values), as ``bmvtrack.config.load_config`` does."""
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override '{item}': expected key=value")
-        key, raw = item.split("=", 1)
-        node = data
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override '{item}': '{part}' is not a section")
-        value = yaml.safe_load(raw)
-        if isinstance(value, str) and _SCI_FLOAT.match(value.strip()):
-            value = float(value)  # YAML 1.1 reads "5e-4" (no dot) as a string; YAML 1.2 and people read a number
-        node[parts[-1]] = value
-
-
-_SCI_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
-
-
-def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    """``update`` merged into ``base`` section by section (mappings recursively, anything else replaced)."""
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
-        else:
-            base[key] = value
-    return base
-
-
 def load_pretrain_config(path: str | Path | None = None, overrides: list[str] | None = None) -> PretrainConfig:
     """Read a PretrainConfig YAML strictly; sections a file leaves out keep *this* config's defaults.
 
@@ -193,24 +160,14 @@ def load_pretrain_config(path: str | Path | None = None, overrides: list[str] | 
     data = to_dict(PretrainConfig())
     source = "<defaults>"
     if path is not None:
-        path = Path(path)
         source = str(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-        loaded = loaded or {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: top level must be a mapping, got {type(loaded).__name__}")
-        _merge(data, loaded)
+        merge_into(data, read_yaml(path))
     if overrides:
-        _apply_overrides(data, overrides)
+        apply_overrides(data, overrides)
         source += " + overrides"
     if isinstance(data.get("extra_data"), list):
         filters = to_dict(_synthetic_data())["filters"]
-        data["extra_data"] = [_merge({"filters": dict(filters)}, e) if isinstance(e, dict) else e
+        data["extra_data"] = [merge_into({"filters": dict(filters)}, e) if isinstance(e, dict) else e
                               for e in data["extra_data"]]
     return from_dict(PretrainConfig, data, source=source)
 
@@ -247,7 +204,7 @@ def resolve_config(
         if not isinstance(data, dict):
             raise CheckpointError(f"{path}: checkpoint holds no run config; pass --config")
         data = json.loads(json.dumps(data))  # a private copy
-        _apply_overrides(data, overrides)
+        apply_overrides(data, overrides)
         cfg = from_dict(PretrainConfig, data, source=f"{path} [config]" + (" + overrides" if overrides else ""))
     return cfg, path
 

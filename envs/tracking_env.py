@@ -54,7 +54,6 @@ clipped to the action bounds) and ``expert_clipped``, ``track``, ``frame``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import cv2
