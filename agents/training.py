@@ -48,7 +48,7 @@ class AgentConfig:
     train_freq: int = 1  # env steps (per copy) between updates
     gradient_steps: int = 1  # gradient updates per update round
     net_arch: list[int] = field(default_factory=lambda: [256, 256])  # hidden layers of actor and critics
-    ent_coef: str = "auto"  # SAC entropy coefficient ('auto' or 'auto_0.1' or a number as string)
+    ent_coef: str = "auto_0.1"  # SAC entropy coefficient: 'auto_<initial>' (learned) or a number; rewards are IoUs ≤ 1
     prior_source: Literal["global", "state"] = "global"  # data MGD, or the encoder's per-state posterior
     prior_file: str | None = None  # shaping prior (e.g. analyze_motion --fit robust); None = the env's prior
     prior_warmup: bool = True  # warm-up actions drawn from the prior instead of uniform noise (mvsac)

@@ -478,9 +478,12 @@ class MotionPrior:
             raise PriorError(f"{path}: malformed mean/cov: {exc}") from None
 
     def action_bounds(self, n_std: float = 4.0) -> tuple[np.ndarray, np.ndarray]:
-        """Box bounds μ ± n·σ, with scales kept positive and sinθ inside [-1, 1]."""
-        lo = self.mean - n_std * self.std
-        hi = self.mean + n_std * self.std
-        lo[:2] = np.maximum(lo[:2], 0.05)
-        lo[2], hi[2] = max(lo[2], -1.0), min(hi[2], 1.0)
-        return lo.astype(np.float32), hi.astype(np.float32)
+        """Box bounds μ ± n·σ, symmetric about μ, with scales kept ≥ 0.05 and sinθ inside [-1, 1].
+
+        Symmetric, so the middle of the Box (where an agent acting in [-1, 1] starts) is the prior
+        mean: clipping only the lower scale bound would move it to a large growth per frame.
+        """
+        half = n_std * self.std
+        half[:2] = np.minimum(half[:2], np.maximum(self.mean[:2] - 0.05, 1e-3))
+        half[2] = min(half[2], max(1.0 - abs(self.mean[2]), 1e-3))
+        return (self.mean - half).astype(np.float32), (self.mean + half).astype(np.float32)

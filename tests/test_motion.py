@@ -126,6 +126,8 @@ def test_prior_recovers_known_gaussian_and_round_trips(tmp_path):
     assert np.allclose(back.cov, prior.cov) and back.count == 40000 and "q50" in back.quantiles
     lo, hi = prior.action_bounds(3.0)
     assert np.all(lo < prior.mean) and np.all(hi > prior.mean) and lo[0] > 0 and -1 <= lo[2] and hi[2] <= 1
+    wide_lo, wide_hi = prior.action_bounds(10.0)  # clipped scales and sinθ stay symmetric about μ
+    assert np.allclose((wide_lo + wide_hi) / 2, prior.mean, atol=1e-6) and wide_lo[0] >= 0.05 - 1e-6
 
 
 def test_prior_rejects_degenerate_and_bad_files(tmp_path):
