@@ -248,3 +248,17 @@ def test_kl_direction_option() -> None:
     ).mean()
     torch.testing.assert_close(b["kl"], expected)
     assert not torch.allclose(a["kl"], b["kl"])
+
+
+def test_initial_kl_is_small_against_a_correlated_prior():
+    """head_init_prior: the first posterior sits near the prior, so β·KL does not swamp early training."""
+    from bmvtrack.models import ModelConfig, build_model
+    from bmvtrack.motion import MotionPrior
+
+    prior = MotionPrior.paper()
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(patch_size=32, base_width=8, decoder_width=8, z_channels=8),
+                        prior.mean, prior.cov, prior.sample_std)
+    with torch.no_grad():
+        kl = float(model(torch.randn(4, 3, 32, 32), sample=True)["kl"])
+    assert kl < 5.0
