@@ -9,7 +9,7 @@ import dataclasses
 import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Callable, TypeVar
 
 import yaml
 
@@ -138,11 +138,13 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> None:
         node[parts[-1]] = yaml.safe_load(raw)
 
 
-def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
+def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None,
+                adjust: Callable[[dict[str, Any]], None] | None = None) -> T:
     """Read ``path`` (YAML) into ``cls``, then apply ``key.sub=value`` overrides.
 
     Sections a file leaves out keep *this* config's defaults (``to_dict(cls())``), not the
-    nested class's own.
+    nested class's own. ``adjust`` may complete the merged mapping before it is checked (e.g.
+    give list entries defaults of their own).
     """
     data: dict[str, Any] = to_dict(cls())
     source = "<defaults>"
@@ -152,6 +154,8 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     if overrides:
         apply_overrides(data, overrides)
         source = f"{source} + overrides"
+    if adjust is not None:
+        adjust(data)
     return from_dict(cls, data, source=source)
 
 

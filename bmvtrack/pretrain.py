@@ -61,7 +61,7 @@ from tqdm.auto import tqdm
 
 from bmvtrack import paths
 from bmvtrack.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from bmvtrack.config import ConfigError, apply_overrides, from_dict, merge_into, read_yaml, save_config, to_dict
+from bmvtrack.config import ConfigError, apply_overrides, from_dict, load_config, merge_into, save_config, to_dict
 from bmvtrack.data.patch_sampler import AugmentConfig, PatchSampler
 from bmvtrack.data.readers import DataConfig, TrackFilter, VideoDataset
 from bmvtrack.io import atomic_save, atomic_write_text
@@ -150,26 +150,16 @@ class PretrainConfig:
 
 
 def load_pretrain_config(path: str | Path | None = None, overrides: list[str] | None = None) -> PretrainConfig:
-    """Read a PretrainConfig YAML strictly; sections a file leaves out keep *this* config's defaults.
+    """Read a PretrainConfig YAML strictly (``load_config``); each ``extra_data`` entry starts
+    from the pretraining track filters (every annotated frame), not ``DataConfig``'s own."""
 
-    Why not ``load_config`` alone: a file that sets only ``data.root`` would otherwise get
-    ``DataConfig``'s class defaults for the rest of the section (no split, the paper's track
-    filters) instead of the pretraining defaults (split ``train``, every annotated frame). Entries
-    of ``extra_data`` start from the pretraining track filters too.
-    """
-    data = to_dict(PretrainConfig())
-    source = "<defaults>"
-    if path is not None:
-        source = str(path)
-        merge_into(data, read_yaml(path))
-    if overrides:
-        apply_overrides(data, overrides)
-        source += " + overrides"
-    if isinstance(data.get("extra_data"), list):
-        filters = to_dict(_synthetic_data())["filters"]
-        data["extra_data"] = [merge_into({"filters": dict(filters)}, e) if isinstance(e, dict) else e
-                              for e in data["extra_data"]]
-    return from_dict(PretrainConfig, data, source=source)
+    def extra_data_filters(data: dict[str, Any]) -> None:
+        if isinstance(data.get("extra_data"), list):
+            filters = to_dict(_synthetic_data())["filters"]
+            data["extra_data"] = [merge_into({"filters": dict(filters)}, e) if isinstance(e, dict) else e
+                                  for e in data["extra_data"]]
+
+    return load_config(PretrainConfig, path, overrides, adjust=extra_data_filters)
 
 
 def checkpoint_path(out_dir: str | Path) -> Path:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -23,28 +22,12 @@ from bmvtrack.models import (
     soft_jaccard,
 )
 
+from bmvtrack.motion import PAPER_COV as PRIOR_COV  # the paper's prior (appendix 2.2) and Table 1
+from bmvtrack.motion import PAPER_MEAN as PRIOR_MEAN
+from bmvtrack.motion import PAPER_TABLE1_STD as TABLE1_STD
+
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-PRIOR_MEAN = np.array([1.0651, 1.0679, 0.00, 0.0718, 0.083])
-PRIOR_COV = np.array(
-    [
-        [0.265, -0.094, -0.014, -0.023, 0.124],
-        [-0.094, 0.332, 0.011, 0.056, -0.054],
-        [-0.014, 0.011, 0.183, 0.073, -0.21],
-        [-0.023, 0.056, 0.073, 0.107, -0.029],
-        [0.124, -0.054, -0.21, -0.029, 0.564],
-    ]
-)
-TABLE1_STD = np.array([0.52, 0.54, 0.43, 0.34, 0.74])
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny CPU tests: one intra-op thread. On a shared 2-core machine two spinning OpenMP
-    threads make a 32-px forward pass ~100× slower than one thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def tiny_cfg(**kw: object) -> ModelConfig:

@@ -23,14 +23,6 @@ from agents.mvsac.distributions import SquashedMultivariateGaussianDistribution,
 SMALL_NET = {"net_arch": [32, 32]}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny networks run faster on one thread (and the machine is shared)."""
-    previous = th.get_num_threads()
-    th.set_num_threads(1)
-    yield
-    th.set_num_threads(previous)
-
 
 # ---------------------------------------------------------------------------------------------
 # Test environments

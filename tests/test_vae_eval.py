@@ -32,17 +32,9 @@ from bmvtrack.segmentation import (
 )
 from bmvtrack.vae_eval import VaeEvalConfig, evaluate
 
-PRIOR_MEAN = np.array([1.0651, 1.0679, 0.00, 0.0718, 0.083])
-PRIOR_COV = np.array(
-    [
-        [0.265, -0.094, -0.014, -0.023, 0.124],
-        [-0.094, 0.332, 0.011, 0.056, -0.054],
-        [-0.014, 0.011, 0.183, 0.073, -0.21],
-        [-0.023, 0.056, 0.073, 0.107, -0.029],
-        [0.124, -0.054, -0.21, -0.029, 0.564],
-    ]
-)
-TABLE1_STD = np.array([0.52, 0.54, 0.43, 0.34, 0.74])
+from bmvtrack.motion import PAPER_COV as PRIOR_COV  # the paper's prior (appendix 2.2) and Table 1
+from bmvtrack.motion import PAPER_MEAN as PRIOR_MEAN
+from bmvtrack.motion import PAPER_TABLE1_STD as TABLE1_STD
 
 
 def tiny_cfg(**kw: object) -> ModelConfig:
