@@ -104,6 +104,19 @@ def test_class_weights_are_normalised_inverse_frequencies() -> None:
     )
 
 
+def test_unweighted_ce_option_is_plain_cross_entropy_and_weighs_the_minority_less() -> None:
+    target = torch.zeros(1, 8, 8, dtype=torch.long)
+    target[:, :2, :2] = 1  # the object is the minority class
+    logits = torch.randn(1, 2, 8, 8, generator=torch.Generator().manual_seed(0))
+    plain = construction_loss(logits, target, class_weights="none")["ce"]
+    torch.testing.assert_close(plain, torch.nn.functional.cross_entropy(logits, target))
+    miss_object = torch.stack([torch.full((1, 8, 8), 3.0), torch.zeros(1, 8, 8)], 1)  # all background
+    assert (construction_loss(miss_object, target, class_weights="batch")["ce"]
+            > construction_loss(miss_object, target, class_weights="none")["ce"])
+    with pytest.raises(ValueError, match="class_weights"):
+        construction_loss(logits, target, class_weights="median")
+
+
 def test_construction_loss_components() -> None:
     target = torch.zeros(2, 8, 8, dtype=torch.long)
     target[:, 2:6, 2:6] = 1

@@ -34,6 +34,7 @@ class ModelConfig:
     batch_cov_reduce: Literal["norm", "rms"] = "norm"  # batch Σ′: norm over batch (paper) or RMS
     z_mean: Literal["part", "neuron"] = "part"  # eq. 6 offset: part mean μ′_i (paper) or μ′ neuron
     beta: float = 5.0  # weight of the KL term in the loss (paper: 5)
+    class_weights: Literal["batch", "none"] = "batch"  # CE weights: inverse batch frequency (paper) or none
     kl_direction: Literal["q_p", "p_q"] = (
         "q_p"  # q_p: KL(q‖prior) (eq. 2); p_q: KL(prior‖q) (Alg 1)
     )

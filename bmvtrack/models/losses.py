@@ -64,15 +64,29 @@ def soft_jaccard(
 
 
 def construction_loss(
-    logits: Tensor, target: Tensor, ignore_index: int = 255, jaccard_smooth: float = 1.0
+    logits: Tensor,
+    target: Tensor,
+    ignore_index: int = 255,
+    jaccard_smooth: float = 1.0,
+    class_weights: str = "batch",
 ) -> dict[str, Tensor]:
-    """Eq. 3: ``cons = ce + (1 − jaccard)``; returns cons, ce, jaccard (index), jaccard_loss."""
+    """Eq. 3: ``cons = ce + (1 − jaccard)``; returns cons, ce, jaccard (index), jaccard_loss.
+
+    ``class_weights="batch"`` is the paper's inverse batch frequency; ``"none"`` is plain CE,
+    which over-segments less when the object is the minority of the patch.
+    """
     target = _as_index_target(target)
     if logits.shape[-2:] != target.shape[-2:] or logits.shape[0] != target.shape[0]:
         raise ValueError(
             f"logits {tuple(logits.shape)} and target {tuple(target.shape)} do not match"
         )
-    weights = class_weights_from_batch(target, logits.shape[1], ignore_index).to(logits.dtype)
+    if class_weights not in ("batch", "none"):
+        raise ValueError(f"class_weights must be 'batch' or 'none', got {class_weights!r}")
+    weights = (
+        class_weights_from_batch(target, logits.shape[1], ignore_index).to(logits.dtype)
+        if class_weights == "batch"
+        else None
+    )
     if bool((target != ignore_index).any()):
         ce = F.cross_entropy(logits, target, weight=weights, ignore_index=ignore_index)
     else:
@@ -88,13 +102,14 @@ def beta_mv_loss(
     beta: float = 5.0,
     ignore_index: int = 255,
     jaccard_smooth: float = 1.0,
+    class_weights: str = "batch",
 ) -> dict[str, Tensor]:
     """Eq. 2: ``total = cons + β·kl`` from a model output dict (``logits``, ``kl``).
 
     All components are returned (total, cons, ce, jaccard, jaccard_loss, kl) for logging; only
     ``total`` carries the gradient that should be stepped.
     """
-    parts = construction_loss(out["logits"], target, ignore_index, jaccard_smooth)
+    parts = construction_loss(out["logits"], target, ignore_index, jaccard_smooth, class_weights)
     kl = out["kl"]
     parts["kl"] = kl
     parts["total"] = parts["cons"] + beta * kl
@@ -104,5 +119,7 @@ def beta_mv_loss(
 def loss_from_config(
     out: dict[str, Tensor], target: Tensor, cfg: ModelConfig, ignore_index: int = 255
 ) -> dict[str, Tensor]:
-    """``beta_mv_loss`` with β from the model config."""
-    return beta_mv_loss(out, target, beta=cfg.beta, ignore_index=ignore_index)
+    """``beta_mv_loss`` with β and the CE class weighting from the model config."""
+    return beta_mv_loss(
+        out, target, beta=cfg.beta, ignore_index=ignore_index, class_weights=cfg.class_weights
+    )
