@@ -8,8 +8,14 @@ Observation kinds (per crop: the search crop, then the template when present):
 | ``posterior``   | μ′ (5) and the Cholesky factor of Σ′ (15)  | 20                 |
 | ``features``    | pooled encoder feature (F) + posterior     | F + 20             |
 | ``features_mask`` | + decoder mask probabilities (m×m)      | F + 20 + m²        |
+| ``features_motion`` | as ``features``                         | F + 20             |
 
-followed by the 7 box-geometry numbers of the raw observation. ``layout`` maps names to slices
+``features_motion`` then adds 7 numbers for the search crop: the motion G_t that would move the
+agent's box onto the box fitted to the decoder's mask (standardised by the encoder's prior,
+(G − μ)/σ, clipped to ±10), the mask's area fraction, and a flag set when the mask is empty
+(G is then "stay"). It puts the segmentation tracker's answer in the state, so the policy can
+learn when to follow it and when not (DESIGN.md: the agent earns its keep on crop placement).
+The observation ends with the 7 box-geometry numbers of the raw observation. ``layout`` maps names to slices
 (``search/mu``, ``search/tril``, ...) so agents can read the per-state posterior prior.
 The template's encoding is computed once per episode (when the box's ``first`` flag is set) and reused.
 
@@ -31,11 +37,46 @@ from bmvtrack.checkpoint import load_checkpoint
 from bmvtrack.config import from_dict
 from bmvtrack.models import ModelConfig, build_encoder, build_model
 from bmvtrack.models.preprocess import patches_to_tensor
-from bmvtrack.motion import MotionPrior
+from bmvtrack.motion import MotionPrior, RBox, canonicalize, motion_between, rbox_from_points
 
-ObsKind = Literal["posterior", "features", "features_mask"]
-OBS_KINDS = ("posterior", "features", "features_mask")
+ObsKind = Literal["posterior", "features", "features_mask", "features_motion"]
+OBS_KINDS = ("posterior", "features", "features_mask", "features_motion")
+DECODER_KINDS = ("features_mask", "features_motion")  # kinds that run the decoder too
 TRIL = torch.tril_indices(5, 5)
+MOTION_CUE = 7  # standardised G_t (5), mask area fraction, empty flag
+STAY = np.array([1.0, 1.0, 0.0, 0.0, 0.0])
+
+
+def box_from_geometry(geometry: np.ndarray, frame_wh: tuple[float, float]) -> RBox:
+    """The agent's box (pixels) from the raw observation's [cx/W, cy/H, w/W, h/H, sin α, cos α, ...]."""
+    w, h = frame_wh
+    g = np.asarray(geometry, dtype=np.float64)
+    return RBox(g[0] * w, g[1] * h, g[2] * w, g[3] * h, float(np.degrees(np.arctan2(g[4], g[5]))))
+
+
+def mask_motion_cue(prob: np.ndarray, geometry: np.ndarray, window: np.ndarray, mean: np.ndarray,
+                    std: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """The 7-number motion cue of one search crop (see the module docstring).
+
+    ``prob`` is the S×S foreground probability of the crop, ``window`` = [x0, y0, x1, y1, W, H]
+    the crop's window in frame pixels: mask pixels are mapped back into the frame, a rotated box
+    is fitted to all of them (stray pieces included, as the segmentation tracker does), and
+    G_t = motion_between(agent's box, mask box).
+    """
+    x0, y0, x1, y1, fw, fh = (float(v) for v in window)
+    mask = prob > threshold
+    frac = float(mask.mean())
+    if not mask.any():
+        g, empty = STAY, 1.0
+    else:
+        vs, us = np.nonzero(mask)
+        size = prob.shape[-1]
+        pts = np.stack([x0 + us * (x1 - x0) / size, y0 + vs * (y1 - y0) / size], axis=1)
+        box = box_from_geometry(geometry, (fw, fh))
+        target = canonicalize(rbox_from_points(pts), reference_angle=box.angle)
+        g, empty = motion_between(box, target, fw, fh), 0.0
+    z = np.clip((g - mean) / std, -10.0, 10.0)
+    return np.concatenate([z, [frac, empty]]).astype(np.float32)
 
 
 class StateEncoder:
@@ -46,7 +87,7 @@ class StateEncoder:
         if kind not in OBS_KINDS:
             raise ValueError(f"observation kind must be one of {OBS_KINDS}, got {kind!r}")
         self.cfg, self.kind, self.mask_size, self.device = model_cfg, kind, mask_size, torch.device(device)
-        if kind == "features_mask":
+        if kind in DECODER_KINDS:
             prior = {k[len("encoder.bottleneck."):]: v for k, v in state_dict.items() if k.startswith("encoder.bottleneck.prior_")}
             net = build_model(model_cfg, prior["prior_mean"], prior["prior_cov"], prior.get("prior_std"))
             net.load_state_dict(state_dict, strict=True)
@@ -55,6 +96,11 @@ class StateEncoder:
         else:
             self.net = build_encoder(model_cfg, state_dict).to(self.device)
         self.per_crop = 20 + (model_cfg.feature_dim if kind != "posterior" else 0) + (mask_size**2 if kind == "features_mask" else 0)
+        self.extra = MOTION_CUE if kind == "features_motion" else 0  # after the crops, before the box
+        buffers = {k.rsplit(".", 1)[-1]: v for k, v in state_dict.items() if ".bottleneck.prior_" in k}
+        self.prior_mean = buffers["prior_mean"].double().cpu().numpy() if "prior_mean" in buffers else STAY.copy()
+        self.prior_std = (np.sqrt(np.diag(buffers["prior_cov"].double().cpu().numpy()))
+                          if "prior_cov" in buffers else np.ones(5))
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, kind: ObsKind = "features", device: str = "cpu") -> "StateEncoder":
@@ -74,7 +120,7 @@ class StateEncoder:
         return self.cfg.patch_size
 
     def obs_dim(self, n_crops: int, box_dim: int) -> int:
-        return n_crops * self.per_crop + box_dim
+        return n_crops * self.per_crop + self.extra + box_dim
 
     def layout(self, n_crops: int, box_dim: int) -> dict[str, slice]:
         out, off = {}, 0
@@ -87,12 +133,20 @@ class StateEncoder:
                 s = off + 20 + self.cfg.feature_dim
                 out[f"{name}/mask"] = slice(s, s + self.mask_size**2)
             off += self.per_crop
+        if self.extra:
+            out["search/motion"] = slice(off, off + self.extra)
+            off += self.extra
         out["box"] = slice(off, off + box_dim)
         return out
 
     @torch.no_grad()
     def encode_crops(self, crops: np.ndarray) -> np.ndarray:
         """(N, S, S, 3) uint8 → (N, per_crop) float32 in one forward pass."""
+        return self._forward(crops)[0]
+
+    @torch.no_grad()
+    def _forward(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(N, per_crop) encodings and, for the decoder kinds, the (N, S, S) foreground probabilities."""
         x = patches_to_tensor(crops, self.device)
         if x.shape[-1] != self.cfg.patch_size:
             x = torch.nn.functional.interpolate(x, size=(self.cfg.patch_size,) * 2, mode="bilinear", align_corners=False)
@@ -103,28 +157,47 @@ class StateEncoder:
         parts = [out["mu"], tril[:, TRIL[0], TRIL[1]]]
         if self.kind != "posterior":
             parts.append(out["features"])
+        prob = out["logits"].softmax(1)[:, 1:].sum(1, keepdim=True) if self.kind in DECODER_KINDS else None
         if self.kind == "features_mask":
-            prob = out["logits"].softmax(1)[:, 1:].sum(1, keepdim=True)
             parts.append(torch.nn.functional.adaptive_avg_pool2d(prob, self.mask_size).flatten(1))
-        return torch.cat(parts, dim=1).float().cpu().numpy()
+        enc = torch.cat(parts, dim=1).float().cpu().numpy()
+        return enc, (None if prob is None else prob[:, 0].float().cpu().numpy())
 
-    def encode(self, crops: np.ndarray, box: np.ndarray, template_cache: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    def encode(self, crops: np.ndarray, box: np.ndarray, template_cache: np.ndarray | None = None,
+               window: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         """Batch of raw observations → (B, obs_dim). Templates are re-encoded only at t = 0.
 
-        ``template_cache`` (B, per_crop) holds each copy's template encoding between calls.
+        ``template_cache`` (B, per_crop) holds each copy's template encoding between calls;
+        ``window`` (B, 6) is the raw observation's crop window, needed by ``features_motion``.
         """
         b, n = crops.shape[:2]
+        parts: list[np.ndarray] = []
         if n == 1:
-            return np.concatenate([self.encode_crops(crops[:, 0]), box], axis=1).astype(np.float32), None
-        fresh = box[:, -1] == 1.0  # the 'first' flag: a new episode, so a new template
-        if template_cache is None:
-            template_cache = np.zeros((b, self.per_crop), np.float32)
-            fresh = np.ones(b, bool)
-        batch = np.concatenate([crops[:, 0], crops[fresh, 1]], axis=0)
-        enc = self.encode_crops(batch)
-        template_cache = template_cache.copy()
-        template_cache[fresh] = enc[b:]
-        return np.concatenate([enc[:b], template_cache, box], axis=1).astype(np.float32), template_cache
+            enc, prob = self._forward(crops[:, 0])
+            parts.append(enc)
+        else:
+            fresh = box[:, -1] == 1.0  # the 'first' flag: a new episode, so a new template
+            if template_cache is None:
+                template_cache = np.zeros((b, self.per_crop), np.float32)
+                fresh = np.ones(b, bool)
+            enc, prob = self._forward(np.concatenate([crops[:, 0], crops[fresh, 1]], axis=0))
+            template_cache = template_cache.copy()
+            template_cache[fresh] = enc[b:]
+            parts += [enc[:b], template_cache]
+        if self.extra:
+            if window is None:
+                raise ValueError("observation kind features_motion needs the raw observation's 'window'")
+            assert prob is not None
+            parts.append(np.stack([mask_motion_cue(prob[i], box[i], window[i], self.prior_mean, self.prior_std)
+                                   for i in range(b)]))
+        parts.append(box)
+        return np.concatenate(parts, axis=1).astype(np.float32), (template_cache if n > 1 else None)
+
+
+def _window(obs: dict[str, np.ndarray], add_batch: bool = False) -> np.ndarray | None:
+    """The raw observation's crop window (None for raw observations without one)."""
+    w = obs.get("window")
+    return None if w is None else (w[None] if add_batch else w)
 
 
 def _flat_space(encoder: StateEncoder, raw: spaces.Dict) -> spaces.Box:
@@ -144,7 +217,8 @@ class EncodedObservation(gym.ObservationWrapper):
         self._cache: np.ndarray | None = None
 
     def observation(self, observation: dict[str, np.ndarray]) -> np.ndarray:
-        obs, self._cache = self.encoder.encode(observation["crops"][None], observation["box"][None], self._cache)
+        obs, self._cache = self.encoder.encode(observation["crops"][None], observation["box"][None], self._cache,
+                                               _window(observation, add_batch=True))
         return obs[0]
 
 
@@ -159,7 +233,7 @@ class VecEncodedObservation(VecEnvWrapper):
         self._cache: np.ndarray | None = None
 
     def _encode(self, obs: dict[str, np.ndarray]) -> np.ndarray:
-        out, self._cache = self.encoder.encode(obs["crops"], obs["box"], self._cache)
+        out, self._cache = self.encoder.encode(obs["crops"], obs["box"], self._cache, _window(obs))
         return out
 
     def reset(self) -> np.ndarray:
@@ -171,7 +245,8 @@ class VecEncodedObservation(VecEnvWrapper):
         for info in infos:  # the final observation of a finished episode is encoded too
             term = info.get("terminal_observation")
             if isinstance(term, dict):
-                info["terminal_observation"] = self.encoder.encode(term["crops"][None], term["box"][None])[0][0]
+                info["terminal_observation"] = self.encoder.encode(
+                    term["crops"][None], term["box"][None], None, _window(term, add_batch=True))[0][0]
         return self._encode(obs), rewards, dones, infos
 
 
@@ -192,5 +267,6 @@ class VectorEncodedObservation(gym.vector.VectorObservationWrapper):
         return super().reset(**kwargs)
 
     def observations(self, observations: dict[str, np.ndarray]) -> np.ndarray:
-        out, self._cache = self.encoder.encode(observations["crops"], observations["box"], self._cache)
+        out, self._cache = self.encoder.encode(observations["crops"], observations["box"], self._cache,
+                                               _window(observations))
         return out

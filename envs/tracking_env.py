@@ -26,11 +26,14 @@ model (``bmvtrack.motion``), with bounds μ ± n·σ of the motion prior (``acti
 A NaN or infinite action raises ``ValueError``.
 
 ## Observation space (raw)
-``Dict(crops=Box(0, 255, (n_crops, S, S, 3), uint8), box=Box(-inf, inf, (7,), float32))``:
+``Dict(crops=Box(0, 255, (n_crops, S, S, 3), uint8), box=Box(-inf, inf, (7,), float32),
+window=Box(-inf, inf, (6,), float32))``:
 ``crops[0]`` is the search crop of frame t+1 at the agent's current box (the paper's padded
 window), ``crops[1]`` (when ``template=True``) the crop of frame 0 at the annotated box;
 ``box`` = [cx/W, cy/H, w/W, h/H, sin α, cos α, first] — the geometry the action's translation
-depends on (the motion rotates about the image origin); ``first`` is 1 right after reset.
+depends on (the motion rotates about the image origin); ``first`` is 1 right after reset;
+``window`` = [x0, y0, x1, y1, W, H]: the search crop's window in frame pixels and the frame size,
+so that what is seen in the crop (a predicted mask, say) can be mapped back to a motion G_t.
 
 ## Reward
 Rotated IoU of the moved box with the annotated box of frame t+1 (``reward="iou"``).
@@ -61,13 +64,14 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from bmvtrack.data.patches import crop_image, crop_window
+from bmvtrack.data.patches import CropWindow, crop_image, crop_window
 from bmvtrack.data.readers import DataConfig, Track, VideoDataset
 from bmvtrack.motion import (
     MotionPrior, RBox, apply_motion, boxes_from_masks, keep_in_reach, motion_between, rbox_corners, rotated_iou,
 )
 
 BOX_FEATURES = 7
+WINDOW_FEATURES = 6
 
 
 def box_geometry(box: RBox, frame_hw: tuple[int, int], first: bool) -> np.ndarray:
@@ -128,6 +132,7 @@ class TrackingEnv(gym.Env):
             {
                 "crops": spaces.Box(0, 255, (n_crops, s, s, 3), dtype=np.uint8),
                 "box": spaces.Box(-np.inf, np.inf, (BOX_FEATURES,), dtype=np.float32),
+                "window": spaces.Box(-np.inf, np.inf, (WINDOW_FEATURES,), dtype=np.float32),
             }
         )
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
@@ -150,17 +155,23 @@ class TrackingEnv(gym.Env):
             self._gt_cache[track.name] = boxes
         return boxes
 
-    def _crop(self, frame_index: int, box: RBox) -> np.ndarray:
+    def _crop(self, frame_index: int, box: RBox) -> tuple[np.ndarray, CropWindow]:
         frame = self.dataset.frame(self.track, frame_index)
         win = crop_window(box, self.track.size, self.cfg.crop_size, self.cfg.context)
-        return crop_image(frame, win)
+        return crop_image(frame, win), win
 
     def _observation(self) -> dict[str, np.ndarray]:
         nxt = min(self._t + 1, len(self.track) - 1)
-        crops = [self._crop(nxt, self.box)]
+        search, win = self._crop(nxt, self.box)
+        crops = [search]
         if self.cfg.template:
             crops.append(self._template)
-        return {"crops": np.stack(crops).astype(np.uint8), "box": box_geometry(self.box, self.track.size, self._t == 0)}
+        h, w = self.track.size
+        return {
+            "crops": np.stack(crops).astype(np.uint8),
+            "box": box_geometry(self.box, self.track.size, self._t == 0),
+            "window": np.array([win.x0, win.y0, win.x1, win.y1, w, h], dtype=np.float32),
+        }
 
     def _expert(self) -> tuple[np.ndarray, bool]:
         """G_t from the agent's box to the next annotated box, clipped to the bounds."""
@@ -207,7 +218,7 @@ class TrackingEnv(gym.Env):
         if first is None:  # tracks start where the object is seen, so this is a broken dataset
             raise RuntimeError(f"track {self.track.name} has no box in its first frame")
         self.box = first
-        self._template = self._crop(0, first)
+        self._template, _ = self._crop(0, first)
         self._last_iou = 1.0
         return self._observation(), self._info(1.0)
 

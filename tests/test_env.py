@@ -32,7 +32,7 @@ def encoder():
 
 
 def env_cfg(root, **kw) -> EnvConfig:
-    return EnvConfig(data=DataConfig(root=str(root), layout="davis2017", filters=KEEP_ALL), crop_size=32, **kw)
+    return EnvConfig(data=DataConfig(root=str(root), layout="davis2017", filters=KEEP_ALL), **{"crop_size": 32, **kw})
 
 
 def test_registered_id_and_make_with_module_prefix(synth_root, encoder):
@@ -139,8 +139,8 @@ def test_sb3_vec_env_matches_single_env(synth_root, encoder, subprocess):
 def test_gymnasium_vector_env_batches_encoder(synth_root, encoder, monkeypatch):
     venv = make_tracking_vector_env(3, env_cfg(synth_root), encoder=encoder)
     calls = []
-    orig = encoder.encode_crops
-    monkeypatch.setattr(encoder, "encode_crops", lambda x: calls.append(len(x)) or orig(x))
+    orig = encoder._forward
+    monkeypatch.setattr(encoder, "_forward", lambda x: calls.append(len(x)) or orig(x))
     obs, infos = venv.reset(seed=0)
     assert obs.shape == (3, venv.single_observation_space.shape[0])
     for _ in range(4):
@@ -194,3 +194,32 @@ def test_observations_stay_finite_under_extreme_actions(synth_root, encoder):
     assert np.all(np.isfinite(obs)) and np.isfinite(r)
     b = info["pred_box"]
     assert np.all(np.isfinite(b)) and abs(b[0]) <= 2 * 160 and b[2] <= 4 * 160
+
+
+def test_mask_motion_cue_recovers_the_expert_motion_from_a_true_mask(synth_root):
+    """The features_motion cue, fed the annotated mask of the next frame cropped like the search
+    crop, must give (after undoing the standardisation) a motion that lands on the annotated box."""
+    from bmvtrack.data.patches import CropWindow, crop_mask
+    from bmvtrack.motion import apply_motion, rotated_iou
+    from envs.encoding import mask_motion_cue
+
+    env = TrackingEnv(env_cfg(synth_root, crop_size=96))
+    mean, std = env.prior.mean, env.prior.std
+    ious = []
+    for track_index in range(len(env.tracks)):
+        obs, info = env.reset(options={"track_index": track_index})
+        for _ in range(4):
+            x0, y0, x1, y1, w, h = obs["window"]
+            nxt = env._t + 1
+            if env.track.present[nxt]:
+                mask = crop_mask(env.dataset.mask(env.track, nxt), CropWindow(x0, y0, x1, y1, 96))
+                cue = mask_motion_cue(mask.astype(np.float32), obs["box"], obs["window"], mean, std)
+                assert cue[6] == 0.0 and 0 < cue[5] < 1
+                moved = apply_motion(env.box, cue[:5] * std + mean, w, h)
+                ious.append(rotated_iou(moved, env.gt_boxes(env.track)[nxt]))
+            # follow the expert, perturbed so that the box is not already on the object
+            obs, *_ = env.step(info["expert_action"] * np.array([1.05, 0.95, 1, 1, 1], np.float32))
+            info = _[-1]
+    assert len(ious) >= 6 and np.mean(ious) > 0.9, ious
+    empty = mask_motion_cue(np.zeros((96, 96), np.float32), obs["box"], obs["window"], mean, std)
+    assert empty[6] == 1.0 and np.allclose(empty[:5] * std + mean, [1, 1, 0, 0, 0])
