@@ -49,11 +49,13 @@ class AgentConfig:
     gradient_steps: int = 1  # gradient updates per update round
     net_arch: list[int] = field(default_factory=lambda: [256, 256])  # hidden layers of actor and critics
     ent_coef: str = "auto_0.1"  # SAC entropy coefficient: 'auto_<initial>' (learned) or a number; rewards are IoUs ≤ 1
-    prior_source: Literal["global", "state"] = "global"  # data MGD, or the encoder's per-state posterior
+    target_entropy: float | None = None  # entropy target of the learned coefficient (None = SAC's −dim A)
+    prior_source: Literal["global", "state", "cue"] = "global"  # data MGD, the encoder's per-state posterior, or the mask's motion (obs features_motion)
     prior_file: str | None = None  # shaping prior (e.g. analyze_motion --fit robust); None = the env's prior
     prior_warmup: bool = True  # warm-up actions drawn from the prior instead of uniform noise (mvsac)
     prior_kl_coef: float = 0.0  # weight of KL(π ‖ prior) in the actor loss (mvsac; 0 = off)
     prior_init: bool = True  # start the actor at the prior (mvsac)
+    cue_scale: float = 0.2  # prior_source=cue: the cue prior's std as a fraction of the global prior's
     demo_episodes: int = 0  # expert episodes (info['expert_action']) pushed into the replay buffer
     bc_epochs: int = 0  # behaviour-cloning warm start on those demonstrations (0 = off)
 
@@ -185,23 +187,34 @@ def collect_demonstrations(env: EncodedObservation, episodes: int, seed: int) ->
             dict(obs=obs_l, actions=act_l, rewards=rew_l, next_obs=nxt_l, dones=done_l, truncated=trunc_l).items()}
 
 
-def build_agent(cfg: TrainConfig, venv, prior_mean: np.ndarray, prior_cov: np.ndarray, layout: dict[str, slice]):
+def build_agent(cfg: TrainConfig, venv, prior_mean: np.ndarray, prior_cov: np.ndarray, layout: dict[str, slice],
+                cue: tuple[np.ndarray, np.ndarray] | None = None):
+    """SAC or MV-SAC on ``venv``; ``cue`` = the (mean, std) that standardise the observation's
+    motion cue (``StateEncoder.prior_mean``/``prior_std``), needed by ``prior_source="cue"``."""
     a = cfg.agent
     ent = a.ent_coef if a.ent_coef.startswith("auto") else float(a.ent_coef)
     common = dict(
         learning_rate=a.learning_rate, buffer_size=a.buffer_size, learning_starts=a.learning_starts,
         batch_size=a.batch_size, tau=a.tau, gamma=a.gamma, train_freq=a.train_freq,
         gradient_steps=a.gradient_steps, ent_coef=ent, seed=cfg.seed, verbose=0,
+        target_entropy="auto" if a.target_entropy is None else float(a.target_entropy),
         policy_kwargs=dict(net_arch=list(a.net_arch)),
     )
     if a.algo == "sac":
         return SAC("MlpPolicy", venv, **common)
     state = a.prior_source == "state"
+    cue_kwargs: dict[str, Any] = {}
+    if a.prior_source == "cue":
+        if "search/motion" not in layout or cue is None:
+            raise ValueError(f"agent.prior_source=cue needs obs=features_motion (got obs={cfg.obs})")
+        start = layout["search/motion"].start
+        cue_kwargs = dict(cue_slice=(start, start + 5), cue_mean=cue[0], cue_std=cue[1], cue_scale=a.cue_scale)
     return MVSAC(
         "MlpPolicy", venv, prior_mean=prior_mean, prior_cov=prior_cov, prior_source=a.prior_source,
         state_prior_mean_slice=layout["search/mu"] if state else None,
         state_prior_tril_slice=layout["search/tril"] if state else None,
-        prior_warmup=a.prior_warmup, prior_kl_coef=a.prior_kl_coef, prior_init=a.prior_init, **common,
+        prior_warmup=a.prior_warmup, prior_kl_coef=a.prior_kl_coef, prior_init=a.prior_init, **cue_kwargs,
+        **common,
     )
 
 
@@ -260,7 +273,8 @@ def train(cfg: TrainConfig, resume: str | None = None, argv: list[str] | None = 
         print(f"resumed from {resume} at {model.num_timesteps} steps", file=sys.stderr)
     else:
         shaping = MotionPrior.load(cfg.agent.prior_file) if cfg.agent.prior_file else probe.prior
-        model = build_agent(cfg, venv, shaping.mean, shaping.cov, venv.obs_layout)
+        model = build_agent(cfg, venv, shaping.mean, shaping.cov, venv.obs_layout,
+                            cue=(encoder.prior_mean, encoder.prior_std))
         a = cfg.agent
         if a.demo_episodes > 0:
             demo_env = EncodedObservation(TrackingEnv(env_cfg, prior=probe.prior), encoder)

@@ -260,11 +260,16 @@ def sample_actions(model: MVSAC, obs: np.ndarray, deterministic: bool) -> np.nda
     return actions
 
 
-@pytest.mark.parametrize("source", ["global", "state"])
+@pytest.mark.parametrize("source", ["global", "state", "cue"])
 def test_save_load_restores_policy_and_prior(tmp_path, source):
     if source == "global":
         env = boxed_env()
         prior = {"prior_mean": PRIOR_MEAN, "prior_cov": PRIOR_COV, "prior_init": True}
+    elif source == "cue":
+        env = StatePriorTargetEnv()
+        prior = {"prior_source": "cue", "prior_init": True, "cue_slice": StatePriorTargetEnv.MEAN_SLICE,
+                 "cue_mean": np.array([0.1, -0.1]), "cue_std": np.array([0.5, 0.5]),
+                 "prior_mean": np.zeros(2), "prior_cov": 0.01 * np.eye(2)}
     else:
         env = StatePriorTargetEnv()
         prior = {
@@ -285,7 +290,9 @@ def test_save_load_restores_policy_and_prior(tmp_path, source):
         sample_actions(loaded, obs, True), sample_actions(model, obs, True)
     )
     assert isinstance(loaded.policy, MVSACPolicy)
-    assert loaded.policy._mv_actor_kwargs == {"full_covariance": True, "cholesky_diag": "softplus"}
+    assert loaded.policy._mv_actor_kwargs == {"full_covariance": True, "cholesky_diag": "softplus",
+                                              "anchor": model.policy._mv_actor_kwargs["anchor"]}
+    assert (model.policy._mv_actor_kwargs["anchor"] is not None) == (source == "cue")
     for name in (
         "prior_source",
         "state_prior_mean_slice",
@@ -293,6 +300,7 @@ def test_save_load_restores_policy_and_prior(tmp_path, source):
         "prior_warmup",
         "prior_kl_coef",
         "prior_init",
+        "cue_slice",
     ):
         assert getattr(loaded, name) == getattr(model, name), name
     if source == "global":
@@ -529,3 +537,31 @@ def test_invalid_prior_is_rejected():
         make_model(prior_source="state", prior_kl_coef=1.0)
     with pytest.raises(ValueError, match="prior_mean"):
         make_model(prior_warmup=True)
+
+
+def test_cue_prior_starts_as_the_cue_and_keeps_it_while_learning():
+    """prior_source="cue" with prior_init: the actor is a residual around the motion the
+    observation proposes, so before any update its deterministic action is that motion (here the
+    target itself: reward ≈ 0), where the global-prior start is no better than guessing."""
+    env = StatePriorTargetEnv()
+    cue = {"prior_source": "cue", "prior_init": True, "cue_slice": StatePriorTargetEnv.MEAN_SLICE,
+           "cue_mean": np.zeros(2), "cue_std": np.ones(2), "prior_mean": np.zeros(2),
+           "prior_cov": 0.04 * np.eye(2)}
+    model = make_model(env, prior_warmup=True, prior_kl_coef=0.1, **cue)
+    obs = np.stack([env.reset(seed=i)[0] for i in range(50)])
+    anchored = sample_actions(model, obs, True)
+    target = np.clip(obs[:, 2:4], -0.99, 0.99)
+    np.testing.assert_allclose(anchored, target, atol=1e-4)
+    start = mean_reward(model, env)
+    global_start = mean_reward(make_model(env, prior_mean=np.zeros(2), prior_cov=0.04 * np.eye(2),
+                                          prior_init=True), env)
+    assert start > -0.01 and global_start < -0.3
+    # warm-up actions are drawn around each state's cue (prior std 0.2), not uniformly
+    warm_model = make_model(env, learning_starts=10**6, prior_warmup=True,
+                            **{k: v for k, v in cue.items() if k != "prior_init"})
+    warm = _warmup_actions(warm_model, 500)
+    offset = warm - warm_model.replay_buffer.observations[:500, 0, 2:4]
+    inside = np.all(np.abs(warm) < 0.999, axis=1)  # clipping at the bounds shifts the rest
+    assert abs(offset[inside].mean()) < 0.03 and 0.15 < offset[inside].std() < 0.25
+    model.learn(400)
+    assert finite_parameters(model) and mean_reward(model, env) > -0.05

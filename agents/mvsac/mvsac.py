@@ -4,12 +4,16 @@ What is added to :class:`stable_baselines3.SAC` (each option is off by default a
 
 - the actor's distribution is a tanh-squashed full-covariance Gaussian (:mod:`.policies`);
 - an action prior ``N(μ, Σ)``: the global MGD of real object motion (``prior_source="global"``,
-  ``prior_mean``/``prior_cov`` in the environment's action units), or the encoder's per-state
-  posterior ``N(μ′(s), Σ′(s))`` read from the observation (``prior_source="state"``);
+  ``prior_mean``/``prior_cov`` in the environment's action units), the encoder's per-state
+  posterior ``N(μ′(s), Σ′(s))`` read from the observation (``prior_source="state"``), or the
+  motion the decoder's mask proposes for this state with the global covariance,
+  ``N(g(s), Σ)`` (``prior_source="cue"``, the ``features_motion`` observation);
 - ``prior_warmup``: warm-up actions (before ``learning_starts``) drawn from the prior and clipped
   into the action Box, instead of SB3's uniform noise (``_sample_action`` override);
 - ``prior_kl_coef``: ``coef · KL(π(·|s) ‖ prior)`` added to the actor loss (``train`` override);
 - ``prior_init``: the actor starts out equal to the (global) prior (:meth:`MVActor.init_to_gaussian`);
+  with ``prior_source="cue"`` it starts out equal to the cue's prior and stays a residual around
+  ``g(s)`` (the actor's ``anchor``), so the policy begins as the segmentation tracker;
 - learning from the expert: :meth:`MVSAC.bc_pretrain` (behaviour-cloning warm start) and
   :meth:`MVSAC.add_demonstrations` (expert transitions pushed into the replay buffer).
 
@@ -51,7 +55,7 @@ from torch.nn import functional as F
 from agents.mvsac.distributions import gaussian_to_unit_box, tril_from_vector
 from agents.mvsac.policies import MVActor, MVSACPolicy
 
-PRIOR_SOURCES = ("global", "state")
+PRIOR_SOURCES = ("global", "state", "cue")
 # Expert actions are clipped into [-BC_ACTION_CLIP, BC_ACTION_CLIP] (policy space) before their
 # log-likelihood is taken: atanh(±1) is infinite, and a bound action would drag the mean away.
 BC_ACTION_CLIP = 0.999
@@ -86,8 +90,9 @@ class MVSAC(SAC):
     :param prior_mean: global prior mean ``μ`` (shape ``(d,)``), environment action units.
     :param prior_cov: global prior covariance ``Σ`` (``(d, d)``, symmetric positive definite),
         environment action units.
-    :param prior_source: ``"global"`` (``prior_mean``/``prior_cov``) or ``"state"`` (the
-        per-state posterior read from the observation).
+    :param prior_source: ``"global"`` (``prior_mean``/``prior_cov``), ``"state"`` (the
+        per-state posterior read from the observation) or ``"cue"`` (the observation's proposed
+        motion with the global covariance).
     :param state_prior_mean_slice: ``(start, stop)`` or ``slice`` of the flat observation holding
         ``μ′(s)`` (``d`` values, env action units); required for ``prior_source="state"``.
     :param state_prior_tril_slice: range holding the ``d(d+1)/2`` lower-triangular entries of the
@@ -97,7 +102,15 @@ class MVSAC(SAC):
     :param prior_kl_coef: weight of the Monte-Carlo ``KL(π ‖ prior)`` added to the actor loss
         (0 disables it and leaves SAC's update untouched).
     :param prior_init: initialise the actor so that it outputs the global prior (needs
-        ``prior_mean``/``prior_cov`` also when ``prior_source="state"``).
+        ``prior_mean``/``prior_cov`` also when ``prior_source="state"``); with
+        ``prior_source="cue"``, a residual actor around the cue's motion.
+    :param cue_slice: range of the flat observation holding the cue's ``d`` standardised motion
+        values ``(g − cue_mean)/cue_std``; required for ``prior_source="cue"``.
+    :param cue_mean: ``(d,)`` mean used to standardise the cue (env action units).
+    :param cue_std: ``(d,)`` std used to standardise the cue (env action units).
+    :param cue_scale: the cue prior's covariance is the global one times ``cue_scale²``: how far
+        from the proposed motion the warm-up, the KL term and the initial policy spread. The
+        global prior is the spread of object motion; a useful cue is wrong by much less.
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MVSACPolicy}
@@ -117,6 +130,10 @@ class MVSAC(SAC):
         prior_warmup: bool = False,
         prior_kl_coef: float = 0.0,
         prior_init: bool = False,
+        cue_slice: slice | tuple[int, int] | None = None,
+        cue_mean: np.ndarray | None = None,
+        cue_std: np.ndarray | None = None,
+        cue_scale: float = 1.0,
         **sac_kwargs: Any,
     ):
         # Set before SAC.__init__, which calls _setup_model().
@@ -128,11 +145,17 @@ class MVSAC(SAC):
         self.prior_warmup = bool(prior_warmup)
         self.prior_kl_coef = float(prior_kl_coef)
         self.prior_init = bool(prior_init)
+        self.cue_slice = _as_range(cue_slice)
+        self.cue_mean = None if cue_mean is None else np.asarray(cue_mean, dtype=np.float64)
+        self.cue_std = None if cue_std is None else np.asarray(cue_std, dtype=np.float64)
+        self.cue_scale = float(cue_scale)
         super().__init__(policy, env, **sac_kwargs)
 
     # ------------------------------------------------------------------ set-up and saving
 
     def _setup_model(self) -> None:
+        if self.prior_source == "cue" and self.prior_init:
+            self.policy_kwargs = {**self.policy_kwargs, "anchor": self._cue_anchor()}
         super()._setup_model()
         self._setup_prior()
         if self.prior_init:
@@ -176,6 +199,10 @@ class MVSAC(SAC):
                 self._prior_tril_env = np.linalg.cholesky(self.prior_cov)
             except np.linalg.LinAlgError as err:
                 raise ValueError("prior_cov is not positive definite (Cholesky failed)") from err
+            if self.prior_source == "cue":
+                if self.cue_scale <= 0:
+                    raise ValueError(f"cue_scale must be > 0, got {self.cue_scale}")
+                self._prior_tril_env = self._prior_tril_env * self.cue_scale
             mean_s, tril_s = gaussian_to_unit_box(
                 th.as_tensor(self.prior_mean, dtype=th.float32),
                 th.as_tensor(self._prior_tril_env, dtype=th.float32),
@@ -199,6 +226,30 @@ class MVSAC(SAC):
             self.state_prior_mean_slice = _as_range(self.state_prior_mean_slice)
             self.state_prior_tril_slice = _as_range(self.state_prior_tril_slice)
             self._check_state_slices(d)
+        if self.prior_source == "cue":
+            self._check_cue(d)
+            if self.prior_mean is None:
+                raise ValueError("prior_source='cue' needs the global prior's covariance (prior_mean and prior_cov)")
+
+    def _check_cue(self, d: int) -> None:
+        self.cue_slice = _as_range(self.cue_slice)
+        if self.cue_slice is None or self.cue_mean is None or self.cue_std is None:
+            raise ValueError("prior_source='cue' needs cue_slice, cue_mean and cue_std")
+        obs_dim = int(np.prod(self.observation_space.shape))
+        start, stop = self.cue_slice
+        if stop - start != d or start < 0 or stop > obs_dim:
+            raise ValueError(f"cue_slice={(start, stop)} must cover {d} entries inside the {obs_dim}-D observation")
+        if self.cue_mean.shape != (d,) or self.cue_std.shape != (d,) or not np.all(self.cue_std > 0):
+            raise ValueError(f"cue_mean and cue_std must be {d} numbers, the stds positive")
+
+    def _cue_anchor(self) -> dict[str, Any]:
+        """The actor's anchor: the cue's motion g(s) mapped into the policy's [-1, 1] space."""
+        self._check_cue(self.action_dim)
+        assert self.cue_slice is not None and self.cue_mean is not None and self.cue_std is not None
+        low, high = self.action_space.low.astype(np.float64), self.action_space.high.astype(np.float64)
+        mid, half = (high + low) / 2.0, (high - low) / 2.0
+        return {"start": self.cue_slice[0], "stop": self.cue_slice[1],
+                "scale": (self.cue_std / half).tolist(), "offset": ((self.cue_mean - mid) / half).tolist()}
 
     def _check_state_slices(self, d: int) -> None:
         if self.state_prior_mean_slice is None or self.state_prior_tril_slice is None:
@@ -224,6 +275,9 @@ class MVSAC(SAC):
         squashed policy's covariance matches the prior's to first order (at ``m = 0``, ``L_pre = L_s``).
         """
         assert self._prior_mean_scaled is not None and self._prior_tril_scaled is not None
+        if self.prior_source == "cue":  # a residual around the anchor: zero offset, the prior's spread
+            self.actor.init_to_gaussian(th.zeros_like(self._prior_mean_scaled), self._prior_tril_scaled)
+            return
         m = self._prior_mean_scaled.clamp(-PRIOR_INIT_CLIP, PRIOR_INIT_CLIP)
         tril_pre = self._prior_tril_scaled / (1.0 - m**2).unsqueeze(-1)
         self.actor.init_to_gaussian(th.atanh(m), tril_pre)
@@ -239,6 +293,13 @@ class MVSAC(SAC):
 
     def _state_prior_env(self, raw_obs: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
         """Per-state prior ``(μ′(s), L′(s))`` in env units from raw observations ``(B, obs_dim)``."""
+        if self.prior_source == "cue":
+            assert self.cue_slice is not None and self._prior_tril_env is not None
+            std = th.as_tensor(self.cue_std, dtype=raw_obs.dtype, device=raw_obs.device)
+            mean = raw_obs[:, slice(*self.cue_slice)] * std + th.as_tensor(self.cue_mean, dtype=raw_obs.dtype,
+                                                                            device=raw_obs.device)
+            tril = th.as_tensor(self._prior_tril_env, dtype=raw_obs.dtype, device=raw_obs.device)
+            return mean, tril.expand(raw_obs.shape[0], -1, -1)
         assert self.state_prior_mean_slice is not None and self.state_prior_tril_slice is not None
         mean = raw_obs[:, slice(*self.state_prior_mean_slice)]
         tril = tril_from_vector(raw_obs[:, slice(*self.state_prior_tril_slice)], self.action_dim)

@@ -32,6 +32,8 @@ from agents.mvsac.distributions import SquashedMultivariateGaussianDistribution,
 OFFDIAG_BOUND = float(np.exp(LOG_STD_MAX))
 
 CHOLESKY_DIAG_TRANSFORMS = ("exp", "softplus")
+# An anchor action is clipped to ±ANCHOR_CLIP (policy space) before atanh: the bounds are infinite.
+ANCHOR_CLIP = 0.99
 
 
 class MVActor(Actor):
@@ -44,12 +46,20 @@ class MVActor(Actor):
     :param cholesky_diag: how the network output becomes the Cholesky diagonal: ``"exp"``
         (exp of the output clamped to SAC's ``[LOG_STD_MIN, LOG_STD_MAX]``) or ``"softplus"``
         (softplus, clamped to the same range).
+    :param anchor: ``{"start", "stop", "scale", "offset"}`` or None. When given, the pre-tanh mean
+        is ``atanh(clip(obs[start:stop]·scale + offset)) + mu(s)``: the network learns a residual
+        around an action the observation already proposes (MV-SAC's ``prior_source="cue"``).
     """
 
     action_dist: SquashedMultivariateGaussianDistribution  # type: ignore[assignment]
 
     def __init__(
-        self, *args: Any, full_covariance: bool = True, cholesky_diag: str = "exp", **kwargs: Any
+        self,
+        *args: Any,
+        full_covariance: bool = True,
+        cholesky_diag: str = "exp",
+        anchor: dict[str, Any] | None = None,
+        **kwargs: Any,
     ):
         if kwargs.get("use_sde", False):
             raise ValueError("MVActor does not support gSDE (use_sde=True)")
@@ -60,6 +70,12 @@ class MVActor(Actor):
         super().__init__(*args, **kwargs)
         self.full_covariance = full_covariance
         self.cholesky_diag = cholesky_diag
+        self.anchor = anchor
+        self._anchor_range: tuple[int, int] | None = None
+        if anchor is not None:
+            self._anchor_range = (int(anchor["start"]), int(anchor["stop"]))
+            self.register_buffer("anchor_scale", th.as_tensor(anchor["scale"], dtype=th.float32))
+            self.register_buffer("anchor_offset", th.as_tensor(anchor["offset"], dtype=th.float32))
 
         action_dim = get_action_dim(self.action_space)
         last_layer_dim = self.net_arch[-1] if len(self.net_arch) > 0 else self.features_dim
@@ -71,8 +87,17 @@ class MVActor(Actor):
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
-        data.update(full_covariance=self.full_covariance, cholesky_diag=self.cholesky_diag)
+        data.update(full_covariance=self.full_covariance, cholesky_diag=self.cholesky_diag,
+                    anchor=self.anchor)
         return data
+
+    def anchor_mean(self, obs: th.Tensor) -> th.Tensor | None:
+        """Pre-tanh action proposed by the observation (None without an anchor)."""
+        if self._anchor_range is None:
+            return None
+        a, b = self._anchor_range
+        scaled = obs[:, a:b].float() * self.anchor_scale + self.anchor_offset
+        return th.atanh(scaled.clamp(-ANCHOR_CLIP, ANCHOR_CLIP))
 
     def _log_diag(self, raw: th.Tensor) -> th.Tensor:
         """Network output → log of the Cholesky diagonal (clamped like SAC's log-std)."""
@@ -94,6 +119,9 @@ class MVActor(Actor):
         features = self.extract_features(obs, self.features_extractor)
         latent_pi = self.latent_pi(features)
         mean_actions = self.mu(latent_pi)
+        anchor = self.anchor_mean(obs)  # type: ignore[arg-type]
+        if anchor is not None:
+            mean_actions = mean_actions + anchor
         log_diag = self._log_diag(self.log_std(latent_pi))  # type: ignore[operator]
         if self.cholesky_offdiag is None:
             return mean_actions, log_diag, {}
@@ -131,6 +159,7 @@ class MVSACPolicy(SACPolicy):
 
     :param full_covariance: see :class:`MVActor`.
     :param cholesky_diag: see :class:`MVActor`.
+    :param anchor: see :class:`MVActor`.
     """
 
     actor: MVActor  # type: ignore[assignment]
@@ -143,6 +172,7 @@ class MVSACPolicy(SACPolicy):
         *args: Any,
         full_covariance: bool = True,
         cholesky_diag: str = "exp",
+        anchor: dict[str, Any] | None = None,
         **kwargs: Any,
     ):
         if not isinstance(observation_space, spaces.Box) or len(observation_space.shape) != 1:
@@ -150,7 +180,8 @@ class MVSACPolicy(SACPolicy):
                 f"MVSACPolicy expects a flat Box observation space, got {observation_space}"
             )
         # Must exist before SACPolicy.__init__ -> _build() -> make_actor().
-        self._mv_actor_kwargs = {"full_covariance": full_covariance, "cholesky_diag": cholesky_diag}
+        self._mv_actor_kwargs = {"full_covariance": full_covariance, "cholesky_diag": cholesky_diag,
+                                 "anchor": anchor}
         super().__init__(observation_space, action_space, lr_schedule, *args, **kwargs)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
