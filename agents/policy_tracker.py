@@ -26,17 +26,21 @@ class PolicyTracker:
         self.template, self.context = template, context
         self.invalid_actions = 0
 
-    def _crop(self, frame: np.ndarray, box: RBox) -> np.ndarray:
-        return crop_image(frame, crop_window(box, frame.shape[:2], self.encoder.patch_size, self.context))
+    def _crop(self, frame: np.ndarray, box: RBox) -> tuple[np.ndarray, np.ndarray]:
+        """The crop at ``box`` and its window row [x0, y0, x1, y1, W, H] (as the env gives)."""
+        win = crop_window(box, frame.shape[:2], self.encoder.patch_size, self.context)
+        h, w = frame.shape[:2]
+        return crop_image(frame, win), np.array([win.x0, win.y0, win.x1, win.y1, w, h], np.float32)
 
     def init(self, frame: np.ndarray, box: RBox) -> None:
         self.box, self.first, self.cache = box, True, None
-        self.template_crop = self._crop(frame, box) if self.template else None
+        self.template_crop = self._crop(frame, box)[0] if self.template else None
 
     def update(self, frame: np.ndarray) -> RBox:
-        crops = [self._crop(frame, self.box)] + ([self.template_crop] if self.template else [])
+        search, window = self._crop(frame, self.box)
+        crops = [search] + ([self.template_crop] if self.template else [])
         geom = box_geometry(self.box, frame.shape[:2], self.first)
-        obs, self.cache = self.encoder.encode(np.stack(crops)[None], geom[None], self.cache)
+        obs, self.cache = self.encoder.encode(np.stack(crops)[None], geom[None], self.cache, window[None])
         action, _ = self.model.predict(obs, deterministic=True)
         action = np.asarray(action, np.float64).reshape(-1)
         self.first = False

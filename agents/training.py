@@ -49,14 +49,15 @@ class AgentConfig:
     gradient_steps: int = 1  # gradient updates per update round
     net_arch: list[int] = field(default_factory=lambda: [256, 256])  # hidden layers of actor and critics
     ent_coef: str = "auto_0.1"  # SAC entropy coefficient: 'auto_<initial>' (learned) or a number; rewards are IoUs ≤ 1
-    target_entropy: float | None = None  # entropy target of the learned coefficient (None = SAC's −dim A)
-    prior_source: Literal["global", "state", "cue"] = "global"  # data MGD, the encoder's per-state posterior, or the mask's motion (obs features_motion)
+    target_entropy: float | None = -12.0  # mvsac: entropy target of the learned coefficient (None = SAC's −dim A); the cue prior starts near −12
+    prior_source: Literal["global", "state", "cue"] = "cue"  # data MGD, the encoder's per-state posterior, or the mask's motion (obs features_motion)
     prior_file: str | None = None  # shaping prior (e.g. analyze_motion --fit robust); None = the env's prior
     prior_warmup: bool = True  # warm-up actions drawn from the prior instead of uniform noise (mvsac)
-    prior_kl_coef: float = 0.0  # weight of KL(π ‖ prior) in the actor loss (mvsac; 0 = off)
+    prior_kl_coef: float = 0.1  # weight of KL(π ‖ prior) in the actor loss (mvsac; 0 = off); without it the cue agent drifts off (README)
     prior_init: bool = True  # start the actor at the prior (mvsac)
     cue_scale: float = 0.2  # prior_source=cue: the cue prior's std as a fraction of the global prior's
     demo_episodes: int = 0  # expert episodes (info['expert_action']) pushed into the replay buffer
+    demo_noise: float = 0.0  # execute expert + noise (this × the prior's std) while recording the expert (DART)
     bc_epochs: int = 0  # behaviour-cloning warm start on those demonstrations (0 = off)
 
 
@@ -70,7 +71,7 @@ class TrainConfig:
     eval_every: int = 5_000  # env steps between evaluations
     eval_tracks: int = 0  # evaluate on the first N held-out tracks (0 = all)
     encoder: str | None = None  # pretrained βMVUnet checkpoint (default runs/pretrain_vae/checkpoint.pt)
-    obs: ObsKind = "features"  # observation kind (envs.encoding)
+    obs: ObsKind = "features_motion"  # observation kind (envs.encoding); prior_source=cue needs features_motion
     agent: AgentConfig = field(default_factory=AgentConfig)
     n_envs: int = 2  # vectorised environment copies (one batched encoder forward per step)
     seed: int = 0  # seeds env sampling, networks and warm-up
@@ -170,21 +171,34 @@ def save_agent(model, run_dir: Path) -> None:
         atomic_write_bytes(run_dir / "replay_buffer.pkl", buf.getvalue())
 
 
-def collect_demonstrations(env: EncodedObservation, episodes: int, seed: int) -> dict[str, np.ndarray]:
-    """Expert episodes: the env's ``info['expert_action']`` taken at every step."""
-    obs_l, act_l, rew_l, nxt_l, done_l, trunc_l = [], [], [], [], [], []
+def collect_demonstrations(env: EncodedObservation, episodes: int, seed: int,
+                          noise: float = 0.0) -> dict[str, np.ndarray]:
+    """Expert episodes: the env's ``info['expert_action']`` recorded at every step.
+
+    ``noise`` > 0 executes the expert action plus Gaussian noise with ``noise²·Σ`` (Σ the env's
+    prior) while still recording the expert's action, so that the demonstrations also show how
+    to come back from boxes that are off the object (DART; a policy cloned from perfect
+    trajectories never sees its own mistakes).
+    """
+    obs_l, act_l, exe_l, rew_l, nxt_l, done_l, trunc_l = [], [], [], [], [], [], []
+    rng = np.random.default_rng(seed)
+    raw: TrackingEnv = env.unwrapped
+    tril = np.linalg.cholesky(raw.prior.cov) * noise
     for e in range(episodes):
         obs, info = env.reset(seed=seed + e if e == 0 else None)
         done = False
         while not done:
             act = info["expert_action"]
-            nxt, r, term, trunc, info = env.step(act)
+            executed = act if noise <= 0 else np.clip(act + tril @ rng.standard_normal(len(act)),
+                                                      env.action_space.low, env.action_space.high)
+            nxt, r, term, trunc, info = env.step(executed.astype(np.float32))
             done = term or trunc
-            obs_l.append(obs); act_l.append(act); rew_l.append(r); nxt_l.append(nxt)
+            obs_l.append(obs); act_l.append(act); exe_l.append(executed); rew_l.append(r); nxt_l.append(nxt)
             done_l.append(done); trunc_l.append(trunc and not term)
             obs = nxt
     return {k: np.asarray(v) for k, v in
-            dict(obs=obs_l, actions=act_l, rewards=rew_l, next_obs=nxt_l, dones=done_l, truncated=trunc_l).items()}
+            dict(obs=obs_l, actions=act_l, executed=exe_l, rewards=rew_l, next_obs=nxt_l, dones=done_l,
+                 truncated=trunc_l).items()}
 
 
 def build_agent(cfg: TrainConfig, venv, prior_mean: np.ndarray, prior_cov: np.ndarray, layout: dict[str, slice],
@@ -197,11 +211,11 @@ def build_agent(cfg: TrainConfig, venv, prior_mean: np.ndarray, prior_cov: np.nd
         learning_rate=a.learning_rate, buffer_size=a.buffer_size, learning_starts=a.learning_starts,
         batch_size=a.batch_size, tau=a.tau, gamma=a.gamma, train_freq=a.train_freq,
         gradient_steps=a.gradient_steps, ent_coef=ent, seed=cfg.seed, verbose=0,
-        target_entropy="auto" if a.target_entropy is None else float(a.target_entropy),
         policy_kwargs=dict(net_arch=list(a.net_arch)),
     )
-    if a.algo == "sac":
+    if a.algo == "sac":  # plain SB3 SAC: its own entropy target
         return SAC("MlpPolicy", venv, **common)
+    common["target_entropy"] = "auto" if a.target_entropy is None else float(a.target_entropy)
     state = a.prior_source == "state"
     cue_kwargs: dict[str, Any] = {}
     if a.prior_source == "cue":
@@ -278,12 +292,12 @@ def train(cfg: TrainConfig, resume: str | None = None, argv: list[str] | None = 
         a = cfg.agent
         if a.demo_episodes > 0:
             demo_env = EncodedObservation(TrackingEnv(env_cfg, prior=probe.prior), encoder)
-            demos = collect_demonstrations(demo_env, a.demo_episodes, cfg.seed)
+            demos = collect_demonstrations(demo_env, a.demo_episodes, cfg.seed, noise=a.demo_noise)
             if a.bc_epochs > 0 and hasattr(model, "bc_pretrain"):
                 losses = model.bc_pretrain(demos["obs"], demos["actions"], epochs=a.bc_epochs)
                 run_logger.log({"bc/final_loss": losses[-1]}, step=0)
             if hasattr(model, "add_demonstrations"):
-                model.add_demonstrations(demos["obs"], demos["actions"], demos["rewards"], demos["next_obs"],
+                model.add_demonstrations(demos["obs"], demos["executed"], demos["rewards"], demos["next_obs"],
                                          demos["dones"], demos["truncated"])
     sb3_logger = configure(str(run_dir / "sb3"), ["csv"])
     model.set_logger(Logger(sb3_logger.dir, [*sb3_logger.output_formats, RunLoggerOutput(run_logger)]))

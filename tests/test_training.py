@@ -66,11 +66,12 @@ def test_plain_sac_baseline_runs(setup):
     assert type(out["model"]).__name__ == "SAC"
 
 
-def test_policy_tracker_reproduces_env_rollout(setup):
-    """The tracker adapter must rebuild the environment's observations exactly."""
+@pytest.mark.parametrize("kind", ["features", "features_motion"])
+def test_policy_tracker_reproduces_env_rollout(setup, kind):
+    """The tracker adapter must rebuild the environment's observations exactly (the motion cue too)."""
     root, data = setup
     prior = MotionPrior.load(root / "prior.json")
-    enc = StateEncoder.from_checkpoint(root / "enc.pt", kind="features")
+    enc = StateEncoder.from_checkpoint(root / "enc.pt", kind=kind)
     cfg = EnvConfig(data=DataConfig(root=str(data), layout="davis2017", filters=KEEP_ALL), crop_size=32,
                     lost_frames=0)
     env = EncodedObservation(TrackingEnv(cfg, prior=prior), enc)
@@ -78,7 +79,9 @@ def test_policy_tracker_reproduces_env_rollout(setup):
     class Scripted:  # a deterministic "policy" that depends on the observation
         def predict(self, obs, deterministic=True):
             o = np.asarray(obs).reshape(-1)
-            return np.array([1 + 0.01 * np.tanh(o[0]), 1.0, 0.02 * np.tanh(o[1]), 0.003, -0.002], np.float32), None
+            tail = np.tanh(o[-14:].sum())  # the motion cue (features_motion) and the box geometry
+            return np.array([1 + 0.01 * np.tanh(o[0]), 1.0, 0.02 * np.tanh(o[1]), 0.003 * tail, -0.002],
+                            np.float32), None
 
     policy = Scripted()
     obs, info = env.reset(options={"track_index": 0})
