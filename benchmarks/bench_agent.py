@@ -1,7 +1,7 @@
 """Agent speed: MV-SAC gradient updates/s over plain SAC's (same env, same buffer, interleaved),
 and tracking fps at inference on full-resolution 480p DAVIS frames (crop + encoder + policy).
 
-    python benchmarks/bench_agent.py [--checkpoint runs/pretrain_vae/checkpoint.pt] [--rounds 10]
+    python benchmarks/bench_agent.py [--checkpoint runs/pretrain_vae/checkpoint.pt] [--rounds 10] [--obs features_motion]
 
 Ratios are measured side by side in one run; absolute numbers on this shared machine are noisy.
 Targets (issue 5): update ratio ≥ 0.8; ≥ 30 fps on 2 cores for the default model.
@@ -40,19 +40,26 @@ def main() -> None:
     p.add_argument("--updates", type=int, default=50)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--davis", default=str(SHARED))
+    p.add_argument("--obs", default="features_motion", help="observation kind (default: the agents' default)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = resolve_env_config()
     prior = MotionPrior.load(cfg.prior) if cfg.prior else MotionPrior.paper()
-    enc = (StateEncoder.from_checkpoint(args.checkpoint) if args.checkpoint
-           else StateEncoder.untrained(ModelConfig(), prior))
+    enc = (StateEncoder.from_checkpoint(args.checkpoint, kind=args.obs) if args.checkpoint
+           else StateEncoder.untrained(ModelConfig(), prior, kind=args.obs))
     venv = make_sb3_vec_env(2, cfg, encoder=enc, seed=0)
     common = dict(learning_starts=0, batch_size=256, buffer_size=10_000, seed=0, verbose=0)
     sac = SAC("MlpPolicy", venv, **common)
     mv = MVSAC("MlpPolicy", venv, prior_mean=prior.mean, prior_cov=prior.cov, prior_warmup=True, prior_init=True,
                **common)
-    mv_kl = MVSAC("MlpPolicy", venv, prior_mean=prior.mean, prior_cov=prior.cov, prior_kl_coef=0.1, **common)
+    # with the KL term: the default agent (a residual around the mask's motion) when the cue is observed
+    cue = {}
+    if "search/motion" in venv.obs_layout:
+        start = venv.obs_layout["search/motion"].start
+        cue = dict(prior_source="cue", prior_init=True, cue_slice=(start, start + 5), cue_mean=enc.prior_mean,
+                   cue_std=enc.prior_std, cue_scale=0.2)
+    mv_kl = MVSAC("MlpPolicy", venv, prior_mean=prior.mean, prior_cov=prior.cov, prior_kl_coef=0.1, **cue, **common)
     for m in (sac, mv, mv_kl):  # the same amount of experience in each buffer
         m.learn(600, progress_bar=False)
     rates = {"sac": [], "mvsac": [], "mvsac+kl": []}
@@ -76,7 +83,7 @@ def main() -> None:
     from bmvtrack.tracking import track_ground_truth
 
     box0 = track_ground_truth(ds, track).rboxes[0]
-    tracker = PolicyTracker(mv, enc, mv.action_space.low, mv.action_space.high, name="mvsac")
+    tracker = PolicyTracker(mv_kl, enc, mv.action_space.low, mv.action_space.high, name="mvsac")
     for _ in range(2):
         tracker.init(frames[0], box0)
         t0 = time.perf_counter()
@@ -88,8 +95,8 @@ def main() -> None:
     for _ in range(len(frames) - 1):
         enc.encode_crops(x)  # the tracker encodes one search crop per frame (template cached)
     bare = (len(frames) - 1) / (time.perf_counter() - t0)
-    print(f"tracking on {track.sequence} 480p ({frames[0].shape[1]}×{frames[0].shape[0]}, {len(frames)} frames): "
-          f"{fps:.1f} fps with crop + encoder + policy; bare encoder forward alone {bare:.1f}/s; "
+    print(f"tracking on {track.sequence} 480p ({frames[0].shape[1]}×{frames[0].shape[0]}, {len(frames)} frames), "
+          f"obs {args.obs}: {fps:.1f} fps with crop + network + policy; bare network forward alone {bare:.1f}/s; "
           f"torch threads {torch.get_num_threads()}")
 
 
