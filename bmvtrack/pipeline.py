@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     robust = paths.DEFAULT_PRIOR.with_name("prior_robust.json")
     if args.force or not paths.DEFAULT_PRIOR.is_file():
         analyze_motion.main([*data_args, "--split", "train", "--out", str(paths.DEFAULT_PRIOR)])
-    if args.force or not robust.is_file():  # the bulk of the motion: what MV-SAC's prior shapes
+    if args.force or not robust.is_file():  # the bulk of the motion (for agent.prior_file=...; the default cue agent uses the env prior)
         analyze_motion.main([*data_args, "--split", "train", "--fit", "robust", "--out", str(robust)])
     _done(t0, paths.DEFAULT_PRIOR, paths.DEFAULT_PRIOR.with_suffix(".png"), robust)
 
@@ -78,7 +78,6 @@ def main(argv: list[str] | None = None) -> int:
     agent_dir = paths.RUNS_DIR / "train_sac" / f"mvsac-s{args.seed}"
     if args.force or not (agent_dir / "model.zip").is_file():
         sets = [f"env.data.root={data_root}", "env.data.layout=davis2017", f"env.prior={paths.DEFAULT_PRIOR}",
-                f"agent.prior_file={robust}",
                 f"agent.learning_starts={budget['learning_starts']}", f"eval_every={budget['eval_every']}",
                 f"checkpoint_every={budget['eval_every']}"]
         train_sac.main(["--encoder", str(ckpt), "--timesteps", str(budget["rl_steps"]), "--time-budget",
