@@ -11,7 +11,7 @@ import numpy as np
 from bmvtrack.data.patches import crop_image, crop_window
 from bmvtrack.motion import RBox, apply_motion, keep_in_reach
 from envs.encoding import StateEncoder
-from envs.tracking_env import box_geometry
+from envs.tracking_env import box_geometry, window_features
 
 
 class PolicyTracker:
@@ -29,8 +29,7 @@ class PolicyTracker:
     def _crop(self, frame: np.ndarray, box: RBox) -> tuple[np.ndarray, np.ndarray]:
         """The crop at ``box`` and its window row [x0, y0, x1, y1, W, H] (as the env gives)."""
         win = crop_window(box, frame.shape[:2], self.encoder.patch_size, self.context)
-        h, w = frame.shape[:2]
-        return crop_image(frame, win), np.array([win.x0, win.y0, win.x1, win.y1, w, h], np.float32)
+        return crop_image(frame, win), window_features(win, frame.shape[:2])
 
     def init(self, frame: np.ndarray, box: RBox) -> None:
         self.box, self.first, self.cache = box, True, None

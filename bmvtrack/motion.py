@@ -34,6 +34,7 @@ import numpy as np
 BoxMethod = Literal["minarearect", "principal"]
 ACTION_NAMES = ("ds_x", "ds_y", "sin_theta", "dx", "dy")
 ACTION_DIM = 5
+STAY_ACTION = np.array([1.0, 1.0, 0.0, 0.0, 0.0])  # the G_t that leaves a box where it is
 MIN_SIDE = 1.0  # px; a box is never thinner than one pixel, so Δs = w'/w stays finite
 
 

@@ -37,14 +37,14 @@ from bmvtrack.checkpoint import load_checkpoint
 from bmvtrack.config import from_dict
 from bmvtrack.models import ModelConfig, build_encoder, build_model
 from bmvtrack.models.preprocess import patches_to_tensor
-from bmvtrack.motion import MotionPrior, RBox, canonicalize, motion_between, rbox_from_points
+from bmvtrack.data.patches import CropWindow
+from bmvtrack.motion import STAY_ACTION, MotionPrior, RBox, canonicalize, motion_between, rbox_from_points
 
 ObsKind = Literal["posterior", "features", "features_mask", "features_motion"]
 OBS_KINDS = ("posterior", "features", "features_mask", "features_motion")
 DECODER_KINDS = ("features_mask", "features_motion")  # kinds that run the decoder too
 TRIL = torch.tril_indices(5, 5)
 MOTION_CUE = 7  # standardised G_t (5), mask area fraction, empty flag
-STAY = np.array([1.0, 1.0, 0.0, 0.0, 0.0])
 
 
 def box_from_geometry(geometry: np.ndarray, frame_wh: tuple[float, float]) -> RBox:
@@ -67,11 +67,10 @@ def mask_motion_cue(prob: np.ndarray, geometry: np.ndarray, window: np.ndarray, 
     mask = prob > threshold
     frac = float(mask.mean())
     if not mask.any():
-        g, empty = STAY, 1.0
+        g, empty = STAY_ACTION, 1.0
     else:
         vs, us = np.nonzero(mask)
-        size = prob.shape[-1]
-        pts = np.stack([x0 + us * (x1 - x0) / size, y0 + vs * (y1 - y0) / size], axis=1)
+        pts = CropWindow(x0, y0, x1, y1, prob.shape[-1]).to_frame(np.stack([us, vs], axis=1))
         box = box_from_geometry(geometry, (fw, fh))
         target = canonicalize(rbox_from_points(pts), reference_angle=box.angle)
         g, empty = motion_between(box, target, fw, fh), 0.0
@@ -87,8 +86,8 @@ class StateEncoder:
         if kind not in OBS_KINDS:
             raise ValueError(f"observation kind must be one of {OBS_KINDS}, got {kind!r}")
         self.cfg, self.kind, self.mask_size, self.device = model_cfg, kind, mask_size, torch.device(device)
+        prior = {k.rsplit(".", 1)[-1]: v for k, v in state_dict.items() if "bottleneck.prior_" in k}
         if kind in DECODER_KINDS:
-            prior = {k[len("encoder.bottleneck."):]: v for k, v in state_dict.items() if k.startswith("encoder.bottleneck.prior_")}
             net = build_model(model_cfg, prior["prior_mean"], prior["prior_cov"], prior.get("prior_std"))
             net.load_state_dict(state_dict, strict=True)
             net.requires_grad_(False).eval()
@@ -97,10 +96,10 @@ class StateEncoder:
             self.net = build_encoder(model_cfg, state_dict).to(self.device)
         self.per_crop = 20 + (model_cfg.feature_dim if kind != "posterior" else 0) + (mask_size**2 if kind == "features_mask" else 0)
         self.extra = MOTION_CUE if kind == "features_motion" else 0  # after the crops, before the box
-        buffers = {k.rsplit(".", 1)[-1]: v for k, v in state_dict.items() if ".bottleneck.prior_" in k}
-        self.prior_mean = buffers["prior_mean"].double().cpu().numpy() if "prior_mean" in buffers else STAY.copy()
-        self.prior_std = (np.sqrt(np.diag(buffers["prior_cov"].double().cpu().numpy()))
-                          if "prior_cov" in buffers else np.ones(5))
+        # the encoder's prior standardises the motion cue
+        self.prior_mean = prior["prior_mean"].double().cpu().numpy() if "prior_mean" in prior else STAY_ACTION.copy()
+        self.prior_std = (np.sqrt(np.diag(prior["prior_cov"].double().cpu().numpy()))
+                          if "prior_cov" in prior else np.ones(5))
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, kind: ObsKind = "features", device: str = "cpu") -> "StateEncoder":

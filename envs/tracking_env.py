@@ -67,7 +67,8 @@ from gymnasium import spaces
 from bmvtrack.data.patches import CropWindow, crop_image, crop_window
 from bmvtrack.data.readers import DataConfig, Track, VideoDataset
 from bmvtrack.motion import (
-    MotionPrior, RBox, apply_motion, boxes_from_masks, keep_in_reach, motion_between, rbox_corners, rotated_iou,
+    STAY_ACTION, MotionPrior, RBox, apply_motion, boxes_from_masks, keep_in_reach, motion_between, rbox_corners,
+    rotated_iou,
 )
 
 BOX_FEATURES = 7
@@ -79,6 +80,12 @@ def box_geometry(box: RBox, frame_hw: tuple[int, int], first: bool) -> np.ndarra
     h, w = frame_hw
     a = np.radians(box.angle)
     return np.array([box.cx / w, box.cy / h, box.w / w, box.h / h, np.sin(a), np.cos(a), float(first)], dtype=np.float32)
+
+
+def window_features(window: CropWindow, frame_hw: tuple[int, int]) -> np.ndarray:
+    """The 6 numbers of an observation's ``window``: [x0, y0, x1, y1, W, H] (pixels)."""
+    h, w = frame_hw
+    return np.array([window.x0, window.y0, window.x1, window.y1, w, h], dtype=np.float32)
 
 
 @dataclass
@@ -166,18 +173,17 @@ class TrackingEnv(gym.Env):
         crops = [search]
         if self.cfg.template:
             crops.append(self._template)
-        h, w = self.track.size
         return {
             "crops": np.stack(crops).astype(np.uint8),
             "box": box_geometry(self.box, self.track.size, self._t == 0),
-            "window": np.array([win.x0, win.y0, win.x1, win.y1, w, h], dtype=np.float32),
+            "window": window_features(win, self.track.size),
         }
 
     def _expert(self) -> tuple[np.ndarray, bool]:
         """G_t from the agent's box to the next annotated box, clipped to the bounds."""
         gt = self._gt[self._t + 1] if self._t + 1 < len(self._gt) else None
         if gt is None:
-            act = np.array([1.0, 1.0, 0.0, 0.0, 0.0])
+            act = STAY_ACTION
         else:
             h, w = self.track.size
             act = motion_between(self.box, gt, w, h)
@@ -187,7 +193,7 @@ class TrackingEnv(gym.Env):
     def _info(self, iou: float) -> dict[str, Any]:
         gt = self._gt[self._t]
         expert, was_clipped = self._expert() if self._t + 1 < len(self.track) else (
-            np.array([1, 1, 0, 0, 0], np.float32), False)
+            STAY_ACTION.astype(np.float32), False)
         return {
             "iou": iou,
             "pred_box": self.box.as_array().astype(np.float32),

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from agents.training import TrainConfig, build_agent, collect_demonstrations, evaluate_in_env
-from bmvtrack.motion import MotionPrior
+from bmvtrack.motion import STAY_ACTION, MotionPrior
 from envs.encoding import EncodedObservation
 from envs.registration import make_sb3_vec_env, resolve_encoder, resolve_env_config
 from envs.tracking_env import TrackingEnv
@@ -51,7 +51,7 @@ losses = model.bc_pretrain(demos["obs"], demos["actions"], epochs=args.epochs, l
 
 class Zero:
     def predict(self, o, deterministic=True):
-        return np.array([1, 1, 0, 0, 0], np.float32), None
+        return STAY_ACTION.astype(np.float32), None
 
 
 print(vars(args), f"BC loss {losses[0]:.4f} -> {losses[-1]:.4f}", "| before BC", before,
