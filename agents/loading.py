@@ -38,22 +38,31 @@ def policy_tracker_factory(model_path: str | Path, encoder: str | Path | None = 
                                  context=cfg.env.context, name=label)
 
 
-def learned_tracker_factories(policies: list[str], segmenter: Path | None) -> dict:
-    """Factories of trained agents (``NAME=model.zip``) and of the βMVUnet segmentation tracker."""
+# tracker names of the βMVUnet segmentation tracker → the mask components its box is fitted to
+SEGMENTATION_TRACKERS = {"segmentation": "overlap", "segmentation-all": "all", "segmentation-largest": "largest"}
+
+
+def learned_tracker_factories(policies: list[str], names: list[str],
+                              segmenter: Path | None = None) -> tuple[dict, list[str]]:
+    """Factories of the learned trackers, and the names left for the registry (``make_tracker``).
+
+    Learned trackers are the agents given as ``NAME=model.zip`` and the βMVUnet segmentation
+    trackers among ``names`` (keys of ``SEGMENTATION_TRACKERS``), which share one loaded
+    ``segmenter`` checkpoint (default: the default pretraining checkpoint).
+    """
     out = {}
     for item in policies:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
             raise ValueError(f"--policy expects NAME=MODEL_ZIP, got {item!r}")
         out[name] = policy_tracker_factory(path, name=name)
-    if segmenter is not None:
-        out["segmentation"] = _segmentation_factory(segmenter)
-    return out
+    segs = [n for n in names if n in SEGMENTATION_TRACKERS]
+    if segs:
+        from agents.baselines.segmentation import SegmentationTracker
+        from bmvtrack.segmentation import load_segmenter
 
-
-def _segmentation_factory(checkpoint: Path):
-    from agents.baselines.segmentation import SegmentationTracker
-    from bmvtrack.segmentation import load_segmenter
-
-    model, _ = load_segmenter(checkpoint)  # load once, share between tracks
-    return lambda: SegmentationTracker(model)
+        model, _ = load_segmenter(segmenter or DEFAULT_VAE_CHECKPOINT)  # loaded once, shared
+        for name in segs:
+            keep = SEGMENTATION_TRACKERS[name]
+            out[name] = lambda keep=keep, name=name: SegmentationTracker(model, keep=keep, name=name)
+    return out, [n for n in names if n not in SEGMENTATION_TRACKERS]

@@ -16,7 +16,6 @@ from pathlib import Path
 from bmvtrack.cli import add_data_args, data_config_from_args, run_main
 from bmvtrack.data.readers import VideoDataset
 from bmvtrack.io import atomic_write_text
-from bmvtrack.paths import DEFAULT_VAE_CHECKPOINT
 from bmvtrack.tracking import evaluate_trackers, load_results, markdown_table, rescore, write_report
 
 DEFAULT_TRACKERS = "zero,mil,kcf,csrt,oracle"
@@ -40,7 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--policy", action="append", default=[], metavar="NAME=MODEL_ZIP",
                    help="a trained agent (train_sac's model.zip) evaluated as tracker NAME (repeatable)")
     p.add_argument("--segmenter", type=Path, default=None,
-                   help="βMVUnet checkpoint for the 'segmentation' tracker (default runs/pretrain_vae/checkpoint.pt)")
+                   help="βMVUnet checkpoint of the segmentation trackers (default runs/pretrain_vae/checkpoint.pt); "
+                        "'segmentation' fits the box to the mask pieces touching the previous box, "
+                        "'segmentation-all' to all of them")
     p.add_argument("--no-wandb", action="store_true", help="do not log to W&B")
     args = p.parse_args(argv)
     if args.max_tracks is not None and args.max_tracks < 1:
@@ -56,11 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         from agents.baselines import available_trackers, make_tracker
 
         names = [n.strip().lower() for n in args.trackers.split(",") if n.strip()]
-        seg = (args.segmenter or DEFAULT_VAE_CHECKPOINT) if "segmentation" in names else None
         from agents.loading import learned_tracker_factories
 
-        learned = learned_tracker_factories(args.policy, seg)
-        names = [n for n in names if n != "segmentation"]
+        learned, names = learned_tracker_factories(args.policy, names, args.segmenter)
         unknown = [n for n in names if n not in available_trackers()]
         if not (names or learned) or unknown:
             p.error(f"unknown tracker(s) {unknown}; registered: {', '.join(available_trackers())}")

@@ -47,8 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--threshold", type=float, default=0.5, help="probability threshold of the masks")
     g.add_argument("--box-method", default="minarearect", choices=["minarearect", "principal"],
                    help="rotated box fitted to masks (annotation, reference and tracking)")
-    g.add_argument("--keep", default="all", choices=["all", "largest"],
-                   help="tracking: fit the box to all mask components or only the largest")
+    g.add_argument("--keep", default="overlap", choices=["overlap", "all", "largest"],
+                   help="tracking: fit the box to the mask components touching the previous box (default), all, or the largest")
     g.add_argument("--perturb-shift", type=float, default=0.1, help="perturbed: centre shift std, fraction of max(w,h)")
     g.add_argument("--perturb-scale", type=float, default=0.1, help="perturbed: log-scale std of each side")
     g.add_argument("--seed", type=int, default=0, help="seed of the perturbations and stochastic samples")

@@ -9,8 +9,8 @@ same way:
   (z = μ′, the posterior mean) unless ``sample=True`` (eq. 6 draws).
 - ``segment_crop``: crop the frame around a box (the paper's padding), predict, paste the patch
   probabilities back into a frame-sized map.
-- ``box_from_prob``: threshold the map and fit a rotated box to all foreground pixels (or only the
-  largest connected component).
+- ``box_from_prob``: threshold the map and fit a rotated box to the kept mask components: all of
+  them, the largest, or (``keep="overlap"``, the tracker's default) those touching the previous box.
 - ``track_step``: one step of the segmentation tracker (segment at the previous box, fit the box).
 
 A "model" here is anything called as ``model(x, sample=..., generator=...)`` that returns a dict
@@ -35,7 +35,8 @@ from bmvtrack.models import ModelConfig, build_model
 from bmvtrack.models.preprocess import patches_to_tensor
 from bmvtrack.motion import BoxMethod, RBox, canonicalize, rbox_corners, rbox_from_mask
 
-Keep = Literal["all", "largest"]
+Keep = Literal["all", "largest", "overlap"]
+KEEP_CHOICES = ("overlap", "all", "largest")
 PRIOR_KEYS = ("encoder.bottleneck.prior_mean", "encoder.bottleneck.prior_cov", "encoder.bottleneck.prior_std")
 
 
@@ -171,18 +172,30 @@ def segment_crop(
 # ------------------------------------------------------------------------------------ boxes
 
 
-def mask_from_prob(prob: np.ndarray, threshold: float = 0.5, keep: Keep = "all") -> np.ndarray:
-    """Boolean mask ``prob > threshold``; ``keep="largest"`` keeps only the largest 8-connected component."""
+def mask_from_prob(prob: np.ndarray, threshold: float = 0.5, keep: Keep = "all",
+                   anchor: np.ndarray | None = None) -> np.ndarray:
+    """Boolean mask ``prob > threshold`` with the 8-connected components that ``keep`` selects.
+
+    ``"all"``: every component. ``"largest"``: the largest only. ``"overlap"``: the components that
+    touch ``anchor`` (a boolean map of the previous box, same shape), so a look-alike or a large
+    neighbour at the crop's edge does not pull the box off the target, while the pieces of a split
+    object inside the box all stay (DESIGN.md); when none touches, all are kept (the object may
+    have moved out of the previous box).
+    """
     mask = np.asarray(prob) > threshold
+    if keep not in KEEP_CHOICES:
+        raise ValueError(f"keep must be one of {KEEP_CHOICES}, got {keep!r}")
     if keep == "all" or not mask.any():
         return mask
-    if keep != "largest":
-        raise ValueError(f"keep must be 'all' or 'largest', got {keep!r}")
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     if n <= 2:
         return mask
-    biggest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    return labels == biggest
+    if keep == "largest":
+        return labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    if anchor is None or anchor.shape != mask.shape:
+        raise ValueError(f"keep='overlap' needs an anchor map of shape {mask.shape}")
+    touching = np.unique(labels[anchor & mask])
+    return np.isin(labels, touching) if len(touching) else mask
 
 
 def box_from_prob(
@@ -191,6 +204,7 @@ def box_from_prob(
     method: BoxMethod = "minarearect",
     keep: Keep = "all",
     reference_angle: float | None = None,
+    anchor: np.ndarray | None = None,
 ) -> RBox | None:
     """Rotated box of the thresholded map (None when nothing is above the threshold).
 
@@ -198,19 +212,22 @@ def box_from_prob(
     object inside the next crop, which DESIGN.md measured to help the tracker. The angle follows
     the project's convention (closest to ``reference_angle`` when given, else in [-45°, 45°)).
     """
-    box = rbox_from_mask(mask_from_prob(prob, threshold, keep).astype(np.uint8), method)
+    box = rbox_from_mask(mask_from_prob(prob, threshold, keep, anchor).astype(np.uint8), method)
     return None if box is None else canonicalize(box, reference_angle)
+
+
+def fill_polygon(corners: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Boolean H×W mask of a filled polygon given by its (N, 2) pixel corners (sub-pixel fill)."""
+    out = np.zeros(hw, np.uint8)
+    shift = 4
+    pts = np.round(np.asarray(corners, dtype=np.float64) * (1 << shift)).astype(np.int32)
+    cv2.fillPoly(out, [pts], 1, lineType=cv2.LINE_8, shift=shift)
+    return out.astype(bool)
 
 
 def fill_rbox(box: RBox | None, frame_hw: tuple[int, int]) -> np.ndarray:
     """Boolean H×W mask of the filled rotated box (sub-pixel polygon fill); empty for None."""
-    h, w = frame_hw
-    out = np.zeros((h, w), np.uint8)
-    if box is not None:
-        shift = 4
-        pts = np.round(rbox_corners(box) * (1 << shift)).astype(np.int32)
-        cv2.fillPoly(out, [pts], 1, lineType=cv2.LINE_8, shift=shift)
-    return out.astype(bool)
+    return np.zeros(frame_hw, bool) if box is None else fill_polygon(rbox_corners(box), frame_hw)
 
 
 @dataclass
@@ -234,11 +251,12 @@ def track_step(
     threshold: float = 0.5,
     context: float = 0.25,
     box_method: BoxMethod = "minarearect",
-    keep: Keep = "all",
+    keep: Keep = "overlap",
     clip: bool = True,
 ) -> StepResult:
-    """Segment the search crop at ``box`` and fit the new box to the predicted mask."""
+    """Segment the search crop at ``box`` and fit the new box to the predicted mask (``keep``: see ``mask_from_prob``)."""
     window = crop_window(box, frame.shape[:2], patch_size_of(model), context, clip)
     patch_prob, prob, out = segment_window(model, frame, window)
-    new = box_from_prob(prob, threshold, box_method, keep, reference_angle=box.angle)
+    anchor = fill_rbox(box, frame.shape[:2]) if keep == "overlap" else None
+    new = box_from_prob(prob, threshold, box_method, keep, reference_angle=box.angle, anchor=anchor)
     return StepResult(prob, window, new, patch_prob, out)

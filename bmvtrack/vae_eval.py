@@ -66,7 +66,7 @@ from bmvtrack.metrics import (
     saliency_mae,
 )
 from bmvtrack.motion import BoxMethod, RBox, boxes_from_masks
-from bmvtrack.segmentation import Keep, box_from_prob, fill_rbox, patch_size_of, predict_patches
+from bmvtrack.segmentation import KEEP_CHOICES, Keep, box_from_prob, fill_rbox, patch_size_of, predict_patches
 
 CropMode = Literal["gt", "perturbed", "tracking"]
 CROP_MODES = ("gt", "perturbed", "tracking")
@@ -84,7 +84,7 @@ class VaeEvalConfig:
     clip: bool = True  # clip the crop window to the frame (paper)
     threshold: float = 0.5  # probability → mask
     box_method: BoxMethod = "minarearect"  # box fitted to masks (annotation, reference and tracking)
-    keep: Keep = "all"  # tracking: fit the box to all mask components or only the largest
+    keep: Keep = "overlap"  # tracking: the mask components the box is fitted to (segmentation.mask_from_prob)
     best_of: int = 0  # N > 0 adds the paper's best-of-N protocol (looks at the annotation)
     perturb_shift: float = 0.1  # perturbed: centre shift std, fraction of max(w, h)
     perturb_scale: float = 0.1  # perturbed: log-scale std of each side
@@ -101,6 +101,8 @@ class VaeEvalConfig:
             raise ValueError("best_of must be >= 0 and batch_size >= 1")
         if not 0.0 <= self.threshold < 1.0:
             raise ValueError(f"threshold must be in [0, 1), got {self.threshold}")
+        if self.keep not in KEEP_CHOICES:
+            raise ValueError(f"keep must be one of {KEEP_CHOICES}, got {self.keep!r}")
 
 
 # Per-track metric columns, in report order (fractions; J/F also shown ×100 in Markdown).
@@ -260,7 +262,8 @@ def evaluate_track(model: Any, ds: VideoDataset, track: Track, cfg: VaeEvalConfi
             frames[i] = _Frame(window, probs[0], prob, None if mus is None else mus[0], None if covs is None else covs[0])
             if i == 0:
                 continue  # frame 0 is the given frame: the next crop is at its annotated box
-            new = box_from_prob(prob, cfg.threshold, cfg.box_method, cfg.keep, reference_angle=box.angle)
+            anchor = fill_rbox(box, hw) if cfg.keep == "overlap" else None
+            new = box_from_prob(prob, cfg.threshold, cfg.box_method, cfg.keep, reference_angle=box.angle, anchor=anchor)
             if new is None:
                 if i in scored:
                     misses += 1

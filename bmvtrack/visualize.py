@@ -14,7 +14,7 @@ import numpy as np
 from bmvtrack.cli import add_data_args, data_config_from_args, run_main
 from bmvtrack.data.readers import Track, VideoDataset
 from bmvtrack.motion import motion_between
-from bmvtrack.paths import DEFAULT_VAE_CHECKPOINT, RUNS_DIR
+from bmvtrack.paths import RUNS_DIR
 from bmvtrack.tracking import SequenceResult, run_tracker, score_sequence, track_ground_truth
 from bmvtrack.video import PALETTE, overlay, tile, write_gif, write_mp4
 
@@ -87,9 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     from agents.loading import learned_tracker_factories
 
     names = [n.strip().lower() for n in args.trackers.split(",") if n.strip()]
-    seg = (args.segmenter or DEFAULT_VAE_CHECKPOINT) if "segmentation" in names else None
-    factories = learned_tracker_factories(args.policy, seg)
-    factories.update({n: (lambda n=n: make_tracker(n)) for n in names if n != "segmentation"})
+    factories, names = learned_tracker_factories(args.policy, names, args.segmenter)
+    factories.update({n: (lambda n=n: make_tracker(n)) for n in names})
     if not factories:
         p.error("nothing to show: give --policy NAME=MODEL_ZIP and/or --trackers")
 

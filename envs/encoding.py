@@ -11,7 +11,8 @@ Observation kinds (per crop: the search crop, then the template when present):
 | ``features_motion`` | as ``features``                         | F + 20             |
 
 ``features_motion`` then adds 7 numbers for the search crop: the motion G_t that would move the
-agent's box onto the box fitted to the decoder's mask (standardised by the encoder's prior,
+agent's box onto the box fitted to the decoder's mask — to the mask pieces that touch the agent's
+box, as the segmentation tracker does (standardised by the encoder's prior,
 (G − μ)/σ, clipped to ±10), the mask's area fraction, and a flag set when the mask is empty
 (G is then "stay"). It puts the segmentation tracker's answer in the state, so the policy can
 learn when to follow it and when not (DESIGN.md: the agent earns its keep on crop placement).
@@ -38,7 +39,8 @@ from bmvtrack.config import from_dict
 from bmvtrack.models import ModelConfig, build_encoder, build_model
 from bmvtrack.models.preprocess import patches_to_tensor
 from bmvtrack.data.patches import CropWindow
-from bmvtrack.motion import STAY_ACTION, MotionPrior, RBox, canonicalize, motion_between, rbox_from_points
+from bmvtrack.motion import STAY_ACTION, MotionPrior, RBox, canonicalize, motion_between, rbox_corners, rbox_from_points
+from bmvtrack.segmentation import Keep, fill_polygon, mask_from_prob
 
 ObsKind = Literal["posterior", "features", "features_mask", "features_motion"]
 OBS_KINDS = ("posterior", "features", "features_mask", "features_motion")
@@ -55,24 +57,25 @@ def box_from_geometry(geometry: np.ndarray, frame_wh: tuple[float, float]) -> RB
 
 
 def mask_motion_cue(prob: np.ndarray, geometry: np.ndarray, window: np.ndarray, mean: np.ndarray,
-                    std: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+                    std: np.ndarray, threshold: float = 0.5, keep: Keep = "overlap") -> np.ndarray:
     """The 7-number motion cue of one search crop (see the module docstring).
 
     ``prob`` is the S×S foreground probability of the crop, ``window`` = [x0, y0, x1, y1, W, H]
-    the crop's window in frame pixels: mask pixels are mapped back into the frame, a rotated box
-    is fitted to all of them (stray pieces included, as the segmentation tracker does), and
-    G_t = motion_between(agent's box, mask box).
+    the crop's window in frame pixels. The mask components that ``keep`` selects (by default those
+    touching the agent's box, ``segmentation.mask_from_prob``) are mapped back into the frame, a
+    rotated box is fitted to them, and G_t = motion_between(agent's box, mask box).
     """
     x0, y0, x1, y1, fw, fh = (float(v) for v in window)
-    mask = prob > threshold
+    crop = CropWindow(x0, y0, x1, y1, prob.shape[-1])
+    box = box_from_geometry(geometry, (fw, fh))
+    anchor = fill_polygon(crop.to_patch(rbox_corners(box)), prob.shape) if keep == "overlap" else None
+    mask = mask_from_prob(prob, threshold, keep, anchor)
     frac = float(mask.mean())
     if not mask.any():
         g, empty = STAY_ACTION, 1.0
     else:
         vs, us = np.nonzero(mask)
-        pts = CropWindow(x0, y0, x1, y1, prob.shape[-1]).to_frame(np.stack([us, vs], axis=1))
-        box = box_from_geometry(geometry, (fw, fh))
-        target = canonicalize(rbox_from_points(pts), reference_angle=box.angle)
+        target = canonicalize(rbox_from_points(crop.to_frame(np.stack([us, vs], axis=1))), reference_angle=box.angle)
         g, empty = motion_between(box, target, fw, fh), 0.0
     z = np.clip((g - mean) / std, -10.0, 10.0)
     return np.concatenate([z, [frac, empty]]).astype(np.float32)

@@ -196,16 +196,31 @@ def test_observations_stay_finite_under_extreme_actions(synth_root, encoder):
     assert np.all(np.isfinite(b)) and abs(b[0]) <= 2 * 160 and b[2] <= 4 * 160
 
 
+def _look_alike(mask: np.ndarray, anchor: np.ndarray, side: int = 8) -> np.ndarray:
+    """An 8×8 blob in a corner of the crop that touches neither the mask nor the anchor (empty if none fits)."""
+    n = mask.shape[0]
+    for y, x in ((0, 0), (0, n - side), (n - side, 0), (n - side, n - side)):
+        block = np.zeros_like(mask)
+        block[y:y + side, x:x + side] = True
+        near = np.zeros_like(mask)
+        near[max(y - 1, 0):y + side + 1, max(x - 1, 0):x + side + 1] = True
+        if not (near & (mask | anchor)).any():
+            return block
+    return np.zeros_like(mask)
+
+
 def test_mask_motion_cue_recovers_the_expert_motion_from_a_true_mask(synth_root):
     """The features_motion cue, fed the annotated mask of the next frame cropped like the search
-    crop, must give (after undoing the standardisation) a motion that lands on the annotated box."""
+    crop, must give (after undoing the standardisation) a motion that lands on the annotated box,
+    also when a separate look-alike piece lies in the crop off the agent's box."""
     from bmvtrack.data.patches import CropWindow, crop_mask
-    from bmvtrack.motion import apply_motion, rotated_iou
+    from bmvtrack.motion import apply_motion, rbox_corners, rotated_iou
+    from bmvtrack.segmentation import fill_polygon
     from envs.encoding import mask_motion_cue
 
     env = TrackingEnv(env_cfg(synth_root, crop_size=96))
     mean, std = env.prior.mean, env.prior.std
-    ious = []
+    ious, blobs = [], 0
     for track_index in range(len(env.tracks)):
         obs, info = env.reset(options={"track_index": track_index})
         for _ in range(4):
@@ -213,13 +228,16 @@ def test_mask_motion_cue_recovers_the_expert_motion_from_a_true_mask(synth_root)
             nxt = env._t + 1
             if env.track.present[nxt]:
                 mask = crop_mask(env.dataset.mask(env.track, nxt), CropWindow(x0, y0, x1, y1, 96))
-                cue = mask_motion_cue(mask.astype(np.float32), obs["box"], obs["window"], mean, std)
-                assert cue[6] == 0.0 and 0 < cue[5] < 1
-                moved = apply_motion(env.box, cue[:5] * std + mean, w, h)
-                ious.append(rotated_iou(moved, env.gt_boxes(env.track)[nxt]))
+                blob = _look_alike(mask, fill_polygon(CropWindow(x0, y0, x1, y1, 96).to_patch(rbox_corners(env.box)), (96, 96)))
+                for m in (mask, mask | blob):  # a separate piece off the agent's box must not move the cue
+                    cue = mask_motion_cue(m.astype(np.float32), obs["box"], obs["window"], mean, std)
+                    assert cue[6] == 0.0 and 0 < cue[5] < 1
+                    moved = apply_motion(env.box, cue[:5] * std + mean, w, h)
+                    ious.append(rotated_iou(moved, env.gt_boxes(env.track)[nxt]))
+                blobs += int(blob.any())
             # follow the expert, perturbed so that the box is not already on the object
             obs, *_ = env.step(info["expert_action"] * np.array([1.05, 0.95, 1, 1, 1], np.float32))
             info = _[-1]
-    assert len(ious) >= 6 and np.mean(ious) > 0.9, ious
+    assert len(ious) >= 12 and blobs >= 3 and np.mean(ious) > 0.9, ious
     empty = mask_motion_cue(np.zeros((96, 96), np.float32), obs["box"], obs["window"], mean, std)
     assert empty[6] == 1.0 and np.allclose(empty[:5] * std + mean, [1, 1, 0, 0, 0])

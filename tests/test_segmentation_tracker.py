@@ -12,7 +12,7 @@ from agents.baselines.segmentation import SegmentationTracker
 from bmvtrack.checkpoint import CheckpointError, save_checkpoint
 from bmvtrack.config import to_dict
 from bmvtrack.data.synth import SynthConfig, generate_dataset
-from bmvtrack.motion import RBox, boxes_from_masks, rotated_iou
+from bmvtrack.motion import RBox, boxes_from_masks, rbox_from_mask, rbox_to_xyxy, rotated_iou
 
 
 @pytest.fixture(scope="module")
@@ -68,3 +68,24 @@ def test_tracker_from_checkpoint_runs_on_real_network(moving_root: Path, tmp_pat
     assert all(isinstance(b, RBox) and np.isfinite(b.as_array()).all() and b.w > 0 and b.h > 0 for b in boxes)
     with pytest.raises(CheckpointError, match="absent.pt"):
         SegmentationTracker(tmp_path / "absent.pt")
+
+
+def test_overlap_keeps_the_box_off_a_look_alike_next_to_the_target(moving_root: Path) -> None:
+    """A second white object beside the target, inside the search crop but off the target's box:
+    fitting the box to every mask piece ("all") drags the box onto it, "overlap" keeps the target."""
+    ds = mask_frames(open_ds(moving_root))
+    plain = ds.frame
+
+    def with_look_alike(tr, i):
+        img = plain(tr, i).copy()
+        x0, y0, x1, y1 = rbox_to_xyxy(rbox_from_mask(ds.mask(tr, i)))
+        gap = 0.12 * ((x1 - x0) + (y1 - y0))
+        a, b = int(np.ceil(x1 + gap)), int(np.ceil(x1 + 2.5 * gap))
+        img[int(y0):int(np.ceil(y1)), a:b] = 255
+        return img
+
+    ds.frame = with_look_alike  # type: ignore[method-assign]
+    track = ds.tracks()[0]
+    ious = {keep: np.mean(run_tracker(SegmentationTracker(OracleModel(), keep=keep), ds, track)[0][1:])
+            for keep in ("overlap", "all")}
+    assert ious["overlap"] > 0.85 and ious["all"] < ious["overlap"] - 0.15, ious

@@ -227,3 +227,19 @@ def test_command_reports_bad_checkpoint_in_one_line(synth_root: Path, tmp_path: 
     assert rc == 2
     err = capsys.readouterr().err
     assert "missing.pt" in err and err.count("\n") == 1
+
+
+def test_overlap_keeps_the_components_touching_the_anchor() -> None:
+    prob = np.zeros((100, 100), np.float32)
+    prob[10:30, 10:30] = 0.9  # the target, under the anchor
+    prob[10:30, 34:40] = 0.9  # a piece of it just outside the anchor, not connected
+    prob[60:95, 50:95] = 0.9  # a large neighbour
+    anchor = np.zeros((100, 100), bool)
+    anchor[8:32, 8:36] = True
+    kept = mask_from_prob(prob, keep="overlap", anchor=anchor)
+    assert kept.sum() == 400 + 120  # both pieces that touch the anchor, not the neighbour
+    box = box_from_prob(prob, keep="overlap", anchor=anchor)
+    assert box is not None and box.cx < 30 and box.cy < 30
+    assert mask_from_prob(prob, keep="overlap", anchor=~anchor & (prob == 0)).sum() == prob.astype(bool).sum()
+    with pytest.raises(ValueError, match="anchor"):
+        mask_from_prob(prob, keep="overlap")
