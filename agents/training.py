@@ -274,7 +274,7 @@ def train(cfg: TrainConfig, resume: str | None = None, argv: list[str] | None = 
     venv = make_sb3_vec_env(cfg.n_envs, env_cfg, encoder=encoder, seed=cfg.seed)
     eval_env = None
     if cfg.eval_split:
-        ecfg = resolve_env_config(env_cfg, split=cfg.eval_split, order="sequential", lost_frames=0)
+        ecfg = resolve_env_config(env_cfg, split=cfg.eval_split, order="sequential", lost_frames=0, extra_data=[])
         eval_env = EncodedObservation(TrackingEnv(ecfg, prior=probe.prior), encoder)
 
     run_logger = RunLogger(run_dir, name, "train_sac", to_dict(cfg), cfg.wandb)

@@ -93,6 +93,7 @@ class EnvConfig:
     """Options of the tracking environment."""
 
     data: DataConfig = field(default_factory=DataConfig)
+    extra_data: list[DataConfig] = field(default_factory=list)  # more datasets whose tracks join data's (training only)
     prior: str | None = None  # prior file from analyze_motion; None = the paper's prior
     box_method: Literal["minarearect", "principal"] = "minarearect"  # how annotated boxes are made from masks
     crop_size: int = 64  # side of the crops fed to the encoder
@@ -126,7 +127,9 @@ class TrackingEnv(gym.Env):
             setattr(cfg, k, v)
         self.cfg = cfg
         self.dataset = dataset if dataset is not None else VideoDataset.from_config(cfg.data)
-        tracks = self.dataset.tracks()
+        tracks = list(self.dataset.tracks())
+        for extra in cfg.extra_data:  # a track carries its own file paths, so self.dataset reads any of them
+            tracks += VideoDataset.from_config(extra).tracks()
         self.tracks: list[Track] = tracks[: cfg.max_tracks] if cfg.max_tracks > 0 else list(tracks)
         if prior is None:
             prior = MotionPrior.load(cfg.prior) if cfg.prior else MotionPrior.paper()
@@ -155,11 +158,12 @@ class TrackingEnv(gym.Env):
 
     def gt_boxes(self, track: Track) -> list[RBox | None]:
         """Canonical annotated boxes of a track (computed once per track)."""
-        boxes = self._gt_cache.get(track.name)
+        key = f"{track.mask_paths[0]}#{track.object_id}"  # unique across pooled datasets
+        boxes = self._gt_cache.get(key)
         if boxes is None:
             masks = (self.dataset.mask(track, i) if track.present[i] else None for i in range(len(track)))
             boxes = boxes_from_masks(masks, self.cfg.box_method)
-            self._gt_cache[track.name] = boxes
+            self._gt_cache[key] = boxes
         return boxes
 
     def _crop(self, frame_index: int, box: RBox) -> tuple[np.ndarray, CropWindow]:

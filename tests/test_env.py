@@ -241,3 +241,23 @@ def test_mask_motion_cue_recovers_the_expert_motion_from_a_true_mask(synth_root)
     assert len(ious) >= 12 and blobs >= 3 and np.mean(ious) > 0.9, ious
     empty = mask_motion_cue(np.zeros((96, 96), np.float32), obs["box"], obs["window"], mean, std)
     assert empty[6] == 1.0 and np.allclose(empty[:5] * std + mean, [1, 1, 0, 0, 0])
+
+
+def test_extra_data_pools_tracks_of_another_dataset(synth_root, tmp_path):
+    """Tracks of extra_data join the main dataset's, and their frames, masks and boxes are their own:
+    the expert policy stays on the object in an episode of a pooled track."""
+    other = generate_dataset(tmp_path / "other", "davis2017", videos=1, seed=7,
+                             cfg=SynthConfig(width=200, height=100, frames=6), progress=False)
+    base = TrackingEnv(env_cfg(synth_root))
+    env = TrackingEnv(env_cfg(synth_root, extra_data=[DataConfig(root=str(other), layout="davis2017", filters=KEEP_ALL)]))
+    n_other = len(env.tracks) - len(base.tracks)
+    assert n_other >= 1 and [t.name for t in env.tracks[: len(base.tracks)]] == [t.name for t in base.tracks]
+    obs, info = env.reset(options={"track_index": len(env.tracks) - 1})
+    assert env.track.size == (100, 200) and obs["window"][4:].tolist() == [200, 100]
+    ious = []
+    for _ in range(len(env.track) - 1):
+        obs, _, terminated, truncated, info = env.step(info["expert_action"])
+        ious.append(info["iou"])
+        if terminated or truncated:
+            break
+    assert len(ious) >= 3 and np.mean(ious) > 0.9, ious
