@@ -208,9 +208,9 @@ def box_from_prob(
 ) -> RBox | None:
     """Rotated box of the thresholded map (None when nothing is above the threshold).
 
-    ``keep="all"`` fits the box to every component: stray pieces keep a split or half-hidden
-    object inside the next crop, which DESIGN.md measured to help the tracker. The angle follows
-    the project's convention (closest to ``reference_angle`` when given, else in [-45°, 45°)).
+    ``keep`` and ``anchor`` choose the mask components the box is fitted to (``mask_from_prob``).
+    The angle follows the project's convention (closest to ``reference_angle`` when given, else in
+    [-45°, 45°)).
     """
     box = rbox_from_mask(mask_from_prob(prob, threshold, keep, anchor).astype(np.uint8), method)
     return None if box is None else canonicalize(box, reference_angle)

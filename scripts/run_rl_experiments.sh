@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The RL comparison of README (MV-SAC vs SAC × 3 seeds, and single-seed ablations) on the synthetic
-# default: each line of the list is "<name> <train_sac arguments>"; two runs at a time, 6 minutes
-# each, one torch thread each, into $EXP_DIR (default runs/exp). Then: python scripts/summarize_rl.py runs/exp
-#   bash scripts/run_rl_experiments.sh [configs/experiments/rl_synth.txt]
+# The RL comparisons of README (MV-SAC vs SAC × 3 seeds, and single-seed ablations): each line of the
+# list is "<name> <train_sac arguments>"; two runs at a time, 6 minutes each, one torch thread each,
+# into $EXP_DIR (default runs/exp). Then: python scripts/summarize_rl.py runs/exp
+#   bash scripts/run_rl_experiments.sh [configs/experiments/rl_synth.txt]          # synthetic default
+#   EXP_DIR=runs/exp_davis bash scripts/run_rl_experiments.sh configs/experiments/rl_davis_synth.txt
 set -uo pipefail
 cd "$(dirname "$0")/.."
 list=${1:-configs/experiments/rl_synth.txt}
@@ -11,7 +12,7 @@ mkdir -p "$EXP_DIR"
 run_one() {
   name=$1; shift
   .venv/bin/python -m bmvtrack.train_sac --no-wandb --timesteps 20000 --time-budget 6 --out "$EXP_DIR/$name" \
-    --set threads=1 --set eval_every=4000 --set checkpoint_every=4000 --set env.prior=runs/prior/prior.json "$@" \
+    --set threads=1 --set eval_every=4000 --set checkpoint_every=4000 "$@" \
     > "$EXP_DIR/$name.log" 2>&1
   echo "$name rc=$?"
 }
