@@ -42,3 +42,27 @@ def test_crop_image_shape_and_dtype():
     frame = np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)
     out = crop_image(frame, crop_window(RBox(80, 60, 30, 30, 0), (120, 160), 48))
     assert out.shape == (48, 48, 3) and out.dtype == np.uint8
+
+
+def test_patch_sampler_augmentations_keep_patch_and_mask_aligned(tmp_path):
+    """Rotation (with mirrored borders) and blur must move image and label together: on frames that
+    picture their own mask, the augmented patch is bright exactly where the augmented mask is set."""
+    from bmvtrack.data.patch_sampler import AugmentConfig, PatchSampler
+    from bmvtrack.data.readers import TrackFilter, VideoDataset
+    from bmvtrack.data.synth import SynthConfig, generate_dataset
+
+    root = generate_dataset(tmp_path, "davis2017", videos=1, seed=3,
+                            cfg=SynthConfig(width=160, height=120, frames=4, objects=(1, 1)), progress=False)
+    ds = VideoDataset(root, "davis2017", filters=TrackFilter(absent="keep", max_box_fraction=1.0))
+    ds.frame = lambda tr, i: np.repeat((ds.mask(tr, i) * 255).astype(np.uint8)[..., None], 3, axis=-1)
+    plain = PatchSampler(ds, 64, AugmentConfig(jitter_shift=0, jitter_scale=0, flip=False, colour=0))
+    rotated = PatchSampler(ds, 64, AugmentConfig(jitter_shift=0, jitter_scale=0, flip=False, colour=0,
+                                                 rotate=40.0, blur=1.0))
+    moved = []
+    for i in range(len(plain)):
+        _, m0 = plain.sample(i, np.random.default_rng(i))
+        patch, mask = rotated.sample(i, np.random.default_rng(i))
+        assert patch.shape == (64, 64, 3) and mask.shape == (64, 64) and mask.dtype == bool
+        assert np.mean((patch[..., 0] > 127) == mask) > 0.97
+        moved.append(np.mean(m0 != mask))
+    assert max(moved) > 0.02  # the masks really were rotated

@@ -26,6 +26,8 @@ class AugmentConfig:
     flip: bool = True  # random horizontal flips
     colour: float = 0.2  # brightness/contrast/saturation jitter amplitude
     context: float = 0.25  # crop padding per side as a fraction of (w + h) (paper: 1/4)
+    rotate: float = 0.0  # random rotation of patch and mask, uniform in ± this many degrees (0 = off)
+    blur: float = 0.0  # probability of a Gaussian blur (σ 0.5–1.5 px): motion and focus blur of real video
 
 
 class PatchSampler:
@@ -66,12 +68,25 @@ class PatchSampler:
         if rng is not None:
             if a.flip and rng.random() < 0.5:
                 patch, mask = patch[:, ::-1], mask[:, ::-1]
+            if a.rotate > 0:
+                patch, mask = _rotate(patch, mask, float(rng.uniform(-a.rotate, a.rotate)))
             if a.colour > 0:
                 patch = _colour_jitter(patch, rng, a.colour)
+            if a.blur > 0 and rng.random() < a.blur:
+                patch = cv2.GaussianBlur(patch, (0, 0), float(rng.uniform(0.5, 1.5)))
         return np.ascontiguousarray(patch), np.ascontiguousarray(mask)
 
     def sequence_of(self, index: int) -> str:
         return self.ds.tracks()[self.items[index][0]].sequence
+
+
+def _rotate(patch: np.ndarray, mask: np.ndarray, degrees: float) -> tuple[np.ndarray, np.ndarray]:
+    """Rotate patch and mask together about the centre; borders are mirrored in both, so labels stay true."""
+    s = patch.shape[0]
+    m = cv2.getRotationMatrix2D(((s - 1) / 2, (s - 1) / 2), degrees, 1.0)
+    patch = cv2.warpAffine(patch, m, (s, s), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+    mask = cv2.warpAffine(mask.astype(np.uint8), m, (s, s), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REFLECT_101)
+    return patch, mask.astype(bool)
 
 
 def _colour_jitter(patch: np.ndarray, rng: np.random.Generator, amp: float) -> np.ndarray:
