@@ -230,6 +230,35 @@ def fill_rbox(box: RBox | None, frame_hw: tuple[int, int]) -> np.ndarray:
     return np.zeros(frame_hw, bool) if box is None else fill_polygon(rbox_corners(box), frame_hw)
 
 
+def box_in_window(
+    patch_prob: np.ndarray,
+    window: CropWindow,
+    frame_hw: tuple[int, int],
+    previous: RBox,
+    threshold: float = 0.5,
+    method: BoxMethod = "minarearect",
+    keep: Keep = "overlap",
+) -> RBox | None:
+    """The tracker's next box: the patch's probabilities pasted back at frame resolution, thresholded,
+    the components ``keep`` selects (``"overlap"``: those touching ``previous``), a rotated box fitted.
+
+    Only the frame region under the crop window is pasted (nothing outside it can be foreground), so
+    the cost does not grow with the frame size. Shared by the segmentation tracker and the RL state's
+    motion cue, which therefore propose the same box.
+    """
+    h, w = frame_hw
+    rx0, ry0 = max(int(np.floor(window.x0)), 0), max(int(np.floor(window.y0)), 0)
+    rx1, ry1 = min(int(np.ceil(window.x1)), w), min(int(np.ceil(window.y1)), h)
+    if rx1 <= rx0 or ry1 <= ry0:
+        return None
+    local = CropWindow(window.x0 - rx0, window.y0 - ry0, window.x1 - rx0, window.y1 - ry0, window.size)
+    prob = paste_patch(patch_prob, local, (ry1 - ry0, rx1 - rx0))
+    shifted = RBox(previous.cx - rx0, previous.cy - ry0, previous.w, previous.h, previous.angle)
+    anchor = fill_rbox(shifted, prob.shape) if keep == "overlap" else None
+    box = box_from_prob(prob, threshold, method, keep, reference_angle=previous.angle, anchor=anchor)
+    return None if box is None else RBox(box.cx + rx0, box.cy + ry0, box.w, box.h, box.angle)
+
+
 @dataclass
 class StepResult:
     """One tracker step: the pasted probability map, the crop window, the fitted box (None = empty mask).
@@ -257,6 +286,5 @@ def track_step(
     """Segment the search crop at ``box`` and fit the new box to the predicted mask (``keep``: see ``mask_from_prob``)."""
     window = crop_window(box, frame.shape[:2], patch_size_of(model), context, clip)
     patch_prob, prob, out = segment_window(model, frame, window)
-    anchor = fill_rbox(box, frame.shape[:2]) if keep == "overlap" else None
-    new = box_from_prob(prob, threshold, box_method, keep, reference_angle=box.angle, anchor=anchor)
+    new = box_in_window(patch_prob, window, frame.shape[:2], box, threshold, box_method, keep)
     return StepResult(prob, window, new, patch_prob, out)
