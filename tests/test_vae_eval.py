@@ -243,3 +243,30 @@ def test_overlap_keeps_the_components_touching_the_anchor() -> None:
     assert mask_from_prob(prob, keep="overlap", anchor=~anchor & (prob == 0)).sum() == prob.astype(bool).sum()
     with pytest.raises(ValueError, match="anchor"):
         mask_from_prob(prob, keep="overlap")
+
+
+def test_box_in_window_equals_the_fit_on_the_full_pasted_map() -> None:
+    """The tracker and the RL cue paste only the window's region; the box must be the one the
+    full-frame paste gives, for windows anywhere in the frame (edges included)."""
+    import cv2
+
+    from bmvtrack.data.patches import CropWindow, paste_patch
+    from bmvtrack.motion import RBox
+    from bmvtrack.segmentation import box_in_window
+
+    rng = np.random.default_rng(0)
+    hw = (120, 160)
+    for _ in range(20):
+        x0, y0 = rng.uniform(-0.4, 90), rng.uniform(-0.4, 60)
+        win = CropWindow(x0, y0, min(x0 + rng.uniform(20, 70), 160.0), min(y0 + rng.uniform(20, 60), 120.0), 32)
+        prob = cv2.GaussianBlur(rng.random((32, 32)).astype(np.float32), (0, 0), 2.0)
+        prob = (prob - prob.min()) / (prob.max() - prob.min())
+        prev = RBox((win.x0 + win.x1) / 2, (win.y0 + win.y1) / 2, 12.0, 9.0, float(rng.uniform(-40, 40)))
+        for keep in ("overlap", "all"):
+            local = box_in_window(prob, win, hw, prev, keep=keep)
+            full = paste_patch(prob, win, hw)
+            anchor = fill_rbox(prev, hw) if keep == "overlap" else None
+            ref = box_from_prob(full, keep=keep, reference_angle=prev.angle, anchor=anchor)
+            assert (local is None) == (ref is None)
+            if ref is not None:
+                assert local.as_array() == pytest.approx(ref.as_array(), abs=1e-3)
