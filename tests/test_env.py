@@ -238,7 +238,8 @@ def test_mask_motion_cue_recovers_the_expert_motion_from_a_true_mask(synth_root)
             # follow the expert, perturbed so that the box is not already on the object
             obs, *_ = env.step(info["expert_action"] * np.array([1.05, 0.95, 1, 1, 1], np.float32))
             info = _[-1]
-    assert len(ious) >= 12 and blobs >= 3 and np.mean(ious) > 0.9, ious
+    # 0.974 with the box fitted at frame resolution; fitting on the patch's pixels scored 0.915
+    assert len(ious) >= 12 and blobs >= 3 and np.mean(ious) > 0.95, ious
     empty = mask_motion_cue(np.zeros((96, 96), np.float32), obs["box"], obs["window"], mean, std)
     assert empty[6] == 1.0 and np.allclose(empty[:5] * std + mean, [1, 1, 0, 0, 0])
 
