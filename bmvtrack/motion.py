@@ -126,17 +126,8 @@ def rbox_from_mask(mask: np.ndarray, method: BoxMethod = "minarearect") -> RBox 
     mask's principal axes. The angle is not canonicalised here: see ``boxes_from_masks``.
     """
     pts = _foreground_points(mask)
-    return None if pts is None else rbox_from_points(pts, method)
-
-
-def rbox_from_points(pts: np.ndarray, method: BoxMethod = "minarearect") -> RBox:
-    """Rotated box of a non-empty (N, 2) point set (pixel coordinates), sides ≥ MIN_SIDE px.
-
-    Used for masks predicted in a resampled crop, whose pixels map to fractional frame positions.
-    """
-    pts = np.asarray(pts, dtype=np.float32).reshape(-1, 2)
-    if len(pts) == 0:
-        raise ValueError("rbox_from_points needs at least one point")
+    if pts is None:
+        return None
     if method == "minarearect":
         (cx, cy), (w, h), a = cv2.minAreaRect(pts)
         box = RBox(float(cx), float(cy), float(w), float(h), float(a))

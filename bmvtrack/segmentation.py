@@ -216,18 +216,15 @@ def box_from_prob(
     return None if box is None else canonicalize(box, reference_angle)
 
 
-def fill_polygon(corners: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    """Boolean H×W mask of a filled polygon given by its (N, 2) pixel corners (sub-pixel fill)."""
-    out = np.zeros(hw, np.uint8)
-    shift = 4
-    pts = np.round(np.asarray(corners, dtype=np.float64) * (1 << shift)).astype(np.int32)
-    cv2.fillPoly(out, [pts], 1, lineType=cv2.LINE_8, shift=shift)
-    return out.astype(bool)
-
-
 def fill_rbox(box: RBox | None, frame_hw: tuple[int, int]) -> np.ndarray:
     """Boolean H×W mask of the filled rotated box (sub-pixel polygon fill); empty for None."""
-    return np.zeros(frame_hw, bool) if box is None else fill_polygon(rbox_corners(box), frame_hw)
+    h, w = frame_hw
+    out = np.zeros((h, w), np.uint8)
+    if box is not None:
+        shift = 4
+        pts = np.round(rbox_corners(box) * (1 << shift)).astype(np.int32)
+        cv2.fillPoly(out, [pts], 1, lineType=cv2.LINE_8, shift=shift)
+    return out.astype(bool)
 
 
 def box_in_window(

@@ -66,7 +66,7 @@ from bmvtrack.metrics import (
     saliency_mae,
 )
 from bmvtrack.motion import BoxMethod, RBox, boxes_from_masks
-from bmvtrack.segmentation import KEEP_CHOICES, Keep, box_from_prob, fill_rbox, patch_size_of, predict_patches
+from bmvtrack.segmentation import KEEP_CHOICES, Keep, box_in_window, fill_rbox, patch_size_of, predict_patches
 
 CropMode = Literal["gt", "perturbed", "tracking"]
 CROP_MODES = ("gt", "perturbed", "tracking")
@@ -262,8 +262,7 @@ def evaluate_track(model: Any, ds: VideoDataset, track: Track, cfg: VaeEvalConfi
             frames[i] = _Frame(window, probs[0], prob, None if mus is None else mus[0], None if covs is None else covs[0])
             if i == 0:
                 continue  # frame 0 is the given frame: the next crop is at its annotated box
-            anchor = fill_rbox(box, hw) if cfg.keep == "overlap" else None
-            new = box_from_prob(prob, cfg.threshold, cfg.box_method, cfg.keep, reference_angle=box.angle, anchor=anchor)
+            new = box_in_window(probs[0], window, hw, box, cfg.threshold, cfg.box_method, cfg.keep)
             if new is None:
                 if i in scored:
                     misses += 1

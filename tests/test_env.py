@@ -214,8 +214,8 @@ def test_mask_motion_cue_recovers_the_expert_motion_from_a_true_mask(synth_root)
     crop, must give (after undoing the standardisation) a motion that lands on the annotated box,
     also when a separate look-alike piece lies in the crop off the agent's box."""
     from bmvtrack.data.patches import CropWindow, crop_mask
-    from bmvtrack.motion import apply_motion, rbox_corners, rotated_iou
-    from bmvtrack.segmentation import fill_polygon
+    from bmvtrack.motion import apply_motion, rotated_iou
+    from bmvtrack.segmentation import fill_rbox
     from envs.encoding import mask_motion_cue
 
     env = TrackingEnv(env_cfg(synth_root, crop_size=96))
@@ -228,7 +228,8 @@ def test_mask_motion_cue_recovers_the_expert_motion_from_a_true_mask(synth_root)
             nxt = env._t + 1
             if env.track.present[nxt]:
                 mask = crop_mask(env.dataset.mask(env.track, nxt), CropWindow(x0, y0, x1, y1, 96))
-                blob = _look_alike(mask, fill_polygon(CropWindow(x0, y0, x1, y1, 96).to_patch(rbox_corners(env.box)), (96, 96)))
+                agent_box = crop_mask(fill_rbox(env.box, env.track.size), CropWindow(x0, y0, x1, y1, 96))
+                blob = _look_alike(mask, agent_box)
                 for m in (mask, mask | blob):  # a separate piece off the agent's box must not move the cue
                     cue = mask_motion_cue(m.astype(np.float32), obs["box"], obs["window"], mean, std)
                     assert cue[6] == 0.0 and 0 < cue[5] < 1

@@ -31,18 +31,6 @@ class CropWindow:
         sy = self.size / max(self.y1 - self.y0, 1e-6)
         return np.array([[sx, 0.0, -self.x0 * sx], [0.0, sy, -self.y0 * sy]], dtype=np.float64)
 
-    def to_patch(self, pts: np.ndarray) -> np.ndarray:
-        """Frame pixel coordinates → patch pixel coordinates (N, 2)."""
-        sx = self.size / max(self.x1 - self.x0, 1e-6)
-        sy = self.size / max(self.y1 - self.y0, 1e-6)
-        return (np.asarray(pts, dtype=np.float64) - [self.x0, self.y0]) * [sx, sy]
-
-    def to_frame(self, pts: np.ndarray) -> np.ndarray:
-        """Patch pixel coordinates → frame pixel coordinates (N, 2)."""
-        sx = (self.x1 - self.x0) / self.size
-        sy = (self.y1 - self.y0) / self.size
-        return np.asarray(pts, dtype=np.float64) * [sx, sy] + [self.x0, self.y0]
-
 
 def crop_window(box: RBox, frame_hw: tuple[int, int], size: int, context: float = 0.25, clip: bool = True) -> CropWindow:
     """Window around ``box`` padded by ``context·(w+h)`` per side (paper: 1/4).
