@@ -1,12 +1,14 @@
 """Loading a trained agent run as a tracker: model zip + the run's resolved config + its encoder."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
+from agents.policy_tracker import PolicyTracker
+from bmvtrack.adaptation import AdaptConfig
 from bmvtrack.config import load_config
 from bmvtrack.paths import DEFAULT_VAE_CHECKPOINT
-from agents.policy_tracker import PolicyTracker
 from envs.encoding import StateEncoder
 
 
@@ -27,7 +29,7 @@ def load_agent(model_path: str | Path):
 
 
 def policy_tracker_factory(model_path: str | Path, encoder: str | Path | None = None,
-                           name: str | None = None) -> Callable[[], PolicyTracker]:
+                           name: str | None = None, adapt: AdaptConfig | None = None) -> Callable[[], PolicyTracker]:
     """A zero-argument factory of PolicyTrackers sharing one loaded model and encoder."""
     model, cfg = load_agent(model_path)
     enc_path = Path(encoder or cfg.encoder or DEFAULT_VAE_CHECKPOINT)
@@ -35,27 +37,36 @@ def policy_tracker_factory(model_path: str | Path, encoder: str | Path | None = 
     space = model.action_space
     label = name or cfg.agent.algo
     return lambda: PolicyTracker(model, enc, space.low, space.high, template=cfg.env.template,
-                                 context=cfg.env.context, name=label)
+                                 context=cfg.env.context, name=label, adapt=adapt)
 
 
 # tracker names of the βMVUnet segmentation tracker → the mask components its box is fitted to
-SEGMENTATION_TRACKERS = {"segmentation": "overlap", "segmentation-all": "all", "segmentation-largest": "largest"}
+# name → (mask pieces the box is fitted to, fine-tuned on the first frame's box first)
+SEGMENTATION_TRACKERS = {"segmentation": ("overlap", False), "segmentation-all": ("all", False),
+                         "segmentation-largest": ("largest", False), "segmentation-adapt": ("overlap", True)}
 
 
-def learned_tracker_factories(policies: list[str], names: list[str],
-                              segmenter: Path | None = None) -> tuple[dict, list[str]]:
+def learned_tracker_factories(policies: list[str], names: list[str], segmenter: Path | None = None,
+                              adapt: AdaptConfig | None = None,
+                              adapted_policies: list[str] = ()) -> tuple[dict, list[str]]:
     """Factories of the learned trackers, and the names left for the registry (``make_tracker``).
 
     Learned trackers are the agents given as ``NAME=model.zip`` and the βMVUnet segmentation
     trackers among ``names`` (keys of ``SEGMENTATION_TRACKERS``), which share one loaded
-    ``segmenter`` checkpoint (default: the default pretraining checkpoint).
+    ``segmenter`` checkpoint (default: the default pretraining checkpoint). ``adapt`` configures
+    first-frame adaptation: of ``segmentation-adapt`` (all weights) and of the agents given in
+    ``adapted_policies`` (their cue's decoder only, so the state they were trained on is unchanged).
     """
+    adapt = adapt or AdaptConfig()
     out = {}
-    for item in policies:
+    for item, adapted in [(p, False) for p in policies] + [(p, True) for p in adapted_policies]:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
             raise ValueError(f"--policy expects NAME=MODEL_ZIP, got {item!r}")
-        out[name] = policy_tracker_factory(path, name=name)
+        if name in out:
+            raise ValueError(f"tracker name {name!r} given twice")
+        out[name] = policy_tracker_factory(
+            path, name=name, adapt=replace(adapt, params="decoder") if adapted else None)
     segs = [n for n in names if n in SEGMENTATION_TRACKERS]
     if segs:
         from agents.baselines.segmentation import SegmentationTracker
@@ -63,6 +74,7 @@ def learned_tracker_factories(policies: list[str], names: list[str],
 
         model, _ = load_segmenter(segmenter or DEFAULT_VAE_CHECKPOINT)  # loaded once, shared
         for name in segs:
-            keep = SEGMENTATION_TRACKERS[name]
-            out[name] = lambda keep=keep, name=name: SegmentationTracker(model, keep=keep, name=name)
+            keep, adapted = SEGMENTATION_TRACKERS[name]
+            out[name] = lambda keep=keep, name=name, a=(adapt if adapted else None): SegmentationTracker(
+                model, keep=keep, name=name, adapt=a)
     return out, [n for n in names if n not in SEGMENTATION_TRACKERS]

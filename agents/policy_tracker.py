@@ -3,14 +3,22 @@
 It rebuilds exactly the observation the environment gives (search crop at the current box,
 template crop, box geometry, encoded by the same frozen encoder), so a policy is evaluated by the
 same one-pass protocol as every baseline tracker.
+
+With ``adapt`` the decoder that proposes the state's motion cue is fine-tuned on frame 0's box
+before tracking (``bmvtrack.adaptation``, decoder only): the cue improves while every encoder
+output the policy reads stays what it was trained on.
 """
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
+from bmvtrack.adaptation import AdaptConfig, adapt_segmenter
 from bmvtrack.data.patches import crop_image, crop_window
 from bmvtrack.motion import RBox, apply_motion, keep_in_reach
-from envs.encoding import StateEncoder
+from bmvtrack.segmentation import fill_rbox
+from envs.encoding import DECODER_KINDS, StateEncoder
 from envs.tracking_env import box_geometry, window_features
 
 
@@ -20,8 +28,12 @@ class PolicyTracker:
     uses_ground_truth = False
 
     def __init__(self, model, encoder: StateEncoder, action_low: np.ndarray, action_high: np.ndarray,
-                 template: bool = True, context: float = 0.25, name: str = "policy") -> None:
-        self.model, self.encoder, self.name = model, encoder, name
+                 template: bool = True, context: float = 0.25, name: str = "policy",
+                 adapt: AdaptConfig | None = None) -> None:
+        if adapt is not None and adapt.steps > 0 and encoder.kind not in DECODER_KINDS:
+            raise ValueError(f"adapt needs an observation with a decoder {DECODER_KINDS}, got {encoder.kind!r}")
+        self.model, self.encoder, self.base_encoder, self.name = model, encoder, encoder, name
+        self.adapt = adapt
         self.low, self.high = np.asarray(action_low, np.float64), np.asarray(action_high, np.float64)
         self.template, self.context = template, context
         self.invalid_actions = 0
@@ -33,6 +45,10 @@ class PolicyTracker:
 
     def init(self, frame: np.ndarray, box: RBox) -> None:
         self.box, self.first, self.cache = box, True, None
+        if self.adapt is not None and self.adapt.steps > 0:  # a per-track copy; the shared encoder is untouched
+            self.encoder = copy.copy(self.base_encoder)
+            self.encoder.net = adapt_segmenter(self.base_encoder.net, frame, fill_rbox(box, frame.shape[:2]), box,
+                                               self.adapt)
         self.template_crop = self._crop(frame, box)[0] if self.template else None
 
     def update(self, frame: np.ndarray) -> RBox:

@@ -13,6 +13,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from bmvtrack.adaptation import AdaptConfig
 from bmvtrack.cli import add_data_args, data_config_from_args, run_main
 from bmvtrack.data.readers import VideoDataset
 from bmvtrack.io import atomic_write_text
@@ -41,11 +42,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--segmenter", type=Path, default=None,
                    help="βMVUnet checkpoint of the segmentation trackers (default runs/pretrain_vae/checkpoint.pt); "
                         "'segmentation' fits the box to the mask pieces touching the previous box, "
-                        "'segmentation-all' to all of them")
+                        "'segmentation-all' to all of them; 'segmentation-adapt' is 'segmentation' fine-tuned "
+                        "first on frame 0's box (bmvtrack.adaptation)")
+    p.add_argument("--policy-adapt", action="append", default=[], metavar="NAME=MODEL_ZIP",
+                   help="like --policy, but the decoder proposing the agent's motion cue is fine-tuned on "
+                        "frame 0's box first (the encoder, hence the rest of the state, is unchanged)")
+    p.add_argument("--adapt-steps", type=int, default=AdaptConfig.steps,
+                   help=f"first-frame adaptation: Adam steps (default {AdaptConfig.steps})")
+    p.add_argument("--adapt-lr", type=float, default=AdaptConfig.lr,
+                   help=f"first-frame adaptation: learning rate (default {AdaptConfig.lr})")
     p.add_argument("--no-wandb", action="store_true", help="do not log to W&B")
     args = p.parse_args(argv)
     if args.max_tracks is not None and args.max_tracks < 1:
         p.error("--max-tracks must be at least 1")
+    try:
+        adapt = AdaptConfig(steps=args.adapt_steps, lr=args.adapt_lr)
+    except ValueError as exc:
+        p.error(str(exc))
 
     cfg = data_config_from_args(args)
     ds = VideoDataset.from_config(cfg)
@@ -59,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         names = [n.strip().lower() for n in args.trackers.split(",") if n.strip()]
         from agents.loading import learned_tracker_factories
 
-        learned, names = learned_tracker_factories(args.policy, names, args.segmenter)
+        learned, names = learned_tracker_factories(args.policy, names, args.segmenter, adapt, args.policy_adapt)
         unknown = [n for n in names if n not in available_trackers()]
         if not (names or learned) or unknown:
             p.error(f"unknown tracker(s) {unknown}; registered: {', '.join(available_trackers())}")

@@ -42,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="crop placement: gt (paper), perturbed (noisy annotated box), tracking (previous predicted mask)")
     g.add_argument("--best-of", type=int, default=0, metavar="N",
                    help="also report the paper's protocol: best of N stochastic masks per frame (looks at the annotation)")
+    g.add_argument("--adapt-steps", type=int, default=0,
+                   help="fine-tune each track's network on frame 0's annotation first, N Adam steps "
+                        "(semi-supervised protocol, ours; default 0 = off)")
+    g.add_argument("--adapt-lr", type=float, default=1e-4, help="learning rate of --adapt-steps")
     g.add_argument("--context", type=float, default=0.25, help="crop padding per side, fraction of (w+h) (paper 0.25)")
     g.add_argument("--no-clip", action="store_true", help="do not clip crop windows to the frame")
     g.add_argument("--threshold", type=float, default=0.5, help="probability threshold of the masks")
@@ -74,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             box_method=args.box_method, keep=args.keep, best_of=args.best_of, perturb_shift=args.perturb_shift,
             perturb_scale=args.perturb_scale, seed=args.seed, batch_size=args.batch_size,
             exclude_first_last=not args.all_frames, max_tracks=args.max_tracks,
+            adapt_steps=args.adapt_steps, adapt_lr=args.adapt_lr,
         )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)

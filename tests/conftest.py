@@ -32,3 +32,13 @@ def _wandb_disabled(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("WANDB_MODE", os.environ.get("BMVTRACK_TEST_WANDB_MODE", "disabled"))
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.setenv("WANDB_SILENT", "true")
+
+
+@pytest.fixture(scope="session")
+def moving_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One synthetic video (160×120, 10 frames) of a single object that moves, never hidden."""
+    from bmvtrack.data.synth import SynthConfig, generate_dataset
+
+    root = tmp_path_factory.mktemp("synth_track")
+    cfg = SynthConfig(width=160, height=120, frames=10, objects=(1, 1), leave_prob=0.0, occlusion_prob=0.0)
+    return generate_dataset(root, "davis2017", videos=1, seed=1, cfg=cfg, progress=False)

@@ -11,15 +11,7 @@ from agents.baselines.base import Tracker
 from agents.baselines.segmentation import SegmentationTracker
 from bmvtrack.checkpoint import CheckpointError, save_checkpoint
 from bmvtrack.config import to_dict
-from bmvtrack.data.synth import SynthConfig, generate_dataset
 from bmvtrack.motion import RBox, boxes_from_masks, rbox_from_mask, rbox_to_xyxy, rotated_iou
-
-
-@pytest.fixture(scope="module")
-def moving_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("synth_track")
-    cfg = SynthConfig(width=160, height=120, frames=10, objects=(1, 1), leave_prob=0.0, occlusion_prob=0.0)
-    return generate_dataset(root, "davis2017", videos=1, seed=1, cfg=cfg, progress=False)
 
 
 def run_tracker(tracker: SegmentationTracker, ds, track) -> tuple[list[float], list[RBox], list[RBox | None]]:

@@ -5,15 +5,18 @@ import numpy as np
 import pytest
 import torch
 
+from agents.policy_tracker import PolicyTracker
+from agents.training import AgentConfig, TrainConfig, train
+from bmvtrack.adaptation import AdaptConfig
 from bmvtrack.checkpoint import save_checkpoint
 from bmvtrack.config import to_dict
+from bmvtrack.data.patches import crop_image, crop_window
 from bmvtrack.data.readers import DataConfig, TrackFilter, VideoDataset
 from bmvtrack.data.synth import SynthConfig, generate_dataset
 from bmvtrack.logging_wandb import WandbConfig, read_metrics
 from bmvtrack.models import ModelConfig, build_model
-from bmvtrack.motion import MotionPrior
-from agents.policy_tracker import PolicyTracker
-from agents.training import AgentConfig, TrainConfig, train
+from bmvtrack.models.preprocess import patches_to_tensor
+from bmvtrack.motion import MotionPrior, boxes_from_masks
 from envs.encoding import EncodedObservation, StateEncoder
 from envs.tracking_env import EnvConfig, TrackingEnv
 
@@ -98,3 +101,26 @@ def test_policy_tracker_reproduces_env_rollout(setup, kind):
     tracker.init(ds.frame(track, 0), raw.gt_boxes(track)[0])
     trk_boxes = [tracker.update(ds.frame(track, i)).as_array() for i in range(1, len(track))]
     assert np.allclose(np.array(env_boxes), np.array(trk_boxes), atol=1e-3)
+
+
+def test_policy_tracker_adapts_only_its_own_copy_of_the_cue_decoder(setup):
+    """First-frame adaptation changes the cue, never the encoder outputs, and never the shared encoder."""
+    root, data = setup
+    enc = StateEncoder.from_checkpoint(root / "enc.pt", kind="features_motion")
+    before = {k: v.clone() for k, v in enc.net.state_dict().items()}
+    ds = VideoDataset.from_config(DataConfig(root=str(data), layout="davis2017", filters=KEEP_ALL))
+    track = ds.tracks()[0]
+    box = boxes_from_masks([ds.mask(track, 0)])[0]
+    adapt = AdaptConfig(steps=3, lr=1e-3, batch_size=4, params="decoder")
+    tracker = PolicyTracker(None, enc, np.zeros(5), np.ones(5), adapt=adapt)
+    tracker.init(ds.frame(track, 0), box)
+    assert tracker.encoder is not enc and tracker.encoder.net is not enc.net
+    assert all(torch.equal(before[k], v) for k, v in enc.net.state_dict().items())
+    x = crop_image(ds.frame(track, 1), crop_window(box, track.size, TINY.patch_size))
+    with torch.no_grad():
+        a, b = enc.net(patches_to_tensor(x[None]), sample=False), tracker.encoder.net(patches_to_tensor(x[None]), sample=False)
+    assert torch.equal(a["features"], b["features"]) and torch.equal(a["mu"], b["mu"])
+    assert not torch.equal(a["logits"], b["logits"])
+    with pytest.raises(ValueError, match="decoder"):
+        PolicyTracker(None, StateEncoder.from_checkpoint(root / "enc.pt", kind="features"), np.zeros(5), np.ones(5),
+                      adapt=adapt)

@@ -30,7 +30,7 @@ from bmvtrack.segmentation import (
     mask_from_prob,
     segment_crop,
 )
-from bmvtrack.vae_eval import VaeEvalConfig, evaluate
+from bmvtrack.vae_eval import VaeEvalConfig, evaluate, report_markdown
 
 from bmvtrack.motion import PAPER_COV as PRIOR_COV  # the paper's prior (appendix 2.2) and Table 1
 from bmvtrack.motion import PAPER_MEAN as PRIOR_MEAN
@@ -270,3 +270,15 @@ def test_box_in_window_equals_the_fit_on_the_full_pasted_map() -> None:
             assert (local is None) == (ref is None)
             if ref is not None:
                 assert local.as_array() == pytest.approx(ref.as_array(), abs=1e-3)
+
+
+def test_first_frame_adaptation_raises_j_and_is_labelled(synth_root: Path) -> None:
+    """An untrained network fine-tuned on frame 0's annotation segments the later, scored frames."""
+    ds = open_ds(synth_root)
+    cfg = VaeEvalConfig(crop="gt", max_tracks=2)
+    plain = evaluate(tiny_model(), ds, cfg)
+    tuned = evaluate(tiny_model(), ds, dataclasses.replace(cfg, adapt_steps=30, adapt_lr=3e-3))
+    assert tuned.overall["J"] > plain.overall["J"] + 0.2, (plain.overall["J"], tuned.overall["J"])
+    assert "first-frame adaptation" in report_markdown(tuned) and "first-frame adaptation" not in report_markdown(plain)
+    with pytest.raises(ValueError):
+        VaeEvalConfig(adapt_steps=-1)

@@ -10,6 +10,10 @@ is DESIGN.md's variant (on held-out synthetic video it scored AUC 0.409 against 
 mask is empty the previous box is kept and the frame is counted as a miss. This is the baseline the RL agent has to
 beat; the same code (``bmvtrack.segmentation.track_step``) is the "tracking" crop mode of
 ``python -m bmvtrack.evaluate_vae``.
+
+With ``adapt`` (the ``segmentation-adapt`` tracker, ours) the network is first fine-tuned on frame 0
+with the filled annotated box as its label (``bmvtrack.adaptation``): the same information the
+OpenCV trackers get, spent on teaching the segmenter this object before tracking starts.
 """
 from __future__ import annotations
 
@@ -18,8 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from bmvtrack.adaptation import AdaptConfig, adapt_segmenter
 from bmvtrack.motion import BoxMethod, RBox
-from bmvtrack.segmentation import Keep, load_segmenter, track_step
+from bmvtrack.segmentation import Keep, fill_rbox, load_segmenter, track_step
 
 
 class SegmentationTracker:
@@ -41,6 +46,7 @@ class SegmentationTracker:
         keep: Keep = "overlap",
         device: str = "cpu",
         name: str = "segmentation",
+        adapt: AdaptConfig | None = None,
     ) -> None:
         if isinstance(checkpoint, (str, Path)):
             self.model, self.model_config = load_segmenter(checkpoint, device)
@@ -53,6 +59,8 @@ class SegmentationTracker:
         self.box_method = box_method
         self.keep = keep
         self.name = name
+        self.adapt = adapt
+        self.base_model = self.model
         self._box: RBox | None = None
         self.misses = 0
         self.frames = 0
@@ -60,7 +68,9 @@ class SegmentationTracker:
         self.last_window = None
 
     def init(self, frame: np.ndarray, box: RBox) -> None:
-        """Start a track at the annotated ``box`` of ``frame`` (the frame itself is not segmented)."""
+        """Start a track at the annotated ``box`` of ``frame`` (with ``adapt``: fine-tune on it first)."""
+        if self.adapt is not None and self.adapt.steps > 0:
+            self.model = adapt_segmenter(self.base_model, frame, fill_rbox(box, frame.shape[:2]), box, self.adapt)
         self._box = box
         self.misses = 0
         self.frames = 0

@@ -53,31 +53,41 @@ class PatchSampler:
         """(S, S, 3) uint8 patch and (S, S) bool mask; ``rng=None`` gives the deterministic paper crop."""
         ti, fi = self.items[index]
         tr = self.ds.tracks()[ti]
-        box = self.boxes[ti][fi]
-        a = self.aug
-        if rng is not None:
-            s = max(box.w, box.h)
-            box = RBox(
-                box.cx + rng.normal(0, a.jitter_shift) * s, box.cy + rng.normal(0, a.jitter_shift) * s,
-                box.w * float(np.exp(rng.normal(0, a.jitter_scale))), box.h * float(np.exp(rng.normal(0, a.jitter_scale))),
-                box.angle,
-            )
-        win = crop_window(box, tr.size, self.size, a.context)
-        patch = crop_image(self.ds.frame(tr, fi), win)
-        mask = crop_mask(self.ds.mask(tr, fi), win)
-        if rng is not None:
-            if a.flip and rng.random() < 0.5:
-                patch, mask = patch[:, ::-1], mask[:, ::-1]
-            if a.rotate > 0:
-                patch, mask = _rotate(patch, mask, float(rng.uniform(-a.rotate, a.rotate)))
-            if a.colour > 0:
-                patch = _colour_jitter(patch, rng, a.colour)
-            if a.blur > 0 and rng.random() < a.blur:
-                patch = cv2.GaussianBlur(patch, (0, 0), float(rng.uniform(0.5, 1.5)))
-        return np.ascontiguousarray(patch), np.ascontiguousarray(mask)
+        return augmented_patch(self.ds.frame(tr, fi), self.ds.mask(tr, fi), self.boxes[ti][fi], self.size, self.aug, rng)
 
     def sequence_of(self, index: int) -> str:
         return self.ds.tracks()[self.items[index][0]].sequence
+
+
+def augmented_patch(frame: np.ndarray, mask: np.ndarray, box: RBox, size: int, aug: AugmentConfig,
+                    rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray]:
+    """One object-centred (S, S, 3) uint8 patch and (S, S) bool label of ``frame`` around ``box``.
+
+    ``rng=None`` gives the paper's plain crop; otherwise the box is jittered and the patch flipped,
+    rotated, colour-jittered and blurred as ``aug`` says. Shared by pretraining and first-frame
+    adaptation (``bmvtrack.adaptation``), so both see the same augmentations.
+    """
+    a = aug
+    if rng is not None:
+        s = max(box.w, box.h)
+        box = RBox(
+            box.cx + rng.normal(0, a.jitter_shift) * s, box.cy + rng.normal(0, a.jitter_shift) * s,
+            box.w * float(np.exp(rng.normal(0, a.jitter_scale))), box.h * float(np.exp(rng.normal(0, a.jitter_scale))),
+            box.angle,
+        )
+    win = crop_window(box, frame.shape[:2], size, a.context)
+    patch = crop_image(frame, win)
+    label = crop_mask(mask, win)
+    if rng is not None:
+        if a.flip and rng.random() < 0.5:
+            patch, label = patch[:, ::-1], label[:, ::-1]
+        if a.rotate > 0:
+            patch, label = _rotate(patch, label, float(rng.uniform(-a.rotate, a.rotate)))
+        if a.colour > 0:
+            patch = _colour_jitter(patch, rng, a.colour)
+        if a.blur > 0 and rng.random() < a.blur:
+            patch = cv2.GaussianBlur(patch, (0, 0), float(rng.uniform(0.5, 1.5)))
+    return np.ascontiguousarray(patch), np.ascontiguousarray(label)
 
 
 def _rotate(patch: np.ndarray, mask: np.ndarray, degrees: float) -> tuple[np.ndarray, np.ndarray]:
