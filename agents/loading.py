@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from agents.policy_tracker import PolicyTracker
 from bmvtrack.adaptation import AdaptConfig
@@ -40,15 +40,14 @@ def policy_tracker_factory(model_path: str | Path, encoder: str | Path | None = 
                                  context=cfg.env.context, name=label, adapt=adapt)
 
 
-# tracker names of the βMVUnet segmentation tracker → the mask components its box is fitted to
-# name → (mask pieces the box is fitted to, fine-tuned on the first frame's box first)
+# βMVUnet segmentation tracker names → (mask pieces the box is fitted to, fine-tuned on frame 0's box first)
 SEGMENTATION_TRACKERS = {"segmentation": ("overlap", False), "segmentation-all": ("all", False),
                          "segmentation-largest": ("largest", False), "segmentation-adapt": ("overlap", True)}
 
 
 def learned_tracker_factories(policies: list[str], names: list[str], segmenter: Path | None = None,
                               adapt: AdaptConfig | None = None,
-                              adapted_policies: list[str] = ()) -> tuple[dict, list[str]]:
+                              adapted_policies: Sequence[str] = ()) -> tuple[dict, list[str]]:
     """Factories of the learned trackers, and the names left for the registry (``make_tracker``).
 
     Learned trackers are the agents given as ``NAME=model.zip`` and the βMVUnet segmentation
