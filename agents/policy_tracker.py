@@ -14,10 +14,9 @@ import copy
 
 import numpy as np
 
-from bmvtrack.adaptation import AdaptConfig, adapt_segmenter
+from bmvtrack.adaptation import AdaptConfig, adapt_to_box
 from bmvtrack.data.patches import crop_image, crop_window
 from bmvtrack.motion import RBox, apply_motion, keep_in_reach
-from bmvtrack.segmentation import fill_rbox
 from envs.encoding import DECODER_KINDS, StateEncoder
 from envs.tracking_env import box_geometry, window_features
 
@@ -47,8 +46,7 @@ class PolicyTracker:
         self.box, self.first, self.cache = box, True, None
         if self.adapt is not None and self.adapt.steps > 0:  # a per-track copy; the shared encoder is untouched
             self.encoder = copy.copy(self.base_encoder)
-            self.encoder.net = adapt_segmenter(self.base_encoder.net, frame, fill_rbox(box, frame.shape[:2]), box,
-                                               self.adapt)
+            self.encoder.net = adapt_to_box(self.base_encoder.net, frame, box, self.adapt)
         self.template_crop = self._crop(frame, box)[0] if self.template else None
 
     def update(self, frame: np.ndarray) -> RBox:

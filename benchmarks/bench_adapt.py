@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bmvtrack.adaptation import AdaptConfig, adapt_segmenter
+from bmvtrack.adaptation import AdaptConfig, adapt_to_box
 from bmvtrack.data.images import read_frame, read_mask
 from bmvtrack.models import ModelConfig, build_model
 from bmvtrack.motion import MotionPrior, rbox_from_mask
-from bmvtrack.segmentation import fill_rbox, load_segmenter, track_step
+from bmvtrack.segmentation import load_segmenter, track_step
 
 BEAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "davis2016"
 
@@ -50,7 +50,6 @@ def main() -> None:
         prior = MotionPrior.paper()
         model = build_model(ModelConfig(), prior.mean, prior.cov, prior.sample_std).eval().requires_grad_(False)
     box = rbox_from_mask(mask)
-    label = fill_rbox(box, frame.shape[:2])
 
     track_step(model, frame, box)  # warm-up
     t0 = time.perf_counter()
@@ -61,7 +60,7 @@ def main() -> None:
     for params in ("all", "decoder"):
         cfg = AdaptConfig(steps=args.steps, params=params)
         t0 = time.perf_counter()
-        adapt_segmenter(model, frame, label, box, cfg)
+        adapt_to_box(model, frame, box, cfg)
         times[params] = time.perf_counter() - t0
     print(f"torch threads {torch.get_num_threads()}, frame {frame.shape[1]}×{frame.shape[0]}, {args.steps} steps × "
           f"{AdaptConfig.batch_size} patches")

@@ -27,6 +27,7 @@ from bmvtrack.data.patch_sampler import AugmentConfig, augmented_patch
 from bmvtrack.models.losses import construction_loss
 from bmvtrack.models.preprocess import patches_to_tensor
 from bmvtrack.motion import RBox
+from bmvtrack.segmentation import fill_rbox
 
 AdaptParams = Literal["all", "decoder"]
 
@@ -92,3 +93,13 @@ def adapt_segmenter(model: nn.Module, frame: np.ndarray, label: np.ndarray, box:
         opt.step()
     tuned.requires_grad_(False)
     return tuned
+
+
+def adapt_to_box(model: nn.Module, frame: np.ndarray, box: RBox, cfg: AdaptConfig) -> nn.Module:
+    """The box-tracking protocol: adapt on frame 0 with its filled rotated ``box`` as the label.
+
+    ``cfg.steps == 0`` returns ``model`` itself (no copy).
+    """
+    if cfg.steps == 0:
+        return model
+    return adapt_segmenter(model, frame, fill_rbox(box, frame.shape[:2]), box, cfg)

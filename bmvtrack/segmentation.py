@@ -147,13 +147,10 @@ def predict_patches(
     return prob, {k: v.detach().cpu() for k, v in out.items() if isinstance(v, torch.Tensor)}
 
 
-def segment_window(
-    model: Any, frame: np.ndarray, window: CropWindow
-) -> tuple[np.ndarray, np.ndarray, dict[str, torch.Tensor]]:
-    """Deterministic pass on one crop window: (patch probabilities S×S, frame-sized map, output dict)."""
-    patch = crop_image(frame, window)
-    prob, out = predict_patches(model, patch[None])
-    return prob[0], paste_patch(prob[0], window, frame.shape[:2]).astype(np.float32), out
+def segment_window(model: Any, frame: np.ndarray, window: CropWindow) -> tuple[np.ndarray, dict[str, torch.Tensor]]:
+    """Deterministic pass on one crop window: (patch probabilities S×S, output dict)."""
+    prob, out = predict_patches(model, crop_image(frame, window)[None])
+    return prob[0], out
 
 
 def segment_crop(
@@ -165,8 +162,8 @@ def segment_crop(
     crop) and the crop window used.
     """
     window = crop_window(box, frame.shape[:2], patch_size_of(model), context, clip)
-    _, full, _ = segment_window(model, frame, window)
-    return full, window
+    patch_prob, _ = segment_window(model, frame, window)
+    return paste_patch(patch_prob, window, frame.shape[:2]).astype(np.float32), window
 
 
 # ------------------------------------------------------------------------------------ boxes
@@ -258,16 +255,24 @@ def box_in_window(
 
 @dataclass
 class StepResult:
-    """One tracker step: the pasted probability map, the crop window, the fitted box (None = empty mask).
+    """One tracker step: the crop window, the fitted box (None = empty mask), the network's S×S
+    map ``patch_prob`` and its raw output dict (posterior μ′, Σ′, ...).
 
-    ``patch_prob`` is the network's S×S map and ``output`` its raw output dict (posterior μ′, Σ′, ...).
+    ``prob``, the map pasted into the whole frame, is made only when asked for (visualisation):
+    the box needs the window region alone (``box_in_window``), and a full-frame paste per step
+    would cost more than the box fit at 480p.
     """
 
-    prob: np.ndarray
     window: CropWindow
     box: RBox | None
-    patch_prob: np.ndarray | None = None
-    output: dict[str, torch.Tensor] | None = None
+    patch_prob: np.ndarray
+    output: dict[str, torch.Tensor]
+    frame_hw: tuple[int, int]
+
+    @property
+    def prob(self) -> np.ndarray:
+        """The frame-sized (H×W float32) probability map, 0 outside the crop window."""
+        return paste_patch(self.patch_prob, self.window, self.frame_hw).astype(np.float32)
 
 
 def track_step(
@@ -281,7 +286,8 @@ def track_step(
     clip: bool = True,
 ) -> StepResult:
     """Segment the search crop at ``box`` and fit the new box to the predicted mask (``keep``: see ``mask_from_prob``)."""
-    window = crop_window(box, frame.shape[:2], patch_size_of(model), context, clip)
-    patch_prob, prob, out = segment_window(model, frame, window)
-    new = box_in_window(patch_prob, window, frame.shape[:2], box, threshold, box_method, keep)
-    return StepResult(prob, window, new, patch_prob, out)
+    hw = frame.shape[:2]
+    window = crop_window(box, hw, patch_size_of(model), context, clip)
+    patch_prob, out = segment_window(model, frame, window)
+    new = box_in_window(patch_prob, window, hw, box, threshold, box_method, keep)
+    return StepResult(window, new, patch_prob, out, hw)

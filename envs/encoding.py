@@ -40,7 +40,7 @@ from bmvtrack.models import ModelConfig, build_encoder, build_model
 from bmvtrack.models.preprocess import patches_to_tensor
 from bmvtrack.data.patches import CropWindow
 from bmvtrack.motion import STAY_ACTION, MotionPrior, RBox, motion_between
-from bmvtrack.segmentation import Keep, box_in_window
+from bmvtrack.segmentation import Keep, box_in_window, foreground_prob
 
 ObsKind = Literal["posterior", "features", "features_mask", "features_motion"]
 OBS_KINDS = ("posterior", "features", "features_mask", "features_motion")
@@ -157,7 +157,7 @@ class StateEncoder:
         parts = [out["mu"], tril[:, TRIL[0], TRIL[1]]]
         if self.kind != "posterior":
             parts.append(out["features"])
-        prob = out["logits"].softmax(1)[:, 1:].sum(1, keepdim=True) if self.kind in DECODER_KINDS else None
+        prob = foreground_prob(out["logits"]).unsqueeze(1) if self.kind in DECODER_KINDS else None
         if self.kind == "features_mask":
             parts.append(torch.nn.functional.adaptive_avg_pool2d(prob, self.mask_size).flatten(1))
         enc = torch.cat(parts, dim=1).float().cpu().numpy()

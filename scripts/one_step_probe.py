@@ -17,11 +17,11 @@ import argparse
 import numpy as np
 import torch
 
-from bmvtrack.adaptation import AdaptConfig, adapt_segmenter
+from bmvtrack.adaptation import AdaptConfig, adapt_to_box
 from bmvtrack.cli import add_data_args, data_config_from_args
 from bmvtrack.data.readers import VideoDataset
 from bmvtrack.motion import RBox, rotated_iou
-from bmvtrack.segmentation import fill_rbox, load_segmenter, track_step
+from bmvtrack.segmentation import load_segmenter, track_step
 from bmvtrack.tracking import track_ground_truth
 
 
@@ -51,8 +51,7 @@ def main() -> None:
         gt = track_ground_truth(ds, tr).rboxes
         model = base
         if args.adapt_steps:
-            frame0 = ds.frame(tr, 0)
-            model = adapt_segmenter(base, frame0, fill_rbox(gt[0], tr.size), gt[0], AdaptConfig(steps=args.adapt_steps))
+            model = adapt_to_box(base, ds.frame(tr, 0), gt[0], AdaptConfig(steps=args.adapt_steps))
         rows: dict[str, list[float]] = {key: [] for key in totals}
         pairs = [(t, gt[t - 1], gt[t]) for t in range(1, len(tr)) if gt[t - 1] is not None and gt[t] is not None]
         for t, prev, nxt in pairs:

@@ -22,17 +22,18 @@ from typing import Any
 
 import numpy as np
 
-from bmvtrack.adaptation import AdaptConfig, adapt_segmenter
+from bmvtrack.adaptation import AdaptConfig, adapt_to_box
+from bmvtrack.data.patches import CropWindow
 from bmvtrack.motion import BoxMethod, RBox
-from bmvtrack.segmentation import Keep, fill_rbox, load_segmenter, track_step
+from bmvtrack.segmentation import Keep, StepResult, load_segmenter, track_step
 
 
 class SegmentationTracker:
     """Box tracker from a pretrained βMVAE / βMVUnet checkpoint (or an already loaded model).
 
     Attributes after a run: ``misses`` (frames whose mask was empty, box kept), ``frames``
-    (updates so far), ``last_prob`` (the last pasted probability map, H×W float32) and
-    ``last_window`` (its crop window).
+    (updates so far), ``last_step`` (the last ``StepResult``), ``last_prob`` (its map pasted into
+    the frame, H×W float32, made on demand) and ``last_window`` (its crop window).
     """
 
     uses_ground_truth = False
@@ -64,18 +65,24 @@ class SegmentationTracker:
         self._box: RBox | None = None
         self.misses = 0
         self.frames = 0
-        self.last_prob: np.ndarray | None = None
-        self.last_window = None
+        self.last_step: StepResult | None = None
+
+    @property
+    def last_prob(self) -> np.ndarray | None:
+        return None if self.last_step is None else self.last_step.prob
+
+    @property
+    def last_window(self) -> CropWindow | None:
+        return None if self.last_step is None else self.last_step.window
 
     def init(self, frame: np.ndarray, box: RBox) -> None:
         """Start a track at the annotated ``box`` of ``frame`` (with ``adapt``: fine-tune on it first)."""
-        if self.adapt is not None and self.adapt.steps > 0:
-            self.model = adapt_segmenter(self.base_model, frame, fill_rbox(box, frame.shape[:2]), box, self.adapt)
+        if self.adapt is not None:
+            self.model = adapt_to_box(self.base_model, frame, box, self.adapt)
         self._box = box
         self.misses = 0
         self.frames = 0
-        self.last_prob = None
-        self.last_window = None
+        self.last_step = None
 
     def update(self, frame: np.ndarray) -> RBox:
         """Segment ``frame`` around the previous box; the new box, or the previous one if the mask is empty."""
@@ -86,7 +93,7 @@ class SegmentationTracker:
             box_method=self.box_method, keep=self.keep,
         )
         self.frames += 1
-        self.last_prob, self.last_window = step.prob, step.window
+        self.last_step = step
         if step.box is None:
             self.misses += 1
         else:
