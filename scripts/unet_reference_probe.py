@@ -1,0 +1,130 @@
+"""Reference probe: a textbook U-Net trained the way DESIGN.md's "What is achievable" describes.
+
+Why: issue 3 compares the βMVUnet with "a plain 2 M-parameter U-Net trained for 10 CPU minutes"
+(DESIGN.md: J&F 59 on the official val split). Our β = 0 βMVUnet is not that network (ResNet stem,
+stride-4 first skip, pooled bottleneck). This script trains the textbook one (double 3×3 convs at
+five resolutions, full-resolution first stage, BCE + Dice) on the same patches, for a fixed wall
+time, and scores it with the same evaluation code (``bmvtrack.vae_eval``), so that the two can be
+read side by side on DAVIS dev/val.
+
+    python scripts/unet_reference_probe.py --minutes 10 --threads 2 --out runs/unet_ref
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, RandomSampler
+
+from bmvtrack.data.readers import DataConfig, TrackFilter, VideoDataset
+from bmvtrack.data.patch_sampler import AugmentConfig, PatchSampler
+from bmvtrack.models.preprocess import patches_to_tensor
+from bmvtrack.pretrain import PatchDataset
+from bmvtrack.vae_eval import VaeEvalConfig, evaluate
+
+
+def _block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+    )
+
+
+class TextbookUNet(nn.Module):
+    """Ronneberger-style U-Net, widths w·(1, 2, 4, 8, 16); output dict like the βMVUnet's."""
+
+    def __init__(self, width: int = 16, patch_size: int = 96) -> None:
+        super().__init__()
+        ws = [width * 2**i for i in range(5)]
+        self.downs = nn.ModuleList([_block(3, ws[0])] + [_block(ws[i - 1], ws[i]) for i in range(1, 5)])
+        self.ups = nn.ModuleList([_block(ws[i + 1] + ws[i], ws[i]) for i in range(4)])
+        self.outc = nn.Conv2d(ws[0], 2, 1)
+        self.cfg = SimpleNamespace(patch_size=patch_size, arch="textbook-unet", bottleneck="none")
+
+    def forward(self, x: Tensor, sample: bool | None = None, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        skips = []
+        for i, down in enumerate(self.downs):
+            x = down(x if i == 0 else F.max_pool2d(x, 2))
+            skips.append(x)
+        for i in reversed(range(4)):
+            x = F.interpolate(x, size=skips[i].shape[-2:], mode="bilinear", align_corners=False)
+            x = self.ups[i](torch.cat([x, skips[i]], 1))
+        return {"logits": self.outc(x)}
+
+
+def bce_dice(logits: Tensor, target: Tensor) -> Tensor:
+    """BCE on the object logit margin + (1 − soft Dice)."""
+    margin = logits[:, 1] - logits[:, 0]
+    t = target.float()
+    bce = F.binary_cross_entropy_with_logits(margin, t)
+    p = torch.sigmoid(margin)
+    dice = (2 * (p * t).sum((1, 2)) + 1) / (p.sum((1, 2)) + t.sum((1, 2)) + 1)
+    return bce + (1 - dice).mean()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default="../shared/data/davis2016")
+    ap.add_argument("--minutes", type=float, default=10.0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--width", type=int, default=16)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="runs/unet_ref")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    keep_all = TrackFilter(absent="keep", max_box_fraction=1.0)  # what evaluate_vae's command line uses
+    train_ds, val_ds = (VideoDataset.from_config(DataConfig(root=args.data, layout="davis2016", resolution="240p",
+                                                            split=split, filters=keep_all))
+                        for split in ("dev/train", "dev/val"))
+    data = PatchDataset([PatchSampler(train_ds, 96, AugmentConfig())], seed=args.seed)
+    model = TextbookUNet(args.width)
+    n_params = sum(p.numel() for p in model.parameters())
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    budget = args.minutes * 60
+    steps, t0, losses = 0, time.perf_counter(), []
+    while time.perf_counter() - t0 < budget:
+        data.epoch += 1
+        loader = DataLoader(data, batch_size=args.batch_size, sampler=RandomSampler(data), drop_last=True)
+        for patch, mask in loader:
+            elapsed = time.perf_counter() - t0
+            if elapsed >= budget:
+                break
+            for g in opt.param_groups:  # cosine decay over the wall-time budget
+                g["lr"] = args.lr * 0.5 * (1 + np.cos(np.pi * elapsed / budget))
+            model.train()
+            loss = bce_dice(model(patches_to_tensor(patch.numpy()))["logits"], mask)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+            steps += 1
+            if steps % 50 == 0:
+                print(f"step {steps}  {elapsed:.0f}s  loss {np.mean(losses[-50:]):.3f}", flush=True)
+    model.eval()
+    torch.save(model.state_dict(), out / "unet_ref.pt")
+    result = {"params": n_params, "steps": steps, "images": steps * args.batch_size,
+              "train_seconds": time.perf_counter() - t0, "final_loss": float(np.mean(losses[-50:]))}
+    for crop in ("gt", "tracking"):
+        rep = evaluate(model, val_ds, VaeEvalConfig(crop=crop), progress=print)
+        result[f"JF_{crop}"] = 100 * rep.overall["JF"]
+        result[f"J_{crop}"] = 100 * rep.overall["J"]
+        result[f"box_JF_{crop}"] = 100 * rep.overall["box_JF"]
+    print(json.dumps(result, indent=1))
+    (out / "result.json").write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
