@@ -8,7 +8,13 @@ dozen gradient steps on augmented crops of that frame teach the network *this* o
 background before tracking starts.
 
 The label is what the caller has: the annotation mask (the semi-supervised video-segmentation
-protocol) or the filled rotated box (the box-tracking protocol, the same information CSRT gets).
+protocol) or the rotated box (the box-tracking protocol, the same information CSRT gets). From a
+box there are two labels. The filled box (``label="box"``) teaches box-shaped masks and so
+over-segments compact shapes. The default, ``label="pseudo"``, is the network's own mask inside
+the box plus the box's centre half (``core``): object there, background outside the box, no loss
+on the rest of the box. It teaches mostly what is *not* the object (look-alikes, shore, water)
+and keeps the network's own idea of the object's shape; the centre keeps a network that finds
+only part of the object from shrinking onto that part. Measured in the README (tracking section).
 The base model is never modified; BatchNorm statistics stay frozen (a batch cut from one frame
 would replace them with that frame's). ``params="decoder"`` trains only the decoder and the output
 convolution, so the encoder's outputs — the RL state — stay exactly those the agent was trained on.
@@ -27,9 +33,11 @@ from bmvtrack.data.patch_sampler import AugmentConfig, augmented_patch
 from bmvtrack.models.losses import construction_loss
 from bmvtrack.models.preprocess import patches_to_tensor
 from bmvtrack.motion import RBox
-from bmvtrack.segmentation import fill_rbox
+from bmvtrack.segmentation import fill_rbox, segment_crop
 
 AdaptParams = Literal["all", "decoder"]
+BoxLabel = Literal["box", "pseudo"]
+IGNORE = 255  # label value without loss (construction_loss's ignore_index)
 
 
 @dataclass
@@ -40,6 +48,8 @@ class AdaptConfig:
     lr: float = 1.0e-4
     batch_size: int = 16
     params: AdaptParams = "all"  # all weights, or the decoder and output layer only (encoder outputs unchanged)
+    label: BoxLabel = "pseudo"  # from a box: the network's own mask inside it, or the filled box (adapt_to_box)
+    core: float = 0.5  # pseudo label: the box shrunk to this fraction of its sides is object as well
     seed: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -48,6 +58,10 @@ class AdaptConfig:
             raise ValueError(f"adaptation needs steps ≥ 0, batch_size ≥ 1 and lr > 0, got {self}")
         if self.params not in ("all", "decoder"):
             raise ValueError(f"adaptation params must be 'all' or 'decoder', got {self.params!r}")
+        if not 0.0 <= self.core <= 1.0:
+            raise ValueError(f"adaptation core must be in [0, 1], got {self.core}")
+        if self.label not in ("box", "pseudo"):
+            raise ValueError(f"adaptation label must be 'box' or 'pseudo', got {self.label!r}")
 
 
 def _trainable(model: nn.Module, params: AdaptParams) -> list[nn.Parameter]:
@@ -60,7 +74,9 @@ def _trainable(model: nn.Module, params: AdaptParams) -> list[nn.Parameter]:
 
 def adapt_segmenter(model: nn.Module, frame: np.ndarray, label: np.ndarray, box: RBox,
                     cfg: AdaptConfig | None = None) -> nn.Module:
-    """A copy of ``model`` fine-tuned on crops of ``frame`` around ``box`` with ``label`` (H×W bool).
+    """A copy of ``model`` fine-tuned on crops of ``frame`` around ``box`` with ``label``.
+
+    ``label`` is H×W: bool (object / background) or uint8 class indices with 255 = no loss.
 
     Loss: the pretraining construction loss (class-weighted CE + 1 − soft Jaccard) on the
     deterministic pass (z = μ′, the pass the trackers use). Returns the copy in eval mode with
@@ -82,7 +98,8 @@ def adapt_segmenter(model: nn.Module, frame: np.ndarray, label: np.ndarray, box:
     size = int(tuned.cfg.patch_size)
     class_weights = getattr(tuned.cfg, "class_weights", "batch")
     rng = np.random.default_rng(cfg.seed)
-    label = label.astype(bool)
+    if label.dtype != np.uint8:
+        label = label.astype(bool)
     for _ in range(cfg.steps):
         pairs = [augmented_patch(frame, label, box, size, cfg.augment, rng) for _ in range(cfg.batch_size)]
         x = patches_to_tensor(np.stack([p for p, _ in pairs]), device=device)
@@ -95,11 +112,33 @@ def adapt_segmenter(model: nn.Module, frame: np.ndarray, label: np.ndarray, box:
     return tuned
 
 
-def adapt_to_box(model: nn.Module, frame: np.ndarray, box: RBox, cfg: AdaptConfig) -> nn.Module:
-    """The box-tracking protocol: adapt on frame 0 with its filled rotated ``box`` as the label.
+def pseudo_label(model: nn.Module, frame: np.ndarray, box: RBox, core: float = 0.0,
+                 threshold: float = 0.5) -> np.ndarray:
+    """uint8 H×W label from the network's own mask: 1 where it sees object inside ``box`` (and on
+    the box's centre part, ``core`` of its sides), 0 outside the box, ``IGNORE`` on the rest of the
+    box. Falls back to the filled box when that leaves no object pixel at all."""
+    hw = frame.shape[:2]
+    inside = fill_rbox(box, hw)
+    prob, _ = segment_crop(model, frame, box)
+    label = np.full(inside.shape, IGNORE, np.uint8)
+    label[~inside] = 0
+    own = inside & (prob > threshold)
+    if core > 0:
+        own |= fill_rbox(RBox(box.cx, box.cy, box.w * core, box.h * core, box.angle), hw)
+    label[own if own.any() else inside] = 1
+    return label
 
+
+def adapt_to_box(model: nn.Module, frame: np.ndarray, box: RBox, cfg: AdaptConfig) -> nn.Module:
+    """The box-tracking protocol: adapt on frame 0 knowing only its rotated ``box``.
+
+    The label is the filled box or the network's own mask inside it (``cfg.label``).
     ``cfg.steps == 0`` returns ``model`` itself (no copy).
     """
     if cfg.steps == 0:
         return model
-    return adapt_segmenter(model, frame, fill_rbox(box, frame.shape[:2]), box, cfg)
+    if cfg.label == "pseudo":
+        label = pseudo_label(model, frame, box, cfg.core)
+    else:
+        label = fill_rbox(box, frame.shape[:2])
+    return adapt_segmenter(model, frame, label, box, cfg)

@@ -51,12 +51,23 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"first-frame adaptation: Adam steps (default {AdaptConfig.steps})")
     p.add_argument("--adapt-lr", type=float, default=AdaptConfig.lr,
                    help=f"first-frame adaptation: learning rate (default {AdaptConfig.lr})")
+    p.add_argument("--adapt-label", choices=["box", "pseudo"], default=AdaptConfig.label,
+                   help="first-frame adaptation label: the network's own mask inside the box (plus its centre, "
+                        "--adapt-core) with background outside it, or the filled box "
+                        f"(default {AdaptConfig.label})")
+    p.add_argument("--adapt-core", type=float, default=AdaptConfig.core,
+                   help="with --adapt-label pseudo: the box's centre part (this fraction of its sides) is "
+                        f"labelled object too (default {AdaptConfig.core})")
+    p.add_argument("--adapt-params", choices=["all", "decoder"], default=AdaptConfig.params,
+                   help="weights 'segmentation-adapt' tunes (agents always tune their cue's decoder only; "
+                        f"default {AdaptConfig.params})")
     p.add_argument("--no-wandb", action="store_true", help="do not log to W&B")
     args = p.parse_args(argv)
     if args.max_tracks is not None and args.max_tracks < 1:
         p.error("--max-tracks must be at least 1")
     try:
-        adapt = AdaptConfig(steps=args.adapt_steps, lr=args.adapt_lr)
+        adapt = AdaptConfig(steps=args.adapt_steps, lr=args.adapt_lr, label=args.adapt_label, core=args.adapt_core,
+                            params=args.adapt_params)
     except ValueError as exc:
         p.error(str(exc))
 

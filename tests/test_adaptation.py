@@ -1,7 +1,9 @@
 """First-frame adaptation: it teaches an untrained network the object, and touches nothing else."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -10,12 +12,12 @@ from test_segmentation_tracker import run_tracker
 from test_vae_eval import open_ds, tiny_model
 
 from agents.baselines.segmentation import SegmentationTracker
-from bmvtrack.adaptation import AdaptConfig, adapt_segmenter
+from bmvtrack.adaptation import IGNORE, AdaptConfig, adapt_segmenter, adapt_to_box, pseudo_label
 from bmvtrack.data.patch_sampler import AugmentConfig, augmented_patch
 from bmvtrack.metrics import jaccard
 from bmvtrack.models.preprocess import patches_to_tensor
 from bmvtrack.motion import boxes_from_masks
-from bmvtrack.segmentation import predict_patches
+from bmvtrack.segmentation import fill_rbox, predict_patches, segment_crop
 
 FAST = AdaptConfig(steps=40, lr=3e-3, batch_size=8)
 
@@ -85,3 +87,68 @@ def test_adapted_tracker_follows_the_object_where_the_untrained_one_cannot(movin
     adapted = np.mean(run_tracker(tracker, ds, track)[0][1:])
     assert tracker.model is not tracker.base_model
     assert adapted > 0.5 and adapted > plain + 0.3, (plain, adapted)
+
+
+class _LeftHalfNet(torch.nn.Module):
+    """Marks the left half of every crop as object (or nothing, with ``empty``): a known own mask."""
+
+    def __init__(self, size: int, empty: bool = False) -> None:
+        super().__init__()
+        self.cfg = SimpleNamespace(patch_size=size)
+        self.empty = empty
+
+    def forward(self, x: torch.Tensor, sample: bool = False, generator=None) -> dict[str, torch.Tensor]:
+        logits = torch.zeros(x.shape[0], 2, *x.shape[-2:])
+        if not self.empty:
+            logits[:, 1, :, : x.shape[-1] // 2] = 5.0
+        return {"logits": logits}
+
+
+def test_pseudo_label_keeps_the_networks_own_object_inside_the_box_and_nothing_outside(moving_root: Path) -> None:
+    _, _, frame, _, box = first_frame(moving_root)
+    inside = fill_rbox(box, frame.shape[:2])
+    prob, _ = segment_crop(_LeftHalfNet(32), frame, box)
+    label = pseudo_label(_LeftHalfNet(32), frame, box)
+    assert label.dtype == np.uint8 and set(np.unique(label)) <= {0, 1, IGNORE}
+    assert (label[~inside] == 0).all()  # outside the box: background, even where the network saw object
+    assert ((prob > 0.5) & ~inside).any()
+    assert np.array_equal(label == 1, inside & (prob > 0.5))
+    assert np.array_equal(label == IGNORE, inside & (prob <= 0.5)) and (label == IGNORE).any()
+    # a network that sees nothing in the box gets the filled box
+    assert np.array_equal(pseudo_label(_LeftHalfNet(32, empty=True), frame, box) == 1, inside)
+
+
+def test_pseudo_label_survives_the_augmentations_with_its_ignore_value(moving_root: Path) -> None:
+    _, _, frame, _, box = first_frame(moving_root)
+    label = pseudo_label(_LeftHalfNet(32), frame, box)
+    aug = AugmentConfig(rotate=20.0)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        _, crop = augmented_patch(frame, label, box, 32, aug, rng)
+        assert crop.dtype == np.uint8 and set(np.unique(crop)) <= {0, 1, IGNORE}
+    tuned = adapt_to_box(tiny_model(), frame, box, AdaptConfig(steps=2, lr=1e-3, batch_size=4, label="pseudo"))
+    assert not tuned.training
+    with pytest.raises(ValueError, match="label"):
+        AdaptConfig(label="mask")  # type: ignore[arg-type]
+
+
+def test_pseudo_label_does_not_teach_a_box_shaped_mask(moving_root: Path) -> None:
+    """A network that already segments the object (here: adapted on frame 0's mask) is adapted again
+    from the box alone. The filled box teaches it to mark the box's corners; its own mask does not."""
+    ds, track, frame, mask, box = first_frame(moving_root)
+    assert mask.sum() < 0.7 * fill_rbox(box, mask.shape).sum()  # the object is not box-shaped
+    good = adapt_segmenter(tiny_model(), frame, mask, box, FAST)
+    scores = {}
+    for label in ("box", "pseudo"):
+        tuned = adapt_to_box(good, frame, box, replace(FAST, label=label, core=0.5))
+        j, extra = [], []
+        for i in (3, 6, 9):
+            m = ds.mask(track, i)
+            patch, truth = augmented_patch(ds.frame(track, i), m, boxes_from_masks([m])[0], tuned.cfg.patch_size,
+                                           AugmentConfig(), None)
+            pred = predict_patches(tuned, patch[None])[0][0] > 0.5
+            j.append(jaccard(pred, truth))
+            extra.append((pred & ~truth).sum() / truth.sum())  # false object area, relative to the object
+        scores[label] = (float(np.mean(j)), float(np.mean(extra)))
+    (j_box, extra_box), (j_pseudo, extra_pseudo) = scores["box"], scores["pseudo"]
+    assert extra_pseudo < extra_box - 0.15 and j_pseudo > j_box, scores

@@ -185,6 +185,9 @@ def test_evaluate_command(square, tmp_path, capsys):
     with pytest.raises(SystemExit):
         evaluate.main(data + ["--trackers", "zero,nope", "--out", str(out)])
     assert "nope" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a bad adaptation setting is a usage error, not a traceback
+        evaluate.main(data + ["--trackers", "zero", "--adapt-core", "1.5", "--out", str(out)])
+    assert "core" in capsys.readouterr().err
 
 
 class Recorder:

@@ -12,8 +12,9 @@ beat; the same code (``bmvtrack.segmentation.track_step``) is the "tracking" cro
 ``python -m bmvtrack.evaluate_vae``.
 
 With ``adapt`` (the ``segmentation-adapt`` tracker, ours) the network is first fine-tuned on frame 0
-with the filled annotated box as its label (``bmvtrack.adaptation``): the same information the
-OpenCV trackers get, spent on teaching the segmenter this object before tracking starts.
+knowing only the annotated box (``bmvtrack.adaptation``; by default its own mask inside the box is
+the label, background outside it): the same information the OpenCV trackers get, spent on
+teaching the segmenter this object before tracking starts.
 """
 from __future__ import annotations
 

@@ -61,7 +61,9 @@ class PatchSampler:
 
 def augmented_patch(frame: np.ndarray, mask: np.ndarray, box: RBox, size: int, aug: AugmentConfig,
                     rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray]:
-    """One object-centred (S, S, 3) uint8 patch and (S, S) bool label of ``frame`` around ``box``.
+    """One object-centred (S, S, 3) uint8 patch and (S, S) label of ``frame`` around ``box``.
+
+    A bool ``mask`` gives a bool label; a uint8 one (class indices, 255 = ignore) keeps its values.
 
     ``rng=None`` gives the paper's plain crop; otherwise the box is jittered and the patch flipped,
     rotated, colour-jittered and blurred as ``aug`` says. Shared by pretraining and first-frame
@@ -77,7 +79,7 @@ def augmented_patch(frame: np.ndarray, mask: np.ndarray, box: RBox, size: int, a
         )
     win = crop_window(box, frame.shape[:2], size, a.context)
     patch = crop_image(frame, win)
-    label = crop_mask(mask, win)
+    label = crop_mask(mask, win) if mask.dtype == bool else crop_image(mask, win, cv2.INTER_NEAREST)
     if rng is not None:
         if a.flip and rng.random() < 0.5:
             patch, label = patch[:, ::-1], label[:, ::-1]
@@ -95,8 +97,8 @@ def _rotate(patch: np.ndarray, mask: np.ndarray, degrees: float) -> tuple[np.nda
     s = patch.shape[0]
     m = cv2.getRotationMatrix2D(((s - 1) / 2, (s - 1) / 2), degrees, 1.0)
     patch = cv2.warpAffine(patch, m, (s, s), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
-    mask = cv2.warpAffine(mask.astype(np.uint8), m, (s, s), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REFLECT_101)
-    return patch, mask.astype(bool)
+    rotated = cv2.warpAffine(mask.astype(np.uint8), m, (s, s), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REFLECT_101)
+    return patch, rotated.astype(mask.dtype)
 
 
 def _colour_jitter(patch: np.ndarray, rng: np.random.Generator, amp: float) -> np.ndarray:
