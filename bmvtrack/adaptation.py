@@ -112,7 +112,7 @@ def adapt_segmenter(model: nn.Module, frame: np.ndarray, label: np.ndarray, box:
     return tuned
 
 
-def pseudo_label(model: nn.Module, frame: np.ndarray, box: RBox, core: float = 0.0,
+def pseudo_label(model: nn.Module, frame: np.ndarray, box: RBox, core: float,
                  threshold: float = 0.5) -> np.ndarray:
     """uint8 H×W label from the network's own mask: 1 where it sees object inside ``box`` (and on
     the box's centre part, ``core`` of its sides), 0 outside the box, ``IGNORE`` on the rest of the

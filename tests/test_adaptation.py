@@ -108,19 +108,19 @@ def test_pseudo_label_keeps_the_networks_own_object_inside_the_box_and_nothing_o
     _, _, frame, _, box = first_frame(moving_root)
     inside = fill_rbox(box, frame.shape[:2])
     prob, _ = segment_crop(_LeftHalfNet(32), frame, box)
-    label = pseudo_label(_LeftHalfNet(32), frame, box)
+    label = pseudo_label(_LeftHalfNet(32), frame, box, core=0.0)
     assert label.dtype == np.uint8 and set(np.unique(label)) <= {0, 1, IGNORE}
     assert (label[~inside] == 0).all()  # outside the box: background, even where the network saw object
     assert ((prob > 0.5) & ~inside).any()
     assert np.array_equal(label == 1, inside & (prob > 0.5))
     assert np.array_equal(label == IGNORE, inside & (prob <= 0.5)) and (label == IGNORE).any()
     # a network that sees nothing in the box gets the filled box
-    assert np.array_equal(pseudo_label(_LeftHalfNet(32, empty=True), frame, box) == 1, inside)
+    assert np.array_equal(pseudo_label(_LeftHalfNet(32, empty=True), frame, box, core=0.0) == 1, inside)
 
 
 def test_pseudo_label_survives_the_augmentations_with_its_ignore_value(moving_root: Path) -> None:
     _, _, frame, _, box = first_frame(moving_root)
-    label = pseudo_label(_LeftHalfNet(32), frame, box)
+    label = pseudo_label(_LeftHalfNet(32), frame, box, core=0.0)
     aug = AugmentConfig(rotate=20.0)
     rng = np.random.default_rng(0)
     for _ in range(5):

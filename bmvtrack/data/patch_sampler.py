@@ -79,7 +79,7 @@ def augmented_patch(frame: np.ndarray, mask: np.ndarray, box: RBox, size: int, a
         )
     win = crop_window(box, frame.shape[:2], size, a.context)
     patch = crop_image(frame, win)
-    label = crop_mask(mask, win) if mask.dtype == bool else crop_image(mask, win, cv2.INTER_NEAREST)
+    label = crop_mask(mask, win)
     if rng is not None:
         if a.flip and rng.random() < 0.5:
             patch, label = patch[:, ::-1], label[:, ::-1]

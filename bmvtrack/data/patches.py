@@ -62,8 +62,10 @@ def crop_image(frame: np.ndarray, window: CropWindow, interpolation: int = cv2.I
 
 
 def crop_mask(mask: np.ndarray, window: CropWindow) -> np.ndarray:
-    """The window of a boolean mask, nearest-neighbour, as bool."""
-    return crop_image(mask.astype(np.uint8), window, cv2.INTER_NEAREST).astype(bool)
+    """The window of a label map, nearest-neighbour: a bool mask stays bool, uint8 class indices
+    (255 = ignore, as in first-frame adaptation's pseudo labels) keep their values."""
+    out = crop_image(mask.astype(np.uint8), window, cv2.INTER_NEAREST)
+    return out if mask.dtype == np.uint8 else out.astype(bool)
 
 
 def paste_patch(patch: np.ndarray, window: CropWindow, frame_hw: tuple[int, int]) -> np.ndarray:
