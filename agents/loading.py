@@ -30,8 +30,14 @@ def load_agent(model_path: str | Path):
 
 def policy_tracker_factory(model_path: str | Path, encoder: str | Path | None = None,
                            name: str | None = None, adapt: AdaptConfig | None = None) -> Callable[[], PolicyTracker]:
-    """A zero-argument factory of PolicyTrackers sharing one loaded model and encoder."""
+    """A zero-argument factory of PolicyTrackers sharing one loaded model and encoder.
+
+    An agent trained on adapted states (its config's ``adapt.steps > 0``) always adapts as it was
+    trained, whatever ``adapt`` says: its state means nothing without it.
+    """
     model, cfg = load_agent(model_path)
+    if cfg.adapt.steps > 0:
+        adapt = cfg.adapt
     enc_path = Path(encoder or cfg.encoder or DEFAULT_VAE_CHECKPOINT)
     enc = StateEncoder.from_checkpoint(enc_path, kind=cfg.obs)
     space = model.action_space

@@ -4,13 +4,12 @@ It rebuilds exactly the observation the environment gives (search crop at the cu
 template crop, box geometry, encoded by the same frozen encoder), so a policy is evaluated by the
 same one-pass protocol as every baseline tracker.
 
-With ``adapt`` the decoder that proposes the state's motion cue is fine-tuned on frame 0's box
-before tracking (``bmvtrack.adaptation``, decoder only): the cue improves while every encoder
-output the policy reads stays what it was trained on.
+With ``adapt`` the network is fine-tuned on frame 0's box before tracking (``bmvtrack.adaptation``).
+For an agent trained on unadapted states only the decoder is (``--policy-adapt``): the motion cue
+improves while every encoder output the policy reads stays what it was trained on. An agent
+trained on adapted states (``train_sac --set adapt.steps=60``) adapts as it was trained.
 """
 from __future__ import annotations
-
-import copy
 
 import numpy as np
 
@@ -45,8 +44,7 @@ class PolicyTracker:
     def init(self, frame: np.ndarray, box: RBox) -> None:
         self.box, self.first, self.cache = box, True, None
         if self.adapt is not None and self.adapt.steps > 0:  # a per-track copy; the shared encoder is untouched
-            self.encoder = copy.copy(self.base_encoder)
-            self.encoder.net = adapt_to_box(self.base_encoder.net, frame, box, self.adapt)
+            self.encoder = self.base_encoder.with_net(adapt_to_box(self.base_encoder.net, frame, box, self.adapt))
         self.template_crop = self._crop(frame, box)[0] if self.template else None
 
     def update(self, frame: np.ndarray) -> RBox:

@@ -20,6 +20,7 @@ from stable_baselines3 import SAC
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.logger import KVWriter, Logger, configure
 
+from bmvtrack.adaptation import AdaptConfig, AdaptedModels, cache_folder
 from bmvtrack.config import save_config, to_dict
 from bmvtrack.data.readers import DataConfig, TrackFilter
 from bmvtrack.io import atomic_save, atomic_write_bytes
@@ -28,7 +29,7 @@ from bmvtrack.metrics import success_auc
 from bmvtrack.motion import MotionPrior
 from bmvtrack.paths import DEFAULT_VAE_CHECKPOINT, RUNS_DIR
 from agents.mvsac import MVSAC
-from envs.encoding import EncodedObservation, ObsKind
+from envs.encoding import DECODER_KINDS, EncodedObservation, ObsKind, StateEncoder, TrackStates
 from envs.registration import make_sb3_vec_env, resolve_encoder, resolve_env_config
 from envs.tracking_env import EnvConfig, TrackingEnv
 
@@ -73,6 +74,8 @@ class TrainConfig:
     encoder: str | None = None  # pretrained βMVUnet checkpoint (default runs/pretrain_vae/checkpoint.pt)
     obs: ObsKind = "features_motion"  # observation kind (envs.encoding); prior_source=cue needs features_motion
     agent: AgentConfig = field(default_factory=AgentConfig)
+    adapt: AdaptConfig = field(default_factory=lambda: AdaptConfig(steps=0))  # state from each track's network adapted on frame 0's box (steps 0 = off)
+    adapt_cache: str | None = None  # folder of the adapted copies, reused across runs (default runs/adapt_cache)
     n_envs: int = 2  # vectorised environment copies (one batched encoder forward per step)
     seed: int = 0  # seeds env sampling, networks and warm-up
     out_dir: str | None = None  # run folder (default runs/train_sac/<run name>)
@@ -232,6 +235,16 @@ def build_agent(cfg: TrainConfig, venv, prior_mean: np.ndarray, prior_cov: np.nd
     )
 
 
+def track_states(cfg: TrainConfig, encoder: StateEncoder, enc_path: Path) -> TrackStates | None:
+    """Per-track adapted states when ``cfg.adapt.steps > 0`` (copies cached under ``adapt_cache``)."""
+    if cfg.adapt.steps <= 0:
+        return None
+    if cfg.obs not in DECODER_KINDS:
+        raise ValueError(f"adapt needs an observation with a decoder {DECODER_KINDS} (got obs={cfg.obs})")
+    root = Path(cfg.adapt_cache) if cfg.adapt_cache else RUNS_DIR / "adapt_cache"
+    return TrackStates(encoder, AdaptedModels(encoder.net, cfg.adapt, cache_folder(root, enc_path, cfg.adapt)))
+
+
 def ensure_encoder(cfg: TrainConfig) -> Path:
     """The encoder checkpoint; pretrains the default βMVUnet first when none exists (saying so)."""
     path = Path(cfg.encoder) if cfg.encoder else DEFAULT_VAE_CHECKPOINT
@@ -271,11 +284,15 @@ def train(cfg: TrainConfig, resume: str | None = None, argv: list[str] | None = 
     save_config(cfg, run_dir / "config.yaml")
     (run_dir / "command.txt").write_text(" ".join([sys.executable, "-m", "bmvtrack.train_sac", *(argv or [])]) + "\n")
 
-    venv = make_sb3_vec_env(cfg.n_envs, env_cfg, encoder=encoder, seed=cfg.seed)
+    per_track = track_states(cfg, encoder, enc_path)
+    venv = make_sb3_vec_env(cfg.n_envs, env_cfg, encoder=encoder, seed=cfg.seed, per_track=per_track)
     eval_env = None
     if cfg.eval_split:
         ecfg = resolve_env_config(env_cfg, split=cfg.eval_split, order="sequential", lost_frames=0, extra_data=[])
-        eval_env = EncodedObservation(TrackingEnv(ecfg, prior=probe.prior), encoder)
+        eval_raw = TrackingEnv(ecfg, prior=probe.prior)
+        if per_track is not None:
+            per_track.prepare(eval_raw)
+        eval_env = EncodedObservation(eval_raw, encoder, per_track)
 
     run_logger = RunLogger(run_dir, name, "train_sac", to_dict(cfg), cfg.wandb)
     if resume:
@@ -291,7 +308,7 @@ def train(cfg: TrainConfig, resume: str | None = None, argv: list[str] | None = 
                             cue=(encoder.prior_mean, encoder.prior_std))
         a = cfg.agent
         if a.demo_episodes > 0:
-            demo_env = EncodedObservation(TrackingEnv(env_cfg, prior=probe.prior), encoder)
+            demo_env = EncodedObservation(TrackingEnv(env_cfg, prior=probe.prior), encoder, per_track)
             demos = collect_demonstrations(demo_env, a.demo_episodes, cfg.seed, noise=a.demo_noise)
             if a.bc_epochs > 0 and hasattr(model, "bc_pretrain"):
                 losses = model.bc_pretrain(demos["obs"], demos["actions"], epochs=a.bc_epochs)

@@ -22,13 +22,19 @@ convolution, so the encoder's outputs — the RL state — stay exactly those th
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
-from typing import Literal
+import hashlib
+import json
+import re
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
+from bmvtrack.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from bmvtrack.data.patch_sampler import AugmentConfig, augmented_patch
 from bmvtrack.models.losses import construction_loss
 from bmvtrack.models.preprocess import patches_to_tensor
@@ -142,3 +148,67 @@ def adapt_to_box(model: nn.Module, frame: np.ndarray, box: RBox, cfg: AdaptConfi
     else:
         label = fill_rbox(box, frame.shape[:2])
     return adapt_segmenter(model, frame, label, box, cfg)
+
+
+class AdaptedModels:
+    """Per-track adapted copies of one network (``adapt_to_box`` on the track's first frame and box).
+
+    Why: an agent trained on the adapted state needs its track's copy at every reset, and one
+    adaptation costs about a thousand tracked frames (benchmarks/bench_adapt.py), so each copy is
+    made once per track and, with ``cache_dir``, kept on disk for later runs and seeds. The folder
+    must be specific to the base network and ``cfg`` (``cache_folder``). A cached file that cannot
+    be read is reported and remade, never trusted.
+    """
+
+    def __init__(self, model: nn.Module, cfg: AdaptConfig, cache_dir: str | Path | None = None) -> None:
+        if cfg.steps <= 0:
+            raise ValueError("AdaptedModels needs cfg.steps > 0")
+        self.model, self.cfg = model, cfg
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self._models: dict[str, nn.Module] = {}
+
+    def _file(self, key: str, name: str) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        digest = hashlib.sha1(key.encode()).hexdigest()[:10]
+        return self.cache_dir / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}-{digest}.pt"
+
+    def get(self, key: str, name: str, first: Callable[[], tuple[np.ndarray, RBox]]) -> nn.Module:
+        """The adapted copy for track ``key`` (``first()`` gives frame 0 and its box when it must be made)."""
+        if key in self._models:
+            return self._models[key]
+        path = self._file(key, name)
+        tuned = None
+        if path is not None and path.is_file():
+            try:
+                tuned = copy.deepcopy(self.model)
+                tuned.load_state_dict(load_checkpoint(path, kind="adapted")["model"])
+            except (CheckpointError, KeyError, RuntimeError) as exc:
+                print(f"{path}: unusable adapted copy ({str(exc)[:200]}); adapting again", file=sys.stderr)
+                tuned = None
+        if tuned is None:
+            frame, box = first()
+            tuned = adapt_to_box(self.model, frame, box, self.cfg)
+            if path is not None:
+                save_checkpoint(path, {"kind": "adapted", "track": key, "model": tuned.state_dict()})
+        tuned.requires_grad_(False).eval()
+        self._models[key] = tuned
+        return tuned
+
+    def prepare(self, tracks: Iterable[tuple[str, str, Callable[[], tuple[np.ndarray, RBox]]]]) -> None:
+        """Make (or load) the copy of every ``(key, name, first)`` now, with a progress bar."""
+        from tqdm.auto import tqdm
+
+        items = list(tracks)
+        for key, name, first in tqdm(items, desc="first-frame adaptation", unit="track", disable=not items):
+            self.get(key, name, first)
+
+
+def cache_folder(root: str | Path, checkpoint: str | Path, cfg: AdaptConfig) -> Path:
+    """``root``/<hash of the checkpoint file's bytes and of ``cfg``>: adapted copies of one network."""
+    h = hashlib.sha256()
+    with open(checkpoint, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    h.update(json.dumps(asdict(cfg), sort_keys=True).encode())
+    return Path(root) / h.hexdigest()[:16]

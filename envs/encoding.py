@@ -21,12 +21,15 @@ The observation ends with the 7 box-geometry numbers of the raw observation. ``l
 The template's encoding is computed once per episode (when the box's ``first`` flag is set) and reused.
 
 Wrappers: ``EncodedObservation`` (one Gymnasium env), ``VecEncodedObservation`` (SB3 VecEnv),
-``VectorEncodedObservation`` (Gymnasium vector env).
+``VectorEncodedObservation`` (Gymnasium vector env). With ``TrackStates`` the first two compute
+each copy's state with its track's first-frame-adapted network (``bmvtrack.adaptation``), the
+state a tracker has after adapting on frame 0's box.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+import copy
+from typing import Any, Callable, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -34,6 +37,7 @@ import torch
 from gymnasium import spaces
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
+from bmvtrack.adaptation import AdaptedModels
 from bmvtrack.checkpoint import load_checkpoint
 from bmvtrack.config import from_dict
 from bmvtrack.models import ModelConfig, build_encoder, build_model
@@ -115,6 +119,12 @@ class StateEncoder:
         net = build_model(model_cfg, prior.mean, prior.cov, prior.sample_std)
         return cls(model_cfg, net.state_dict(), kind)
 
+    def with_net(self, net: torch.nn.Module) -> "StateEncoder":
+        """The same recipe on another network of the same class (a per-track adapted copy)."""
+        out = copy.copy(self)
+        out.net = net
+        return out
+
     @property
     def patch_size(self) -> int:
         return self.cfg.patch_size
@@ -194,6 +204,36 @@ class StateEncoder:
         return np.concatenate(parts, axis=1).astype(np.float32), (template_cache if n > 1 else None)
 
 
+class TrackStates:
+    """Each track's encoder: the shared recipe with the track's first-frame-adapted network."""
+
+    def __init__(self, encoder: StateEncoder, models: AdaptedModels) -> None:
+        if encoder.kind not in DECODER_KINDS:
+            raise ValueError(f"adapted states need an observation with a decoder {DECODER_KINDS}, got {encoder.kind!r}")
+        self.encoder, self.models = encoder, models
+
+    def prepare(self, env: Any) -> None:
+        """Adapt (or load) the network of every track of a TrackingEnv now, with a progress bar."""
+        from envs.tracking_env import track_key
+
+        self.models.prepare((track_key(t), t.name, lambda t=t: env.first_frame(t)) for t in env.tracks)
+
+    def for_track(self, track: Any, first: Callable[[], tuple[np.ndarray, Any]]) -> StateEncoder:
+        from envs.tracking_env import track_key
+
+        return self.encoder.with_net(self.models.get(track_key(track), track.name, first))
+
+
+def encode_each(encoders: list[StateEncoder], crops: np.ndarray, box: np.ndarray,
+                template_cache: np.ndarray | None, window: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """``StateEncoder.encode`` with a different encoder per batch row (one forward each)."""
+    rows = [enc.encode(crops[i:i + 1], box[i:i + 1], None if template_cache is None else template_cache[i:i + 1],
+                       None if window is None else window[i:i + 1]) for i, enc in enumerate(encoders)]
+    caches = [c for _, c in rows]
+    return (np.concatenate([o for o, _ in rows]),
+            None if caches[0] is None else np.concatenate(caches))
+
+
 def _window(obs: dict[str, np.ndarray], add_batch: bool = False) -> np.ndarray | None:
     """The raw observation's crop window (None for raw observations without one)."""
     w = obs.get("window")
@@ -209,43 +249,63 @@ def _flat_space(encoder: StateEncoder, raw: spaces.Dict) -> spaces.Box:
 class EncodedObservation(gym.ObservationWrapper):
     """One environment: raw crops → encoder state."""
 
-    def __init__(self, env: gym.Env, encoder: StateEncoder) -> None:
+    def __init__(self, env: gym.Env, encoder: StateEncoder, per_track: TrackStates | None = None) -> None:
         super().__init__(env)
-        self.encoder = encoder
+        self.encoder, self.per_track = encoder, per_track
         self.observation_space = _flat_space(encoder, env.observation_space)
         self.obs_layout = encoder.layout(env.observation_space["crops"].shape[0], env.observation_space["box"].shape[0])
         self._cache: np.ndarray | None = None
 
     def observation(self, observation: dict[str, np.ndarray]) -> np.ndarray:
-        obs, self._cache = self.encoder.encode(observation["crops"][None], observation["box"][None], self._cache,
-                                               _window(observation, add_batch=True))
+        enc = self.encoder
+        if self.per_track is not None:
+            raw = self.env.unwrapped
+            enc = self.per_track.for_track(raw.track, lambda: raw.first_frame(raw.track))
+        obs, self._cache = enc.encode(observation["crops"][None], observation["box"][None], self._cache,
+                                      _window(observation, add_batch=True))
         return obs[0]
 
 
 class VecEncodedObservation(VecEnvWrapper):
     """SB3 VecEnv of raw environments → one batched encoder forward per step for all copies."""
 
-    def __init__(self, venv: VecEnv, encoder: StateEncoder) -> None:
-        self.encoder = encoder
+    def __init__(self, venv: VecEnv, encoder: StateEncoder, per_track: TrackStates | None = None) -> None:
+        self.encoder, self.per_track = encoder, per_track
         raw = venv.observation_space
         super().__init__(venv, observation_space=_flat_space(encoder, raw))
         self.obs_layout = encoder.layout(raw["crops"].shape[0], raw["box"].shape[0])
         self._cache: np.ndarray | None = None
+        self._stepping: list[StateEncoder] = []  # per-track encoders of the episodes a step was sent to
+
+    def _encoders(self) -> list[StateEncoder]:
+        """Each copy's encoder for the track it is on now."""
+        assert self.per_track is not None
+        return [self.per_track.for_track(t, lambda i=i, t=t: self.venv.env_method("first_frame", t, indices=[i])[0])
+                for i, t in enumerate(self.venv.get_attr("track"))]
 
     def _encode(self, obs: dict[str, np.ndarray]) -> np.ndarray:
-        out, self._cache = self.encoder.encode(obs["crops"], obs["box"], self._cache, _window(obs))
+        if self.per_track is None:
+            out, self._cache = self.encoder.encode(obs["crops"], obs["box"], self._cache, _window(obs))
+        else:
+            out, self._cache = encode_each(self._encoders(), obs["crops"], obs["box"], self._cache, _window(obs))
         return out
 
     def reset(self) -> np.ndarray:
         self._cache = None
         return self._encode(self.venv.reset())
 
+    def step_async(self, actions: np.ndarray) -> None:
+        if self.per_track is not None:  # a finished episode's last state needs its own track's network
+            self._stepping = self._encoders()
+        self.venv.step_async(actions)
+
     def step_wait(self) -> Any:
         obs, rewards, dones, infos = self.venv.step_wait()
-        for info in infos:  # the final observation of a finished episode is encoded too
+        for i, info in enumerate(infos):  # the final observation of a finished episode is encoded too
             term = info.get("terminal_observation")
             if isinstance(term, dict):
-                info["terminal_observation"] = self.encoder.encode(
+                enc = self._stepping[i] if self.per_track is not None else self.encoder
+                info["terminal_observation"] = enc.encode(
                     term["crops"][None], term["box"][None], None, _window(term, add_batch=True))[0][0]
         return self._encode(obs), rewards, dones, infos
 

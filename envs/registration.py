@@ -12,7 +12,7 @@ from bmvtrack.data.readers import DataConfig, VideoDataset
 from bmvtrack.models import ModelConfig
 from bmvtrack.motion import MotionPrior
 from bmvtrack.paths import DEFAULT_PRIOR, DEFAULT_VAE_CHECKPOINT, SYNTH_DIR
-from envs.encoding import EncodedObservation, ObsKind, StateEncoder, VectorEncodedObservation
+from envs.encoding import EncodedObservation, ObsKind, StateEncoder, TrackStates, VectorEncodedObservation
 from envs.tracking_env import EnvConfig, TrackingEnv
 
 ENV_ID = "bmvtrack/Track-v0"
@@ -95,8 +95,10 @@ def make_tracking_vector_env(num_envs: int = 2, config: EnvConfig | dict | str |
 
 def make_sb3_vec_env(num_envs: int = 2, config: EnvConfig | dict | str | Path | None = None,
                      encoder: StateEncoder | str | Path | None = None, obs: ObsKind = "features",
-                     subprocess: bool = False, seed: int | None = None, **overrides: Any):
-    """SB3 VecEnv (Dummy or Subproc) of raw envs; the encoder runs once per step on the whole batch."""
+                     subprocess: bool = False, seed: int | None = None, per_track: TrackStates | None = None,
+                     **overrides: Any):
+    """SB3 VecEnv (Dummy or Subproc) of raw envs; the encoder runs once per step on the whole batch
+    (once per copy with ``per_track``, each copy's track's adapted network, all made here first)."""
     from stable_baselines3.common.monitor import Monitor
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
@@ -119,4 +121,6 @@ def make_sb3_vec_env(num_envs: int = 2, config: EnvConfig | dict | str | Path | 
     venv = cls([factory(i) for i in range(num_envs)])
     if seed is not None:
         venv.seed(seed)
-    return VecEncodedObservation(venv, enc)
+    if per_track is not None:
+        per_track.prepare(probe)
+    return VecEncodedObservation(venv, enc, per_track)

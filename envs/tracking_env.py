@@ -88,6 +88,11 @@ def window_features(window: CropWindow, frame_hw: tuple[int, int]) -> np.ndarray
     return np.array([window.x0, window.y0, window.x1, window.y1, w, h], dtype=np.float32)
 
 
+def track_key(track: Track) -> str:
+    """A track's identity, unique across pooled datasets (names can repeat between them)."""
+    return f"{track.mask_paths[0]}#{track.object_id}"
+
+
 @dataclass
 class EnvConfig:
     """Options of the tracking environment."""
@@ -158,13 +163,20 @@ class TrackingEnv(gym.Env):
 
     def gt_boxes(self, track: Track) -> list[RBox | None]:
         """Canonical annotated boxes of a track (computed once per track)."""
-        key = f"{track.mask_paths[0]}#{track.object_id}"  # unique across pooled datasets
+        key = track_key(track)
         boxes = self._gt_cache.get(key)
         if boxes is None:
             masks = (self.dataset.mask(track, i) if track.present[i] else None for i in range(len(track)))
             boxes = boxes_from_masks(masks, self.cfg.box_method)
             self._gt_cache[key] = boxes
         return boxes
+
+    def first_frame(self, track: Track) -> tuple[np.ndarray, RBox]:
+        """Frame 0 of ``track`` and its annotated box: all a tracker is given (episodes start there)."""
+        box = self.gt_boxes(track)[0]
+        if box is None:  # tracks start where the object is seen, so this is a broken dataset
+            raise RuntimeError(f"track {track.name} has no box in its first frame")
+        return self.dataset.frame(track, 0), box
 
     def _crop(self, frame_index: int, box: RBox) -> tuple[np.ndarray, CropWindow]:
         frame = self.dataset.frame(self.track, frame_index)
@@ -224,9 +236,7 @@ class TrackingEnv(gym.Env):
         self._gt = self.gt_boxes(self.track)
         self._t = 0
         self._lost = 0
-        first = self._gt[0]
-        if first is None:  # tracks start where the object is seen, so this is a broken dataset
-            raise RuntimeError(f"track {self.track.name} has no box in its first frame")
+        _, first = self.first_frame(self.track)
         self.box = first
         self._template, _ = self._crop(0, first)
         self._last_iou = 1.0

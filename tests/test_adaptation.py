@@ -12,7 +12,8 @@ from test_segmentation_tracker import run_tracker
 from test_vae_eval import open_ds, tiny_model
 
 from agents.baselines.segmentation import SegmentationTracker
-from bmvtrack.adaptation import IGNORE, AdaptConfig, adapt_segmenter, adapt_to_box, pseudo_label
+from bmvtrack.adaptation import (IGNORE, AdaptConfig, AdaptedModels, adapt_segmenter, adapt_to_box, cache_folder,
+                                 pseudo_label)
 from bmvtrack.data.patch_sampler import AugmentConfig, augmented_patch
 from bmvtrack.metrics import jaccard
 from bmvtrack.models.preprocess import patches_to_tensor
@@ -152,3 +153,39 @@ def test_pseudo_label_does_not_teach_a_box_shaped_mask(moving_root: Path) -> Non
         scores[label] = (float(np.mean(j)), float(np.mean(extra)))
     (j_box, extra_box), (j_pseudo, extra_pseudo) = scores["box"], scores["pseudo"]
     assert extra_pseudo < extra_box - 0.15 and j_pseudo > j_box, scores
+
+
+def test_adapted_models_are_made_once_kept_on_disk_and_remade_when_corrupt(moving_root: Path, tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture) -> None:
+    _, _, frame, _, box = first_frame(moving_root)
+    cfg = AdaptConfig(steps=2, lr=1e-2, batch_size=4)
+    made: list[int] = []
+
+    def first():
+        made.append(1)
+        return frame, box
+
+    base = tiny_model()
+    one = AdaptedModels(base, cfg, tmp_path).get("a.png#1", "seq/1", first)
+    assert made == [1] and not torch.equal(one.state_dict()["outc.weight"], base.state_dict()["outc.weight"])
+    again = AdaptedModels(tiny_model(), cfg, tmp_path)  # a later run: loaded, not adapted
+    two = again.get("a.png#1", "seq/1", first)
+    assert made == [1] and again.get("a.png#1", "seq/1", first) is two
+    assert all(torch.equal(v, two.state_dict()[k]) for k, v in one.state_dict().items())
+    (path,) = tmp_path.glob("*.pt")
+    path.write_bytes(b"not a checkpoint")
+    three = AdaptedModels(tiny_model(), cfg, tmp_path).get("a.png#1", "seq/1", first)
+    assert made == [1, 1] and str(path) in capsys.readouterr().err
+    assert all(torch.equal(v, three.state_dict()[k]) for k, v in one.state_dict().items())
+    with pytest.raises(ValueError, match="steps"):
+        AdaptedModels(base, AdaptConfig(steps=0))
+
+
+def test_cache_folder_is_specific_to_the_network_file_and_the_adaptation(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.pt", tmp_path / "b.pt"
+    a.write_bytes(b"weights one")
+    b.write_bytes(b"weights two")
+    cfg = AdaptConfig()
+    assert cache_folder(tmp_path, a, cfg) == cache_folder(tmp_path, a, AdaptConfig())
+    assert len({cache_folder(tmp_path, a, cfg), cache_folder(tmp_path, b, cfg),
+                cache_folder(tmp_path, a, replace(cfg, core=0.25))}) == 3

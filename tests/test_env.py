@@ -12,9 +12,10 @@ from bmvtrack.data.readers import DataConfig, TrackFilter
 from bmvtrack.data.synth import SynthConfig, generate_dataset
 from bmvtrack.models import ModelConfig
 from bmvtrack.motion import MotionPrior
-from envs.encoding import OBS_KINDS, StateEncoder
+from bmvtrack.adaptation import AdaptConfig, AdaptedModels
+from envs.encoding import OBS_KINDS, EncodedObservation, StateEncoder, TrackStates
 from envs.registration import make_raw_env, make_sb3_vec_env, make_tracking_env, make_tracking_vector_env
-from envs.tracking_env import EnvConfig, TrackingEnv
+from envs.tracking_env import EnvConfig, TrackingEnv, track_key
 
 TINY_MODEL = ModelConfig(patch_size=32, base_width=8, decoder_width=8, z_channels=8, part_size=4)
 KEEP_ALL = TrackFilter(absent="keep", max_box_fraction=1.0)
@@ -263,3 +264,38 @@ def test_extra_data_pools_tracks_of_another_dataset(synth_root, tmp_path):
         if terminated or truncated:
             break
     assert len(ious) >= 3 and np.mean(ious) > 0.9, ious
+
+
+def test_vec_env_states_come_from_each_tracks_adapted_network(synth_root, tmp_path):
+    """Each copy is encoded by its own track's adapted copy, the last state of a finished episode
+    by the track it finished (not the one the copy was reset to)."""
+    enc = StateEncoder.untrained(TINY_MODEL, MotionPrior.paper(), kind="features_motion")
+    models = AdaptedModels(enc.net, AdaptConfig(steps=2, lr=1e-2, batch_size=2), tmp_path)
+    per_track = TrackStates(enc, models)
+    cfg = env_cfg(synth_root, lost_frames=0)
+    venv = make_sb3_vec_env(2, cfg, encoder=enc, seed=3, per_track=per_track)
+    assert len(models._models) == len(TrackingEnv(cfg).tracks)  # every track adapted before training starts
+
+    def single(track):  # the same track in one env, encoded by that track's adapted network
+        raw = TrackingEnv(cfg)
+        net = models.get(track_key(track), track.name, lambda: None)
+        env = EncodedObservation(raw, enc.with_net(net))
+        return env, env.reset(options={"track_index": raw.tracks.index(track)})[0]
+
+    stay = np.tile([[1, 1, 0, 0, 0]], (2, 1)).astype(np.float32)
+    obs, base = venv.reset(), make_sb3_vec_env(2, cfg, encoder=enc, seed=3)
+    plain = base.reset()
+    pairs = [single(t) for t in venv.get_attr("track")]
+    for i, (_, first) in enumerate(pairs):
+        assert np.allclose(obs[i], first, atol=1e-6)
+    assert not np.allclose(obs, plain)  # the adapted networks' states, not the base's
+    for _ in range(len(TrackingEnv(cfg).tracks[0]) - 1):
+        obs, _, dones, infos = venv.step(stay)
+        ref = [env.step(stay[0]) for env, _ in pairs]
+    assert dones.all()
+    for i, (o, *_rest) in enumerate(ref):
+        assert np.allclose(infos[i]["terminal_observation"], o, atol=1e-6)
+    for i, t in enumerate(venv.get_attr("track")):  # after the automatic reset: the new track's network
+        assert np.allclose(obs[i], single(t)[1], atol=1e-6)
+    venv.close()
+    base.close()

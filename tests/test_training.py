@@ -7,7 +7,8 @@ import torch
 
 from agents.policy_tracker import PolicyTracker
 from agents.training import AgentConfig, TrainConfig, train
-from bmvtrack.adaptation import AdaptConfig
+from agents.loading import policy_tracker_factory
+from bmvtrack.adaptation import AdaptConfig, AdaptedModels
 from bmvtrack.checkpoint import save_checkpoint
 from bmvtrack.config import to_dict
 from bmvtrack.data.patches import crop_image, crop_window
@@ -17,7 +18,7 @@ from bmvtrack.logging_wandb import WandbConfig, read_metrics
 from bmvtrack.models import ModelConfig, build_model
 from bmvtrack.models.preprocess import patches_to_tensor
 from bmvtrack.motion import MotionPrior, boxes_from_masks
-from envs.encoding import EncodedObservation, StateEncoder
+from envs.encoding import EncodedObservation, StateEncoder, TrackStates
 from envs.tracking_env import EnvConfig, TrackingEnv
 
 TINY = ModelConfig(patch_size=32, base_width=8, decoder_width=8, z_channels=8, part_size=4)
@@ -69,15 +70,18 @@ def test_plain_sac_baseline_runs(setup):
     assert type(out["model"]).__name__ == "SAC"
 
 
-@pytest.mark.parametrize("kind", ["features", "features_motion"])
-def test_policy_tracker_reproduces_env_rollout(setup, kind):
-    """The tracker adapter must rebuild the environment's observations exactly (the motion cue too)."""
+@pytest.mark.parametrize("kind,adapted", [("features", False), ("features_motion", False), ("features_motion", True)])
+def test_policy_tracker_reproduces_env_rollout(setup, kind, adapted, tmp_path):
+    """The tracker adapter must rebuild the environment's observations exactly (the motion cue too),
+    and, for an agent trained on adapted states, the adapted network the environment used."""
     root, data = setup
     prior = MotionPrior.load(root / "prior.json")
     enc = StateEncoder.from_checkpoint(root / "enc.pt", kind=kind)
     cfg = EnvConfig(data=DataConfig(root=str(data), layout="davis2017", filters=KEEP_ALL), crop_size=32,
                     lost_frames=0)
-    env = EncodedObservation(TrackingEnv(cfg, prior=prior), enc)
+    adapt = AdaptConfig(steps=3, lr=1e-2, batch_size=4) if adapted else None
+    per_track = TrackStates(enc, AdaptedModels(enc.net, adapt, tmp_path)) if adapt else None
+    env = EncodedObservation(TrackingEnv(cfg, prior=prior), enc, per_track)
 
     class Scripted:  # a deterministic "policy" that depends on the observation
         def predict(self, obs, deterministic=True):
@@ -95,7 +99,7 @@ def test_policy_tracker_reproduces_env_rollout(setup, kind):
         env_boxes.append(info["pred_box"])
         done = term or trunc
     raw = env.unwrapped
-    tracker = PolicyTracker(policy, enc, raw.action_space.low, raw.action_space.high)
+    tracker = PolicyTracker(policy, enc, raw.action_space.low, raw.action_space.high, adapt=adapt)
     ds: VideoDataset = raw.dataset
     track = raw.tracks[0]
     tracker.init(ds.frame(track, 0), raw.gt_boxes(track)[0])
@@ -124,3 +128,31 @@ def test_policy_tracker_adapts_only_its_own_copy_of_the_cue_decoder(setup):
     with pytest.raises(ValueError, match="decoder"):
         PolicyTracker(None, StateEncoder.from_checkpoint(root / "enc.pt", kind="features"), np.zeros(5), np.ones(5),
                       adapt=adapt)
+
+
+def test_training_on_adapted_states_adapts_each_track_once_and_tracks_adapted(setup, monkeypatch):
+    """Every training and held-out track is adapted up front and cached; a second run only loads;
+    the trained agent, as a tracker, adapts as it was trained (its state means nothing otherwise)."""
+    import bmvtrack.adaptation as adaptation
+
+    root, data = setup
+    cfg = tiny_cfg(root, data)
+    cfg.obs, cfg.out_dir, cfg.adapt_cache = "features_motion", str(root / "run_adapt"), str(root / "adapt_cache")
+    cfg.adapt = AdaptConfig(steps=1, lr=1e-3, batch_size=2)
+    cfg.agent.total_timesteps = 80
+    out = train(cfg)
+    n_tracks = sum(len(VideoDataset.from_config(DataConfig(root=str(data), layout="davis2017", split=split,
+                                                           filters=KEEP_ALL)).tracks()) for split in ("train", "val"))
+    (folder,) = (root / "adapt_cache").iterdir()
+    assert len(list(folder.glob("*.pt"))) == n_tracks
+    tracker = policy_tracker_factory(out["run_dir"] / "model.zip")()
+    assert tracker.adapt == cfg.adapt
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("adapted again instead of loading the cached copy")
+
+    monkeypatch.setattr(adaptation, "adapt_to_box", refuse)
+    cfg.out_dir = str(root / "run_adapt2")
+    assert train(cfg)["run_dir"].is_dir()
+    with pytest.raises(ValueError, match="decoder"):
+        train(TrainConfig(**{**cfg.__dict__, "obs": "features", "agent": AgentConfig(prior_source="global")}))
