@@ -43,8 +43,10 @@ from bmvtrack.config import from_dict
 from bmvtrack.models import ModelConfig, build_encoder, build_model
 from bmvtrack.models.preprocess import patches_to_tensor
 from bmvtrack.data.patches import CropWindow
+from bmvtrack.data.readers import Track
 from bmvtrack.motion import STAY_ACTION, MotionPrior, RBox, motion_between
 from bmvtrack.segmentation import Keep, box_in_window, foreground_prob
+from envs.tracking_env import TrackingEnv, track_key
 
 ObsKind = Literal["posterior", "features", "features_mask", "features_motion"]
 OBS_KINDS = ("posterior", "features", "features_mask", "features_motion")
@@ -212,15 +214,11 @@ class TrackStates:
             raise ValueError(f"adapted states need an observation with a decoder {DECODER_KINDS}, got {encoder.kind!r}")
         self.encoder, self.models = encoder, models
 
-    def prepare(self, env: Any) -> None:
+    def prepare(self, env: TrackingEnv) -> None:
         """Adapt (or load) the network of every track of a TrackingEnv now, with a progress bar."""
-        from envs.tracking_env import track_key
-
         self.models.prepare((track_key(t), t.name, lambda t=t: env.first_frame(t)) for t in env.tracks)
 
-    def for_track(self, track: Any, first: Callable[[], tuple[np.ndarray, Any]]) -> StateEncoder:
-        from envs.tracking_env import track_key
-
+    def for_track(self, track: Track, first: Callable[[], tuple[np.ndarray, RBox]]) -> StateEncoder:
         return self.encoder.with_net(self.models.get(track_key(track), track.name, first))
 
 

@@ -17,4 +17,4 @@ run_one() {
   echo "$name rc=$?"
 }
 export -f run_one
-xargs -P 2 -L 1 bash -c 'run_one "$@"' _ < "$list"
+grep -v '^\s*\(#\|$\)' "$list" | xargs -P 2 -L 1 bash -c 'run_one "$@"' _

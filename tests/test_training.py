@@ -133,7 +133,7 @@ def test_policy_tracker_adapts_only_its_own_copy_of_the_cue_decoder(setup):
 def test_training_on_adapted_states_adapts_each_track_once_and_tracks_adapted(setup, monkeypatch):
     """Every training and held-out track is adapted up front and cached; a second run only loads;
     the trained agent, as a tracker, adapts as it was trained (its state means nothing otherwise)."""
-    import bmvtrack.adaptation as adaptation
+    from bmvtrack import adaptation
 
     root, data = setup
     cfg = tiny_cfg(root, data)
