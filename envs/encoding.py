@@ -27,8 +27,8 @@ state a tracker has after adapting on frame 0's box.
 """
 from __future__ import annotations
 
-from pathlib import Path
 import copy
+from pathlib import Path
 from typing import Any, Callable, Literal
 
 import gymnasium as gym
@@ -121,7 +121,7 @@ class StateEncoder:
         net = build_model(model_cfg, prior.mean, prior.cov, prior.sample_std)
         return cls(model_cfg, net.state_dict(), kind)
 
-    def with_net(self, net: torch.nn.Module) -> "StateEncoder":
+    def with_net(self, net: torch.nn.Module) -> StateEncoder:
         """The same recipe on another network of the same class (a per-track adapted copy)."""
         out = copy.copy(self)
         out.net = net
