@@ -67,7 +67,7 @@ from gymnasium import spaces
 from bmvtrack.data.patches import CropWindow, crop_image, crop_window
 from bmvtrack.data.readers import DataConfig, Track, VideoDataset
 from bmvtrack.motion import (
-    STAY_ACTION, MotionPrior, RBox, apply_motion, boxes_from_masks, keep_in_reach, motion_between, rbox_corners,
+    STAY_ACTION, MotionPrior, RBox, apply_motion, boxes_from_masks, keep_in_reach, motion_between, motion_within, rbox_corners,
     rotated_iou,
 )
 
@@ -196,14 +196,13 @@ class TrackingEnv(gym.Env):
         }
 
     def _expert(self) -> tuple[np.ndarray, bool]:
-        """G_t from the agent's box to the next annotated box, clipped to the bounds."""
+        """G_t from the agent's box to the next annotated box, clipped to the bounds as one motion."""
         gt = self._gt[self._t + 1] if self._t + 1 < len(self._gt) else None
         if gt is None:
-            act = STAY_ACTION
-        else:
-            h, w = self.track.size
-            act = motion_between(self.box, gt, w, h)
-        clipped = np.clip(act, self.action_space.low, self.action_space.high)
+            return STAY_ACTION.astype(np.float32), False
+        h, w = self.track.size
+        act = motion_between(self.box, gt, w, h)
+        clipped = motion_within(self.box, gt, self.action_space.low, self.action_space.high, w, h)
         return clipped.astype(np.float32), bool(np.any(np.abs(clipped - act) > 1e-9))
 
     def _info(self, iou: float) -> dict[str, Any]:

@@ -246,6 +246,32 @@ def test_mask_motion_cue_recovers_the_expert_motion_from_a_true_mask(synth_root)
     assert empty[6] == 1.0 and np.allclose(empty[:5] * std + mean, [1, 1, 0, 0, 0])
 
 
+def test_mask_motion_cue_beyond_the_bounds_still_leads_to_the_masks_box():
+    """A mask 2.5× taller than the agent's box needs a height scale beyond the bound (1.98):
+    with the bounds, the cue's motion is in bounds and still centres the box on the mask's box;
+    without them, clipping its components would put the box tens of pixels off."""
+    from bmvtrack.data.patches import crop_mask, crop_window
+    from bmvtrack.motion import RBox, apply_motion, motion_between, rotated_iou
+    from bmvtrack.segmentation import fill_rbox
+    from envs.encoding import mask_motion_cue
+    from envs.tracking_env import box_geometry, window_features
+
+    hw, prior = (240, 320), MotionPrior.paper()
+    low, high = prior.action_bounds(6.0)
+    agent, target = RBox(200.0, 150.0, 24.0, 8.0, 0.0), RBox(203.0, 151.0, 24.0, 20.0, 0.0)
+    assert motion_between(agent, target, 320, 240)[1] > high[1]
+    win = crop_window(agent, hw, 96)
+    prob = crop_mask(fill_rbox(target, hw), win).astype(np.float32)
+    args = (prob, box_geometry(agent, hw, False), window_features(win, hw), prior.mean, prior.std)
+    g = mask_motion_cue(*args, bounds=(low, high))[:5] * prior.std + prior.mean
+    assert np.all(g >= low - 1e-5) and np.all(g <= high + 1e-5)
+    moved = apply_motion(agent, g, 320, 240)
+    assert abs(moved.cx - target.cx) < 1.5 and abs(moved.cy - target.cy) < 1.5 and rotated_iou(moved, target) > 0.7
+    free = mask_motion_cue(*args)[:5] * prior.std + prior.mean
+    naive = apply_motion(agent, np.clip(free, low, high), 320, 240)
+    assert abs(naive.cy - target.cy) > 20
+
+
 def test_extra_data_pools_tracks_of_another_dataset(synth_root, tmp_path):
     """Tracks of extra_data join the main dataset's, and their frames, masks and boxes are their own:
     the expert policy stays on the object in an episode of a pooled track."""

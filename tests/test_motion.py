@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from bmvtrack.motion import (
     MotionPrior, PriorError, RBox, aabb_iou, apply_motion, boxes_from_masks, canonicalize, motion_between,
-    rbox_corners, rbox_from_mask, rbox_to_xyxy, rotated_iou, track_motions,
+    motion_within, rbox_corners, rbox_from_mask, rbox_to_xyxy, rotated_iou, track_motions,
 )
 
 W, H = 640, 480
@@ -45,6 +45,39 @@ def test_printed_typo_fails_the_round_trip():
     b0, b1 = RBox(300, 100, 40, 20, 5), RBox(310, 104, 42, 21, 8)
     assert rotated_iou(apply_motion(b0, motion_between(b0, b1, W, H), W, H), b1) > 0.9999
     assert rotated_iou(apply_motion(b0, _typo_motion(b0, b1), W, H), b1) < 0.5
+
+
+LOW = np.array([0.05, 0.05, -0.96, -1.5, -2.4])
+HIGH = np.array([1.97, 1.98, 0.96, 1.5, 2.4])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats(50, 590), st.floats(50, 430), sides, sides, angles, st.floats(-60, 60), st.floats(-60, 60),
+       st.floats(0.2, 4.0), st.floats(0.2, 4.0), st.floats(-30, 30))
+def test_motion_within_keeps_the_target_centre_when_clipping(x0, y0, w0, h0, a0, dx, dy, kx, ky, dth):
+    """Clipped as one motion, a jump beyond the scale bounds still lands on the target's centre
+    (clipping component by component does not, because G_t's translation is about the image origin),
+    stays inside the bounds, and an in-bounds motion is left exactly as it is."""
+    b0 = RBox(x0, y0, w0, h0, a0)
+    b1 = RBox(x0 + dx, y0 + dy, w0 * kx, h0 * ky, a0 + dth)
+    g, within = motion_between(b0, b1, W, H), motion_within(b0, b1, LOW, HIGH, W, H)
+    assert np.all(within >= LOW - 1e-12) and np.all(within <= HIGH + 1e-12)
+    moved = apply_motion(b0, within, W, H)
+    assert math.hypot(moved.cx - b1.cx, moved.cy - b1.cy) < 1e-6
+    assert moved.w == pytest.approx(max(w0 * min(kx, HIGH[0]), 1.0))
+    assert moved.h == pytest.approx(max(h0 * min(ky, HIGH[1]), 1.0))
+    if np.all((g >= LOW) & (g <= HIGH)):
+        assert np.array_equal(within, g)
+
+
+def test_clipping_component_by_component_misses_where_motion_within_does_not():
+    """The case measured on synth-0029/2: a box 9 × 2 px that must grow 2.5× in height."""
+    b0 = RBox(200.0, 150.0, 9.0, 2.0, 0.0)
+    b1 = RBox(203.0, 152.0, 9.0, 5.0, 0.0)
+    naive = apply_motion(b0, np.clip(motion_between(b0, b1, W, H), LOW, HIGH), W, H)
+    moved = apply_motion(b0, motion_within(b0, b1, LOW, HIGH, W, H), W, H)
+    assert abs(naive.cy - b1.cy) > 50 and rotated_iou(naive, b1) == 0.0
+    assert (moved.cx, moved.cy) == pytest.approx((b1.cx, b1.cy)) and rotated_iou(moved, b1) > 0.75
 
 
 def test_apply_rejects_non_finite_and_bad_shape():
