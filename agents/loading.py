@@ -41,6 +41,7 @@ def policy_tracker_factory(model_path: str | Path, encoder: str | Path | None = 
     enc_path = Path(encoder or cfg.encoder or DEFAULT_VAE_CHECKPOINT)
     enc = StateEncoder.from_checkpoint(enc_path, kind=cfg.obs)
     space = model.action_space
+    enc.cue_bounds = (space.low, space.high)  # the cue proposes motions the agent's actions can reach
     label = name or cfg.agent.algo
     return lambda: PolicyTracker(model, enc, space.low, space.high, template=cfg.env.template,
                                  context=cfg.env.context, name=label, adapt=adapt)

@@ -276,6 +276,7 @@ def train(cfg: TrainConfig, resume: str | None = None, argv: list[str] | None = 
     env_cfg = resolve_env_config(cfg.env)
     probe = TrackingEnv(env_cfg)
     encoder = resolve_encoder(str(enc_path), cfg.obs, probe.prior)
+    encoder.cue_bounds = (probe.action_space.low, probe.action_space.high)  # the cue stays within reach
     env_cfg.crop_size = encoder.patch_size
     tag = f"{cfg.agent.algo}-s{cfg.seed}"
     name = run_name("train_sac", tag)

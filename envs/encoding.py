@@ -112,7 +112,8 @@ class StateEncoder:
         self.prior_mean = prior["prior_mean"].double().cpu().numpy() if "prior_mean" in prior else STAY_ACTION.copy()
         self.prior_std = (np.sqrt(np.diag(prior["prior_cov"].double().cpu().numpy()))
                           if "prior_cov" in prior else np.ones(5))
-        # the motion cue stays inside the environment's default action bounds (same prior, same n·σ)
+        # the motion cue stays inside the action bounds: by default the environment's with this prior;
+        # training and loading an agent set them to its environment's exactly
         self.cue_bounds = (MotionPrior(self.prior_mean, prior["prior_cov"].double().cpu().numpy()).action_bounds(
             EnvConfig.action_n_std) if "prior_cov" in prior else None)
 

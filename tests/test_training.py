@@ -156,3 +156,28 @@ def test_training_on_adapted_states_adapts_each_track_once_and_tracks_adapted(se
     assert train(cfg)["run_dir"].is_dir()
     with pytest.raises(ValueError, match="decoder"):
         train(TrainConfig(**{**cfg.__dict__, "obs": "features", "agent": AgentConfig(prior_source="global")}))
+
+
+def test_motion_cue_stays_within_the_agents_own_action_bounds(setup):
+    """Trained with tighter action bounds than the encoder's default (2σ, not 6σ), the agent's cue
+    is clipped to the bounds its actions have, in training and when it is loaded as a tracker."""
+    root, data = setup
+    cfg = tiny_cfg(root, data)
+    cfg.obs, cfg.out_dir, cfg.eval_split = "features_motion", str(root / "run_bounds"), None
+    cfg.env.action_n_std, cfg.agent.total_timesteps = 2.0, 60
+    out = train(cfg)
+    low, high = out["model"].action_space.low, out["model"].action_space.high
+    enc = StateEncoder.from_checkpoint(root / "enc.pt", kind="features_motion")
+    assert np.all(enc.cue_bounds[1] > high + 1e-3)  # the default would let the cue go further
+    tracker = policy_tracker_factory(out["run_dir"] / "model.zip")()
+    assert np.array_equal(tracker.encoder.cue_bounds[0], low) and np.array_equal(tracker.encoder.cue_bounds[1], high)
+    env = TrackingEnv(EnvConfig(data=cfg.env.data, crop_size=32, lost_frames=0), prior=MotionPrior.load(root / "prior.json"))
+    obs, _ = env.reset(options={"track_index": 0})
+    cues = []
+    for _ in range(5):
+        encoded, _ = tracker.encoder.encode(obs["crops"][None], obs["box"][None], None, obs["window"][None])
+        layout = tracker.encoder.layout(2, 7)["search/motion"]
+        cues.append(encoded[0, layout][:5] * tracker.encoder.prior_std + tracker.encoder.prior_mean)
+        obs, *_ = env.step(env.action_space.sample())
+    cues = np.array(cues)
+    assert np.all(cues >= low - 1e-4) and np.all(cues <= high + 1e-4)
