@@ -67,8 +67,8 @@ from gymnasium import spaces
 from bmvtrack.data.patches import CropWindow, crop_image, crop_window
 from bmvtrack.data.readers import DataConfig, Track, VideoDataset
 from bmvtrack.motion import (
-    STAY_ACTION, MotionPrior, RBox, apply_motion, boxes_from_masks, keep_in_reach, motion_between, motion_within, rbox_corners,
-    rotated_iou,
+    STAY_ACTION, MotionPrior, RBox, apply_motion, boxes_from_masks, keep_in_reach, motion_between, motion_within,
+    rbox_corners, rotated_iou,
 )
 
 BOX_FEATURES = 7
