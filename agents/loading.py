@@ -1,12 +1,13 @@
 """Loading a trained agent run as a tracker: model zip + the run's resolved config + its encoder."""
 from __future__ import annotations
 
-from dataclasses import replace
+import json
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
 from agents.policy_tracker import PolicyTracker
-from bmvtrack.adaptation import AdaptConfig
+from bmvtrack.adaptation import AdaptConfig, SharedAdaptation
 from bmvtrack.config import load_config
 from bmvtrack.paths import DEFAULT_VAE_CHECKPOINT
 from envs.encoding import StateEncoder
@@ -29,22 +30,28 @@ def load_agent(model_path: str | Path):
 
 
 def policy_tracker_factory(model_path: str | Path, encoder: str | Path | None = None,
-                           name: str | None = None, adapt: AdaptConfig | None = None) -> Callable[[], PolicyTracker]:
+                           name: str | None = None, adapt: AdaptConfig | None = None,
+                           shared: dict[str, SharedAdaptation] | None = None) -> Callable[[], PolicyTracker]:
     """A zero-argument factory of PolicyTrackers sharing one loaded model and encoder.
 
     An agent trained on adapted states (its config's ``adapt.steps > 0``) always adapts as it was
-    trained, whatever ``adapt`` says: its state means nothing without it.
+    trained, whatever ``adapt`` says: its state means nothing without it. With ``shared``,
+    agents of the same encoder file and ``AdaptConfig`` share each track's adapted copy.
     """
     model, cfg = load_agent(model_path)
     if cfg.adapt.steps > 0:
         adapt = cfg.adapt
     enc_path = Path(encoder or cfg.encoder or DEFAULT_VAE_CHECKPOINT)
+    one = None
+    if shared is not None and adapt is not None and adapt.steps > 0:
+        key = json.dumps([str(enc_path.resolve()), asdict(adapt)], sort_keys=True)
+        one = shared.setdefault(key, SharedAdaptation(adapt))
     enc = StateEncoder.from_checkpoint(enc_path, kind=cfg.obs)
     space = model.action_space
     enc.cue_bounds = (space.low, space.high)  # the cue proposes motions the agent's actions can reach
     label = name or cfg.agent.algo
     return lambda: PolicyTracker(model, enc, space.low, space.high, template=cfg.env.template,
-                                 context=cfg.env.context, name=label, adapt=adapt)
+                                 context=cfg.env.context, name=label, adapt=adapt, shared=one)
 
 
 # βMVUnet segmentation tracker names → (mask pieces the box is fitted to, fine-tuned on frame 0's box first)
@@ -65,6 +72,7 @@ def learned_tracker_factories(policies: list[str], names: list[str], segmenter: 
     """
     adapt = adapt or AdaptConfig()
     out = {}
+    shared: dict[str, SharedAdaptation] = {}  # one adaptation per track for agents of one encoder
     for item, adapted in [(p, False) for p in policies] + [(p, True) for p in adapted_policies]:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
@@ -72,7 +80,7 @@ def learned_tracker_factories(policies: list[str], names: list[str], segmenter: 
         if name in out:
             raise ValueError(f"tracker name {name!r} given twice")
         out[name] = policy_tracker_factory(
-            path, name=name, adapt=replace(adapt, params="decoder") if adapted else None)
+            path, name=name, adapt=replace(adapt, params="decoder") if adapted else None, shared=shared)
     segs = [n for n in names if n in SEGMENTATION_TRACKERS]
     if segs:
         from agents.baselines.segmentation import SegmentationTracker

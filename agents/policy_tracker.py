@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bmvtrack.adaptation import AdaptConfig, adapt_to_box
+from bmvtrack.adaptation import AdaptConfig, SharedAdaptation, adapt_to_box
 from bmvtrack.data.patches import crop_image, crop_window
 from bmvtrack.motion import RBox, apply_motion, keep_in_reach
 from envs.encoding import DECODER_KINDS, StateEncoder
@@ -27,11 +27,14 @@ class PolicyTracker:
 
     def __init__(self, model, encoder: StateEncoder, action_low: np.ndarray, action_high: np.ndarray,
                  template: bool = True, context: float = 0.25, name: str = "policy",
-                 adapt: AdaptConfig | None = None) -> None:
+                 adapt: AdaptConfig | None = None, shared: SharedAdaptation | None = None) -> None:
         if adapt is not None and adapt.steps > 0 and encoder.kind not in DECODER_KINDS:
             raise ValueError(f"adapt needs an observation with a decoder {DECODER_KINDS}, got {encoder.kind!r}")
+        if shared is not None and shared.cfg != adapt:
+            raise ValueError("a shared adaptation must have the tracker's own AdaptConfig")
         self.model, self.encoder, self.base_encoder, self.name = model, encoder, encoder, name
-        self.adapt = adapt
+        self.adapt, self.shared = adapt, shared
+        self.reused_init_seconds = 0.0  # adaptation time of a shared copy made for another tracker
         self.low, self.high = np.asarray(action_low, np.float64), np.asarray(action_high, np.float64)
         self.template, self.context = template, context
         self.invalid_actions = 0
@@ -44,7 +47,11 @@ class PolicyTracker:
     def init(self, frame: np.ndarray, box: RBox) -> None:
         self.box, self.first, self.cache = box, True, None
         if self.adapt is not None and self.adapt.steps > 0:  # a per-track copy; the shared encoder is untouched
-            self.encoder = self.base_encoder.with_net(adapt_to_box(self.base_encoder.net, frame, box, self.adapt))
+            if self.shared is not None:
+                net, self.reused_init_seconds = self.shared.get(self.base_encoder.net, frame, box)
+            else:
+                net = adapt_to_box(self.base_encoder.net, frame, box, self.adapt)
+            self.encoder = self.base_encoder.with_net(net)
         self.template_crop = self._crop(frame, box)[0] if self.template else None
 
     def update(self, frame: np.ndarray) -> RBox:

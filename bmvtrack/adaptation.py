@@ -26,6 +26,7 @@ import hashlib
 import json
 import re
 import sys
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Literal
@@ -148,6 +149,31 @@ def adapt_to_box(model: nn.Module, frame: np.ndarray, box: RBox, cfg: AdaptConfi
     else:
         label = fill_rbox(box, frame.shape[:2])
     return adapt_segmenter(model, frame, label, box, cfg)
+
+
+class SharedAdaptation:
+    """One adapted copy per (frame 0, box), shared by trackers with the same base network and config.
+
+    Why: evaluating several agents of one encoder would adapt every track once per agent (20 s
+    each). Evaluation runs track by track, so only the latest copy is kept. ``get`` also returns
+    how long the copy took to make when it is reused, so a tracker can still count it in its fps.
+    """
+
+    def __init__(self, cfg: AdaptConfig) -> None:
+        self.cfg = cfg
+        self._key: tuple | None = None
+        self._made: tuple[nn.Module, float] | None = None
+
+    def get(self, model: nn.Module, frame: np.ndarray, box: RBox) -> tuple[nn.Module, float]:
+        """(adapted copy, seconds it took if it was made before and is reused here, else 0)."""
+        key = (hashlib.sha1(np.ascontiguousarray(frame).tobytes()).hexdigest(), frame.shape,
+               tuple(np.round(box.as_array(), 6)))
+        if key == self._key and self._made is not None:
+            return self._made
+        t0 = time.perf_counter()
+        net = adapt_to_box(model, frame, box, self.cfg)
+        self._key, self._made = key, (net, time.perf_counter() - t0)
+        return net, 0.0
 
 
 class AdaptedModels:

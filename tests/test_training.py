@@ -8,7 +8,7 @@ import torch
 from agents.policy_tracker import PolicyTracker
 from agents.training import AgentConfig, TrainConfig, train
 from agents.loading import policy_tracker_factory
-from bmvtrack.adaptation import AdaptConfig, AdaptedModels
+from bmvtrack.adaptation import AdaptConfig, AdaptedModels, SharedAdaptation
 from bmvtrack.checkpoint import save_checkpoint
 from bmvtrack.config import to_dict
 from bmvtrack.data.patches import crop_image, crop_window
@@ -130,6 +130,38 @@ def test_policy_tracker_adapts_only_its_own_copy_of_the_cue_decoder(setup):
                       adapt=adapt)
 
 
+def test_trackers_of_one_encoder_share_each_tracks_adaptation_and_are_charged_for_it(setup, monkeypatch):
+    """Two agents sharing a SharedAdaptation adapt a track once, track exactly as an agent that
+    adapts alone, and the one that reused the copy still has its making time in its frame-0 time."""
+    from bmvtrack import adaptation
+    from bmvtrack.tracking import run_tracker
+
+    root, data = setup
+    enc = StateEncoder.from_checkpoint(root / "enc.pt", kind="features_motion")
+    ds = VideoDataset.from_config(DataConfig(root=str(data), layout="davis2017", filters=KEEP_ALL))
+    track = ds.tracks()[0]
+    gt = boxes_from_masks([ds.mask(track, i) for i in range(len(track))])
+    adapt = AdaptConfig(steps=3, lr=1e-2, batch_size=4)
+
+    class Follow:  # follows the motion cue (standardised G_t right after the two crop encodings)
+        def predict(self, obs, deterministic=True):
+            return np.array([1.0, 1.0, 0.0, 0.002 * np.tanh(np.asarray(obs).sum()), 0.0], np.float32), None
+
+    made = []
+    real = adaptation.adapt_to_box
+    monkeypatch.setattr(adaptation, "adapt_to_box", lambda *a, **k: made.append(1) or real(*a, **k))
+    shared = SharedAdaptation(adapt)
+    lo, hi = np.full(5, -3.0), np.full(5, 3.0)
+    first, second = (PolicyTracker(Follow(), enc, lo, hi, adapt=adapt, shared=shared) for _ in range(2))
+    alone = PolicyTracker(Follow(), enc, lo, hi, adapt=adapt)
+    r1, r2, r0 = (run_tracker(t, ds, track, gt) for t in (first, second, alone))
+    assert len(made) == 1 and first.reused_init_seconds == 0.0 and second.reused_init_seconds > 0.0
+    assert np.allclose(r1.boxes, r2.boxes) and np.allclose(r2.boxes, r0.boxes, atol=1e-3)
+    assert r2.times[0] >= second.reused_init_seconds
+    with pytest.raises(ValueError, match="AdaptConfig"):
+        PolicyTracker(Follow(), enc, lo, hi, adapt=AdaptConfig(steps=2), shared=shared)
+
+
 def test_training_on_adapted_states_adapts_each_track_once_and_tracks_adapted(setup, monkeypatch):
     """Every training and held-out track is adapted up front and cached; a second run only loads;
     the trained agent, as a tracker, adapts as it was trained (its state means nothing otherwise)."""
@@ -147,6 +179,9 @@ def test_training_on_adapted_states_adapts_each_track_once_and_tracks_adapted(se
     assert len(list(folder.glob("*.pt"))) == n_tracks
     tracker = policy_tracker_factory(out["run_dir"] / "model.zip")()
     assert tracker.adapt == cfg.adapt
+    registry: dict = {}  # two agents of one encoder and AdaptConfig (as evaluate loads them) share adaptations
+    one, two = (policy_tracker_factory(out["run_dir"] / "model.zip", shared=registry)() for _ in range(2))
+    assert one.shared is not None and one.shared is two.shared and len(registry) == 1
 
     def refuse(*args, **kwargs):
         raise AssertionError("adapted again instead of loading the cached copy")
