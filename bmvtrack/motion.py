@@ -179,9 +179,13 @@ def motion_within(b0: RBox, b1: RBox, low: Sequence[float], high: Sequence[float
     scale and rotation changes are shortened (the largest fraction found by bisection) until it
     fits. An in-bounds motion is returned unchanged.
     """
-    g = motion_between(b0, b1, img_w, img_h)
     lo, hi = np.asarray(low, dtype=np.float64), np.asarray(high, dtype=np.float64)
-    if np.all((g >= lo) & (g <= hi)):
+
+    def fits(m: np.ndarray) -> bool:
+        return bool(np.all((m >= lo) & (m <= hi)))
+
+    g = motion_between(b0, b1, img_w, img_h)
+    if fits(g):
         return g
     sx, sy, s = np.clip(g[:3], lo[:3], hi[:3])
     theta = math.asin(s)
@@ -192,9 +196,6 @@ def motion_within(b0: RBox, b1: RBox, low: Sequence[float], high: Sequence[float
         tx = b1.cx - (b0.cx * fx * c - b0.cy * fy * sn)
         ty = b1.cy - (b0.cx * fx * sn + b0.cy * fy * c)
         return np.array([fx, fy, sn, tx / img_w, ty / img_h])
-
-    def fits(m: np.ndarray) -> bool:
-        return bool(np.all((m >= lo) & (m <= hi)))
 
     out = keeping_centre(1.0)
     if not fits(out) and fits(keeping_centre(0.0)):
