@@ -71,6 +71,7 @@ class TrainConfig:
     eval_split: str | None = "val"  # held-out split for periodic evaluation (None = no evaluation)
     eval_every: int = 5_000  # env steps between evaluations
     eval_tracks: int = 0  # evaluate on the first N held-out tracks (0 = all)
+    eval_stochastic: bool = True  # also score the sampled (training-time) policy: the cost of exploration
     encoder: str | None = None  # pretrained βMVUnet checkpoint (default runs/pretrain_vae/checkpoint.pt)
     obs: ObsKind = "features_motion"  # observation kind (envs.encoding); prior_source=cue needs features_motion
     agent: AgentConfig = field(default_factory=AgentConfig)
@@ -100,8 +101,13 @@ class RunLoggerOutput(KVWriter):
         pass
 
 
-def evaluate_in_env(model, env: EncodedObservation, max_tracks: int = 0) -> dict[str, float]:
-    """Deterministic one-pass tracking of every held-out track (no termination): IoU statistics."""
+def evaluate_in_env(model, env: EncodedObservation, max_tracks: int = 0,
+                    deterministic: bool = True) -> dict[str, float]:
+    """One-pass tracking of every held-out track (no termination): IoU statistics.
+
+    ``deterministic=False`` acts as in training (sampled actions) and names its keys
+    ``eval/stochastic_*``: the gap to the deterministic score is what exploration costs.
+    """
     raw: TrackingEnv = env.unwrapped
     n = len(raw.tracks) if max_tracks <= 0 else min(max_tracks, len(raw.tracks))
     ious: list[float] = []
@@ -109,12 +115,15 @@ def evaluate_in_env(model, env: EncodedObservation, max_tracks: int = 0) -> dict
         obs, info = env.reset(options={"track_index": k})
         done = False
         while not done:
-            action, _ = model.predict(obs, deterministic=True)
+            action, _ = model.predict(obs, deterministic=deterministic)
             obs, _, term, trunc, info = env.step(action)
             done = term or trunc
             ious.append(info["iou"])
     arr = np.array(ious, dtype=np.float64)
     valid = arr[~np.isnan(arr)]
+    if not deterministic:
+        return {"eval/stochastic_mean_iou": float(valid.mean()) if len(valid) else float("nan"),
+                "eval/stochastic_success_auc": success_auc(arr)}
     return {"eval/mean_iou": float(valid.mean()) if len(valid) else float("nan"),
             "eval/success_auc": success_auc(arr), "eval/tracks": float(n)}
 
@@ -155,6 +164,8 @@ class TrackingCallback(BaseCallback):
 
     def evaluate(self) -> dict[str, float]:
         res = evaluate_in_env(self.model, self.eval_env, self.cfg.eval_tracks)
+        if self.cfg.eval_stochastic:
+            res.update(evaluate_in_env(self.model, self.eval_env, self.cfg.eval_tracks, deterministic=False))
         res["time/minutes"] = (time.time() - self.start) / 60
         self.history.append({"step": self.num_timesteps, **res})
         for k, v in res.items():

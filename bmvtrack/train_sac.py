@@ -41,7 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     final = out["final"]
     print(f"run folder: {out['run_dir']}")
     if final:
-        print(f"held-out tracking: mean IoU {final['eval/mean_iou']:.3f}, success AUC {final['eval/success_auc']:.3f}")
+        sampled = final.get("eval/stochastic_mean_iou")
+        extra = "" if sampled is None else f" (sampled actions: mean IoU {sampled:.3f})"
+        print(f"held-out tracking: mean IoU {final['eval/mean_iou']:.3f}, "
+              f"success AUC {final['eval/success_auc']:.3f}{extra}")
     return 0
 
 

@@ -56,7 +56,11 @@ def test_mvsac_trains_checkpoints_and_resumes(setup):
     assert (run / "model.zip").is_file() and (run / "replay_buffer.pkl").is_file()
     assert 0.0 <= out["final"]["eval/mean_iou"] <= 1.0 and len(out["history"]) >= 2
     keys = {k for row in read_metrics(run) for k in row}
-    assert {"eval/mean_iou", "eval/success_auc", "train/actor_loss", "train/critic_loss"} <= keys
+    assert {"eval/mean_iou", "eval/success_auc", "eval/stochastic_mean_iou", "train/actor_loss",
+            "train/critic_loss"} <= keys
+    last = out["history"][-1]  # sampled actions track differently from the policy's mean
+    assert 0.0 <= last["eval/stochastic_mean_iou"] <= 1.0
+    assert last["eval/stochastic_mean_iou"] != last["eval/mean_iou"]
     cfg.agent.total_timesteps = 240
     again = train(cfg, resume=str(run / "model.zip"))
     assert again["model"].num_timesteps >= 240
