@@ -256,6 +256,29 @@ def track_states(cfg: TrainConfig, encoder: StateEncoder, enc_path: Path) -> Tra
     return TrackStates(encoder, AdaptedModels(encoder.net, cfg.adapt, cache_folder(root, enc_path, cfg.adapt)))
 
 
+def training_setup(cfg: TrainConfig) -> tuple[Path, EnvConfig, MotionPrior, StateEncoder, TrackStates | None]:
+    """The encoder file, the training environment's config and prior, the state encoder (its motion
+    cue kept within the action bounds) and the per-track adapted states: what training and its
+    diagnostics (scripts/exploration_probe.py) build their environments from."""
+    enc_path = ensure_encoder(cfg)
+    env_cfg = resolve_env_config(cfg.env)
+    probe = TrackingEnv(env_cfg)
+    encoder = resolve_encoder(str(enc_path), cfg.obs, probe.prior)
+    encoder.cue_bounds = (probe.action_space.low, probe.action_space.high)  # the cue stays within reach
+    env_cfg.crop_size = encoder.patch_size
+    return enc_path, env_cfg, probe.prior, encoder, track_states(cfg, encoder, enc_path)
+
+
+def held_out_env(cfg: TrainConfig, env_cfg: EnvConfig, prior: MotionPrior, encoder: StateEncoder,
+                 per_track: TrackStates | None) -> EncodedObservation:
+    """The ``eval_split`` tracks in order, without termination, in the training states."""
+    ecfg = resolve_env_config(env_cfg, split=cfg.eval_split, order="sequential", lost_frames=0, extra_data=[])
+    raw = TrackingEnv(ecfg, prior=prior)
+    if per_track is not None:
+        per_track.prepare(raw)
+    return EncodedObservation(raw, encoder, per_track)
+
+
 def ensure_encoder(cfg: TrainConfig) -> Path:
     """The encoder checkpoint; pretrains the default βMVUnet first when none exists (saying so)."""
     path = Path(cfg.encoder) if cfg.encoder else DEFAULT_VAE_CHECKPOINT
@@ -283,12 +306,7 @@ def train(cfg: TrainConfig, resume: str | None = None, argv: list[str] | None = 
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    enc_path = ensure_encoder(cfg)
-    env_cfg = resolve_env_config(cfg.env)
-    probe = TrackingEnv(env_cfg)
-    encoder = resolve_encoder(str(enc_path), cfg.obs, probe.prior)
-    encoder.cue_bounds = (probe.action_space.low, probe.action_space.high)  # the cue stays within reach
-    env_cfg.crop_size = encoder.patch_size
+    enc_path, env_cfg, prior, encoder, per_track = training_setup(cfg)
     tag = f"{cfg.agent.algo}-s{cfg.seed}"
     name = run_name("train_sac", tag)
     run_dir = Path(resume).parent if resume else Path(cfg.out_dir or RUNS_DIR / "train_sac" / name)
@@ -296,15 +314,8 @@ def train(cfg: TrainConfig, resume: str | None = None, argv: list[str] | None = 
     save_config(cfg, run_dir / "config.yaml")
     (run_dir / "command.txt").write_text(" ".join([sys.executable, "-m", "bmvtrack.train_sac", *(argv or [])]) + "\n")
 
-    per_track = track_states(cfg, encoder, enc_path)
     venv = make_sb3_vec_env(cfg.n_envs, env_cfg, encoder=encoder, seed=cfg.seed, per_track=per_track)
-    eval_env = None
-    if cfg.eval_split:
-        ecfg = resolve_env_config(env_cfg, split=cfg.eval_split, order="sequential", lost_frames=0, extra_data=[])
-        eval_raw = TrackingEnv(ecfg, prior=probe.prior)
-        if per_track is not None:
-            per_track.prepare(eval_raw)
-        eval_env = EncodedObservation(eval_raw, encoder, per_track)
+    eval_env = held_out_env(cfg, env_cfg, prior, encoder, per_track) if cfg.eval_split else None
 
     run_logger = RunLogger(run_dir, name, "train_sac", to_dict(cfg), cfg.wandb)
     if resume:
@@ -315,12 +326,12 @@ def train(cfg: TrainConfig, resume: str | None = None, argv: list[str] | None = 
             model.load_replay_buffer(buf)
         print(f"resumed from {resume} at {model.num_timesteps} steps", file=sys.stderr)
     else:
-        shaping = MotionPrior.load(cfg.agent.prior_file) if cfg.agent.prior_file else probe.prior
+        shaping = MotionPrior.load(cfg.agent.prior_file) if cfg.agent.prior_file else prior
         model = build_agent(cfg, venv, shaping.mean, shaping.cov, venv.obs_layout,
                             cue=(encoder.prior_mean, encoder.prior_std))
         a = cfg.agent
         if a.demo_episodes > 0:
-            demo_env = EncodedObservation(TrackingEnv(env_cfg, prior=probe.prior), encoder, per_track)
+            demo_env = EncodedObservation(TrackingEnv(env_cfg, prior=prior), encoder, per_track)
             demos = collect_demonstrations(demo_env, a.demo_episodes, cfg.seed, noise=a.demo_noise)
             if a.bc_epochs > 0 and hasattr(model, "bc_pretrain"):
                 losses = model.bc_pretrain(demos["obs"], demos["actions"], epochs=a.bc_epochs)
