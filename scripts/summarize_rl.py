@@ -1,10 +1,11 @@
-"""Markdown table of the RL runs in a folder: final held-out evaluation, mean ± std over seeds.
+"""Markdown table of RL runs, mean ± std (population) over seeds; runs named ``<variant>-s<seed>``.
 
-    python scripts/summarize_rl.py runs/exp
-Runs named ``<variant>-s<seed>`` are grouped by variant.
+    python scripts/summarize_rl.py runs/exp                              # training runs' last held-out evaluation
+    python scripts/summarize_rl.py runs/evaluate/NAME/overall.csv ...    # trackers of one-pass evaluations
 """
 from __future__ import annotations
 
+import csv
 import re
 import sys
 from collections import defaultdict
@@ -14,8 +15,14 @@ import numpy as np
 
 from bmvtrack.logging_wandb import read_metrics
 
+EVAL_COLUMNS = ["success_auc", "precision_20", "success_auc_rot", "mean_iou_rot"]
 
-def main(folder: str) -> None:
+
+def mean_std(values: np.ndarray) -> str:
+    return f"{values.mean():.3f} ± {values.std():.3f}" if len(values) > 1 else f"{values[0]:.3f}"
+
+
+def summarize_runs(folder: str) -> None:
     groups: dict[str, list[tuple[float, float, int]]] = defaultdict(list)
     for run in sorted(p for p in Path(folder).iterdir() if p.is_dir()):
         evals = [r for r in read_metrics(run) if "eval/mean_iou" in r and "train/actor_loss" not in r]
@@ -28,9 +35,28 @@ def main(folder: str) -> None:
     print("|---|---|---|---|---|")
     for variant, rows in groups.items():
         a = np.array(rows)
-        fmt = (lambda c: f"{a[:, c].mean():.3f} ± {a[:, c].std():.3f}") if len(a) > 1 else (lambda c: f"{a[0, c]:.3f}")
-        print(f"| {variant} | {len(a)} | {int(a[:, 2].mean())} | {fmt(0)} | {fmt(1)} |")
+        print(f"| {variant} | {len(a)} | {int(a[:, 2].mean())} | {mean_std(a[:, 0])} | {mean_std(a[:, 1])} |")
+
+
+def summarize_evaluations(paths: list[str]) -> None:
+    """Trackers of ``bmvtrack.evaluate``'s overall.csv files, seeds of one variant pooled."""
+    groups: dict[str, list[dict[str, str]]] = defaultdict(list)
+    for path in paths:
+        with open(path, newline="") as fh:
+            for row in csv.DictReader(fh):
+                groups[re.sub(r"-s\d+$", "", row["tracker"])].append(row)
+    print("| tracker | seeds | AUC | prec@20 | AUC rot | mIoU rot | losses |")
+    print("|---|---|---|---|---|---|---|")
+    for variant, rows in groups.items():
+        cells = [mean_std(np.array([float(r[c]) for r in rows])) for c in EVAL_COLUMNS]
+        losses = sorted(int(r["losses"]) for r in rows)
+        span = f"{losses[0]}" if losses[0] == losses[-1] else f"{losses[0]}–{losses[-1]}"
+        print(f"| {variant} | {len(rows)} | {' | '.join(cells)} | {span} |")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "runs/exp")
+    args = sys.argv[1:] or ["runs/exp"]
+    if all(a.endswith(".csv") for a in args):
+        summarize_evaluations(args)
+    else:
+        summarize_runs(args[0])
