@@ -50,13 +50,13 @@ class AgentConfig:
     gradient_steps: int = 1  # gradient updates per update round
     net_arch: list[int] = field(default_factory=lambda: [256, 256])  # hidden layers of actor and critics
     ent_coef: str = "auto_0.1"  # SAC entropy coefficient: 'auto_<initial>' (learned) or a number; rewards are IoUs ≤ 1
-    target_entropy: float | None = -12.0  # mvsac: entropy target of the learned coefficient (None = SAC's −dim A); the cue prior starts near −12
+    target_entropy: float | None = -19.0  # mvsac: entropy target of the learned coefficient (None = SAC's −dim A); the cue prior starts near it
     prior_source: Literal["global", "state", "cue"] = "cue"  # data MGD, the encoder's per-state posterior, or the mask's motion (obs features_motion)
     prior_file: str | None = None  # shaping prior (e.g. analyze_motion --fit robust); None = the env's prior
     prior_warmup: bool = True  # warm-up actions drawn from the prior instead of uniform noise (mvsac)
     prior_kl_coef: float = 0.1  # weight of KL(π ‖ prior) in the actor loss (mvsac; 0 = off); without it the cue agent drifts off (README)
     prior_init: bool = True  # start the actor at the prior (mvsac)
-    cue_scale: float = 0.2  # prior_source=cue: the cue prior's std as a fraction of the global prior's
+    cue_scale: float = 0.05  # prior_source=cue: the cue prior's std as a fraction of the global prior's; it sets the exploration noise (0.2 halved the sampled policy's IoU on synthetic video: README)
     demo_episodes: int = 0  # expert episodes (info['expert_action']) pushed into the replay buffer
     demo_noise: float = 0.0  # execute expert + noise (this × the prior's std) while recording the expert (DART)
     bc_epochs: int = 0  # behaviour-cloning warm start on those demonstrations (0 = off)
