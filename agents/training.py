@@ -121,11 +121,12 @@ def evaluate_in_env(model, env: EncodedObservation, max_tracks: int = 0,
             ious.append(info["iou"])
     arr = np.array(ious, dtype=np.float64)
     valid = arr[~np.isnan(arr)]
-    if not deterministic:
-        return {"eval/stochastic_mean_iou": float(valid.mean()) if len(valid) else float("nan"),
-                "eval/stochastic_success_auc": success_auc(arr)}
-    return {"eval/mean_iou": float(valid.mean()) if len(valid) else float("nan"),
-            "eval/success_auc": success_auc(arr), "eval/tracks": float(n)}
+    prefix = "eval/" if deterministic else "eval/stochastic_"
+    out = {f"{prefix}mean_iou": float(valid.mean()) if len(valid) else float("nan"),
+           f"{prefix}success_auc": success_auc(arr)}
+    if deterministic:
+        out["eval/tracks"] = float(n)
+    return out
 
 
 class TrackingCallback(BaseCallback):
