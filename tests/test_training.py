@@ -1,6 +1,8 @@
 """RL training plumbing: a tiny MV-SAC run, checkpoints and resume, the policy as a tracker."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,7 @@ from agents.training import AgentConfig, TrainConfig, train
 from agents.loading import policy_tracker_factory
 from bmvtrack.adaptation import AdaptConfig, AdaptedModels, SharedAdaptation
 from bmvtrack.checkpoint import save_checkpoint
-from bmvtrack.config import to_dict
+from bmvtrack.config import load_config, to_dict
 from bmvtrack.data.patches import crop_image, crop_window
 from bmvtrack.data.readers import DataConfig, TrackFilter, VideoDataset
 from bmvtrack.data.synth import SynthConfig, generate_dataset
@@ -220,3 +222,14 @@ def test_motion_cue_stays_within_the_agents_own_action_bounds(setup):
         obs, *_ = env.step(env.action_space.sample())
     cues = np.array(cues)
     assert np.all(cues >= low - 1e-4) and np.all(cues <= high + 1e-4)
+
+
+@pytest.mark.parametrize("name", ["train_synth.yaml", "train_davis_synth.yaml"])
+def test_shipped_training_configs_load(name):
+    """Every key of the shipped configs is a real option (unknown keys are rejected), and the DAVIS
+    config trains on adapted states from the DAVIS-only encoder, as README reports it."""
+    cfg = load_config(TrainConfig, Path(__file__).parents[1] / "configs" / name)
+    assert cfg.obs == "features_motion" and cfg.agent.cue_scale == 0.05
+    if name == "train_davis_synth.yaml":
+        assert cfg.adapt.steps == 60 and cfg.encoder == "runs/pretrain_vae_davis/checkpoint.pt"
+        assert cfg.adapt == AdaptConfig(steps=60)  # so the copies cached by --set adapt.steps=60 are reused
