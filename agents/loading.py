@@ -47,16 +47,21 @@ def policy_tracker_factory(model_path: str | Path, encoder: str | Path | None = 
         key = json.dumps([str(enc_path.resolve()), asdict(adapt)], sort_keys=True)
         one = shared.setdefault(key, SharedAdaptation(adapt))
     enc = StateEncoder.from_checkpoint(enc_path, kind=cfg.obs)
+    enc.proposal = cfg.env.proposal != "none"
     space = model.action_space
     enc.cue_bounds = (space.low, space.high)  # the cue proposes motions the agent's actions can reach
     label = name or cfg.agent.algo
     return lambda: PolicyTracker(model, enc, space.low, space.high, template=cfg.env.template,
-                                 context=cfg.env.context, name=label, adapt=adapt, shared=one)
+                                 context=cfg.env.context, name=label, adapt=adapt, shared=one,
+                                 proposal=cfg.env.proposal)
 
 
-# βMVUnet segmentation tracker names → (mask pieces the box is fitted to, fine-tuned on frame 0's box first)
-SEGMENTATION_TRACKERS = {"segmentation": ("overlap", False), "segmentation-all": ("all", False),
-                         "segmentation-largest": ("largest", False), "segmentation-adapt": ("overlap", True)}
+# βMVUnet segmentation tracker names → (mask pieces the box is fitted to, fine-tuned on frame 0's box first,
+# classical tracker whose box is fused with the mask's: bmvtrack.proposals)
+SEGMENTATION_TRACKERS = {"segmentation": ("overlap", False, "none"), "segmentation-all": ("all", False, "none"),
+                         "segmentation-largest": ("largest", False, "none"),
+                         "segmentation-adapt": ("overlap", True, "none"),
+                         "segmentation-csrt": ("overlap", True, "csrt")}
 
 
 def learned_tracker_factories(policies: list[str], names: list[str], segmenter: Path | None = None,
@@ -88,7 +93,7 @@ def learned_tracker_factories(policies: list[str], names: list[str], segmenter: 
 
         model, _ = load_segmenter(segmenter or DEFAULT_VAE_CHECKPOINT)  # loaded once, shared
         for name in segs:
-            keep, adapted = SEGMENTATION_TRACKERS[name]
-            out[name] = lambda keep=keep, name=name, a=(adapt if adapted else None): SegmentationTracker(
-                model, keep=keep, name=name, adapt=a)
+            keep, adapted, proposal = SEGMENTATION_TRACKERS[name]
+            out[name] = lambda keep=keep, name=name, a=(adapt if adapted else None), p=proposal: SegmentationTracker(
+                model, keep=keep, name=name, adapt=a, proposal=p)
     return out, [n for n in names if n not in SEGMENTATION_TRACKERS]

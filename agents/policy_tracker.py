@@ -8,6 +8,8 @@ With ``adapt`` the network is fine-tuned on frame 0's box before tracking (``bmv
 For an agent trained on unadapted states only the decoder is (``--policy-adapt``): the motion cue
 improves while every encoder output the policy reads stays what it was trained on. An agent
 trained on adapted states (``train_sac --set adapt.steps=60``) adapts as it was trained.
+An agent whose environment had a proposal tracker (``env.proposal``) runs that tracker live on
+the full frames, from frame 0's box, as the environment replayed it.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import numpy as np
 from bmvtrack.adaptation import AdaptConfig, SharedAdaptation, adapt_to_box
 from bmvtrack.data.patches import crop_image, crop_window
 from bmvtrack.motion import RBox, apply_motion, keep_in_reach
+from bmvtrack.proposals import Proposal, make_proposal_tracker
 from envs.encoding import DECODER_KINDS, StateEncoder
 from envs.tracking_env import box_geometry, window_features
 
@@ -27,7 +30,8 @@ class PolicyTracker:
 
     def __init__(self, model, encoder: StateEncoder, action_low: np.ndarray, action_high: np.ndarray,
                  template: bool = True, context: float = 0.25, name: str = "policy",
-                 adapt: AdaptConfig | None = None, shared: SharedAdaptation | None = None) -> None:
+                 adapt: AdaptConfig | None = None, shared: SharedAdaptation | None = None,
+                 proposal: Proposal = "none") -> None:
         if adapt is not None and adapt.steps > 0 and encoder.kind not in DECODER_KINDS:
             raise ValueError(f"adapt needs an observation with a decoder {DECODER_KINDS}, got {encoder.kind!r}")
         if shared is not None and shared.cfg != adapt:
@@ -38,6 +42,9 @@ class PolicyTracker:
         self.low, self.high = np.asarray(action_low, np.float64), np.asarray(action_high, np.float64)
         self.template, self.context = template, context
         self.invalid_actions = 0
+        if encoder.proposal != (proposal != "none"):
+            raise ValueError(f"proposal {proposal!r} does not match the encoder's proposal flag {encoder.proposal}")
+        self.proposal = None if proposal == "none" else make_proposal_tracker(proposal)
 
     def _crop(self, frame: np.ndarray, box: RBox) -> tuple[np.ndarray, np.ndarray]:
         """The crop at ``box`` and its window row [x0, y0, x1, y1, W, H] (as the env gives)."""
@@ -53,12 +60,15 @@ class PolicyTracker:
                 net = adapt_to_box(self.base_encoder.net, frame, box, self.adapt)
             self.encoder = self.base_encoder.with_net(net)
         self.template_crop = self._crop(frame, box)[0] if self.template else None
+        if self.proposal is not None:
+            self.proposal.init(frame, box)
 
     def update(self, frame: np.ndarray) -> RBox:
         search, window = self._crop(frame, self.box)
         crops = [search] + ([self.template_crop] if self.template else [])
         geom = box_geometry(self.box, frame.shape[:2], self.first)
-        obs, self.cache = self.encoder.encode(np.stack(crops)[None], geom[None], self.cache, window[None])
+        prop = None if self.proposal is None else self.proposal.update(frame).as_array()[None].astype(np.float32)
+        obs, self.cache = self.encoder.encode(np.stack(crops)[None], geom[None], self.cache, window[None], prop)
         action, _ = self.model.predict(obs, deterministic=True)
         action = np.asarray(action, np.float64).reshape(-1)
         self.first = False

@@ -264,7 +264,7 @@ def training_setup(cfg: TrainConfig) -> tuple[Path, EnvConfig, MotionPrior, Stat
     enc_path = ensure_encoder(cfg)
     env_cfg = resolve_env_config(cfg.env)
     probe = TrackingEnv(env_cfg)
-    encoder = resolve_encoder(str(enc_path), cfg.obs, probe.prior)
+    encoder = resolve_encoder(str(enc_path), cfg.obs, probe.prior, env_cfg.proposal != "none")
     encoder.cue_bounds = (probe.action_space.low, probe.action_space.high)  # the cue stays within reach
     env_cfg.crop_size = encoder.patch_size
     return enc_path, env_cfg, probe.prior, encoder, track_states(cfg, encoder, enc_path)

@@ -16,6 +16,10 @@ box, as the segmentation tracker does (standardised by the encoder's prior,
 (G − μ)/σ, clipped to ±10), the mask's area fraction, and a flag set when the mask is empty
 (G is then "stay"). It puts the segmentation tracker's answer in the state, so the policy can
 learn when to follow it and when not (DESIGN.md: the agent earns its keep on crop placement).
+When the environment also emits a classical tracker's ``proposal`` box (``EnvConfig.proposal``,
+ours), the cue's motion goes to ``bmvtrack.proposals.fuse_boxes`` of the mask's box and the
+proposal's (the ``segmentation-csrt`` tracker's box), and 6 more numbers follow: the standardised
+motion onto the proposal and the axis-aligned IoU of the mask's box with it.
 The observation ends with the 7 box-geometry numbers of the raw observation. ``layout`` maps names to slices
 (``search/mu``, ``search/tril``, ...) so agents can read the per-state posterior prior.
 The template's encoding is computed once per episode (when the box's ``first`` flag is set) and reused.
@@ -45,6 +49,7 @@ from bmvtrack.models.preprocess import patches_to_tensor
 from bmvtrack.data.patches import CropWindow
 from bmvtrack.data.readers import Track
 from bmvtrack.motion import STAY_ACTION, MotionPrior, RBox, motion_between, motion_within
+from bmvtrack.proposals import agreement, fuse_boxes
 from bmvtrack.segmentation import Keep, box_in_window, foreground_prob
 from envs.tracking_env import EnvConfig, TrackingEnv, track_key
 
@@ -53,6 +58,7 @@ OBS_KINDS = ("posterior", "features", "features_mask", "features_motion")
 DECODER_KINDS = ("features_mask", "features_motion")  # kinds that run the decoder too
 TRIL = torch.tril_indices(5, 5)
 MOTION_CUE = 7  # standardised G_t (5), mask area fraction, empty flag
+PROPOSAL_CUE = 6  # standardised G_t onto the proposal (5), its agreement with the mask's box
 
 
 def box_from_geometry(geometry: np.ndarray, frame_wh: tuple[float, float]) -> RBox:
@@ -64,8 +70,9 @@ def box_from_geometry(geometry: np.ndarray, frame_wh: tuple[float, float]) -> RB
 
 def mask_motion_cue(prob: np.ndarray, geometry: np.ndarray, window: np.ndarray, mean: np.ndarray,
                     std: np.ndarray, threshold: float = 0.5, keep: Keep = "overlap",
-                    bounds: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
-    """The 7-number motion cue of one search crop (see the module docstring).
+                    bounds: tuple[np.ndarray, np.ndarray] | None = None,
+                    proposal: np.ndarray | None = None) -> np.ndarray:
+    """The 7-number motion cue of one search crop (13 with a ``proposal``; see the module docstring).
 
     ``prob`` is the S×S foreground probability of the crop, ``window`` = [x0, y0, x1, y1, W, H]
     the crop's window in frame pixels. The box is the segmentation tracker's
@@ -74,20 +81,27 @@ def mask_motion_cue(prob: np.ndarray, geometry: np.ndarray, window: np.ndarray, 
     pixels instead lost 4 points of IoU against the annotated box (0.919 against 0.957).
     With ``bounds`` (the action bounds) a motion beyond them is clipped as one motion
     (``motion_within``): the box still goes to that box's centre, so a policy that follows the cue
-    follows the tracker even when it jumps further than one action can.
+    follows the tracker even when it jumps further than one action can. ``proposal`` is the
+    proposal tracker's box ``[cx, cy, w, h, angle]`` on the same frame.
     """
     x0, y0, x1, y1, fw, fh = (float(v) for v in window)
     box = box_from_geometry(geometry, (fw, fh))
     crop = CropWindow(x0, y0, x1, y1, prob.shape[-1])
     target = box_in_window(prob, crop, (int(round(fh)), int(round(fw))), box, threshold, "minarearect", keep)
-    frac = float((prob > threshold).mean())
-    if target is None:
-        g, empty = STAY_ACTION, 1.0
-    else:
-        g = motion_between(box, target, fw, fh) if bounds is None else motion_within(box, target, *bounds, fw, fh)
-        empty = 0.0
-    z = np.clip((g - mean) / std, -10.0, 10.0)
-    return np.concatenate([z, [frac, empty]]).astype(np.float32)
+    frac, empty = float((prob > threshold).mean()), float(target is None)
+
+    def standardised(to: RBox | None) -> np.ndarray:
+        if to is None:
+            g = STAY_ACTION
+        else:
+            g = motion_between(box, to, fw, fh) if bounds is None else motion_within(box, to, *bounds, fw, fh)
+        return np.clip((g - mean) / std, -10.0, 10.0)
+
+    if proposal is None:
+        return np.concatenate([standardised(target), [frac, empty]]).astype(np.float32)
+    other = RBox(*(float(v) for v in proposal))
+    return np.concatenate([standardised(fuse_boxes(target, other)), [frac, empty], standardised(other),
+                           [agreement(target, other)]]).astype(np.float32)
 
 
 class StateEncoder:
@@ -107,7 +121,7 @@ class StateEncoder:
         else:
             self.net = build_encoder(model_cfg, state_dict).to(self.device)
         self.per_crop = 20 + (model_cfg.feature_dim if kind != "posterior" else 0) + (mask_size**2 if kind == "features_mask" else 0)
-        self.extra = MOTION_CUE if kind == "features_motion" else 0  # after the crops, before the box
+        self.proposal = False  # the environment emits a proposal box (EnvConfig.proposal): set by its builder
         # the encoder's prior standardises the motion cue
         self.prior_mean = prior["prior_mean"].double().cpu().numpy() if "prior_mean" in prior else STAY_ACTION.copy()
         self.prior_std = (np.sqrt(np.diag(prior["prior_cov"].double().cpu().numpy()))
@@ -135,6 +149,13 @@ class StateEncoder:
         out = copy.copy(self)
         out.net = net
         return out
+
+    @property
+    def extra(self) -> int:
+        """Length of the motion cue, after the crops and before the box (0 without one)."""
+        if self.kind != "features_motion":
+            return 0
+        return MOTION_CUE + (PROPOSAL_CUE if self.proposal else 0)
 
     @property
     def patch_size(self) -> int:
@@ -185,11 +206,12 @@ class StateEncoder:
         return enc, (None if prob is None else prob[:, 0].float().cpu().numpy())
 
     def encode(self, crops: np.ndarray, box: np.ndarray, template_cache: np.ndarray | None = None,
-               window: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+               window: np.ndarray | None = None, proposal: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         """Batch of raw observations → (B, obs_dim). Templates are re-encoded only at t = 0.
 
         ``template_cache`` (B, per_crop) holds each copy's template encoding between calls;
-        ``window`` (B, 6) is the raw observation's crop window, needed by ``features_motion``.
+        ``window`` (B, 6) is the raw observation's crop window, needed by ``features_motion``;
+        ``proposal`` (B, 5) the proposal boxes, needed when ``self.proposal`` is set.
         """
         b, n = crops.shape[:2]
         parts: list[np.ndarray] = []
@@ -208,9 +230,12 @@ class StateEncoder:
         if self.extra:
             if window is None:
                 raise ValueError("observation kind features_motion needs the raw observation's 'window'")
+            if self.proposal and proposal is None:
+                raise ValueError("this encoder's cue fuses a proposal box: the raw observation needs 'proposal'")
             assert prob is not None
             parts.append(np.stack([mask_motion_cue(prob[i], box[i], window[i], self.prior_mean, self.prior_std,
-                                                   bounds=self.cue_bounds)
+                                                   bounds=self.cue_bounds,
+                                                   proposal=proposal[i] if self.proposal else None)
                                    for i in range(b)]))
         parts.append(box)
         return np.concatenate(parts, axis=1).astype(np.float32), (template_cache if n > 1 else None)
@@ -233,10 +258,14 @@ class TrackStates:
 
 
 def encode_each(encoders: list[StateEncoder], crops: np.ndarray, box: np.ndarray,
-                template_cache: np.ndarray | None, window: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+                template_cache: np.ndarray | None, window: np.ndarray | None,
+                proposal: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """``StateEncoder.encode`` with a different encoder per batch row (one forward each)."""
-    rows = [enc.encode(crops[i:i + 1], box[i:i + 1], None if template_cache is None else template_cache[i:i + 1],
-                       None if window is None else window[i:i + 1]) for i, enc in enumerate(encoders)]
+    def row(a: np.ndarray | None, i: int) -> np.ndarray | None:
+        return None if a is None else a[i:i + 1]
+
+    rows = [enc.encode(crops[i:i + 1], box[i:i + 1], row(template_cache, i), row(window, i), row(proposal, i))
+            for i, enc in enumerate(encoders)]
     caches = [c for _, c in rows]
     return (np.concatenate([o for o, _ in rows]),
             None if caches[0] is None else np.concatenate(caches))
@@ -248,7 +277,16 @@ def _window(obs: dict[str, np.ndarray], add_batch: bool = False) -> np.ndarray |
     return None if w is None else (w[None] if add_batch else w)
 
 
+def _proposal(obs: dict[str, np.ndarray], add_batch: bool = False) -> np.ndarray | None:
+    """The raw observation's proposal box (None for an environment without a proposal tracker)."""
+    p = obs.get("proposal")
+    return None if p is None else (p[None] if add_batch else p)
+
+
 def _flat_space(encoder: StateEncoder, raw: spaces.Dict) -> spaces.Box:
+    if encoder.kind == "features_motion" and encoder.proposal != ("proposal" in raw.spaces):
+        raise ValueError(f"the environment {'emits' if 'proposal' in raw.spaces else 'has no'} proposal box but "
+                         f"the encoder's proposal flag is {encoder.proposal}: build both from one EnvConfig.proposal")
     n = raw["crops"].shape[0]
     d = encoder.obs_dim(n, raw["box"].shape[0])
     return spaces.Box(-np.inf, np.inf, (d,), dtype=np.float32)
@@ -270,7 +308,7 @@ class EncodedObservation(gym.ObservationWrapper):
             raw = self.env.unwrapped
             enc = self.per_track.for_track(raw.track, lambda: raw.first_frame(raw.track))
         obs, self._cache = enc.encode(observation["crops"][None], observation["box"][None], self._cache,
-                                      _window(observation, add_batch=True))
+                                      _window(observation, add_batch=True), _proposal(observation, add_batch=True))
         return obs[0]
 
 
@@ -293,9 +331,10 @@ class VecEncodedObservation(VecEnvWrapper):
 
     def _encode(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         if self.per_track is None:
-            out, self._cache = self.encoder.encode(obs["crops"], obs["box"], self._cache, _window(obs))
+            out, self._cache = self.encoder.encode(obs["crops"], obs["box"], self._cache, _window(obs), _proposal(obs))
         else:
-            out, self._cache = encode_each(self._encoders(), obs["crops"], obs["box"], self._cache, _window(obs))
+            out, self._cache = encode_each(self._encoders(), obs["crops"], obs["box"], self._cache, _window(obs),
+                                           _proposal(obs))
         return out
 
     def reset(self) -> np.ndarray:
@@ -314,7 +353,8 @@ class VecEncodedObservation(VecEnvWrapper):
             if isinstance(term, dict):
                 enc = self._stepping[i] if self.per_track is not None else self.encoder
                 info["terminal_observation"] = enc.encode(
-                    term["crops"][None], term["box"][None], None, _window(term, add_batch=True))[0][0]
+                    term["crops"][None], term["box"][None], None, _window(term, add_batch=True),
+                    _proposal(term, add_batch=True))[0][0]
         return self._encode(obs), rewards, dones, infos
 
 
@@ -336,5 +376,5 @@ class VectorEncodedObservation(gym.vector.VectorObservationWrapper):
 
     def observations(self, observations: dict[str, np.ndarray]) -> np.ndarray:
         out, self._cache = self.encoder.encode(observations["crops"], observations["box"], self._cache,
-                                               _window(observations))
+                                               _window(observations), _proposal(observations))
         return out

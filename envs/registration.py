@@ -46,8 +46,18 @@ def resolve_env_config(config: EnvConfig | dict | str | Path | None = None, **ov
     return cfg
 
 
-def resolve_encoder(encoder: StateEncoder | str | Path | None, obs: ObsKind, prior: MotionPrior) -> StateEncoder:
-    """A StateEncoder from an object or a checkpoint; the default checkpoint, or an untrained one with a warning."""
+def resolve_encoder(encoder: StateEncoder | str | Path | None, obs: ObsKind, prior: MotionPrior,
+                    proposal: bool = False) -> StateEncoder:
+    """A StateEncoder from an object or a checkpoint; the default checkpoint, or an untrained one with a warning.
+
+    ``proposal``: the environment emits a proposal box (``EnvConfig.proposal``), which the cue fuses.
+    """
+    enc = _load_encoder(encoder, obs, prior)
+    enc.proposal = proposal
+    return enc
+
+
+def _load_encoder(encoder: StateEncoder | str | Path | None, obs: ObsKind, prior: MotionPrior) -> StateEncoder:
     if isinstance(encoder, StateEncoder):
         return encoder
     path = Path(encoder) if encoder is not None else DEFAULT_VAE_CHECKPOINT
@@ -74,7 +84,7 @@ def make_tracking_env(config: EnvConfig | dict | str | Path | None = None, encod
                       obs: ObsKind = "features", render_mode: str | None = None, **overrides: Any) -> gym.Env:
     """The encoded environment: raw TrackingEnv + EncodedObservation (what agents see)."""
     raw = make_raw_env(config, render_mode=render_mode, **overrides)
-    enc = resolve_encoder(encoder, obs, raw.prior)
+    enc = resolve_encoder(encoder, obs, raw.prior, raw.cfg.proposal != "none")
     if raw.cfg.crop_size != enc.patch_size:
         raw = make_raw_env(raw.cfg, render_mode=render_mode, dataset=raw.dataset, crop_size=enc.patch_size)
     return EncodedObservation(raw, enc)
@@ -86,7 +96,7 @@ def make_tracking_vector_env(num_envs: int = 2, config: EnvConfig | dict | str |
     """Gymnasium vector env whose copies share one batched encoder forward per step."""
     cfg = resolve_env_config(config, **overrides)
     probe = TrackingEnv(cfg)
-    enc = resolve_encoder(encoder, obs, probe.prior)
+    enc = resolve_encoder(encoder, obs, probe.prior, cfg.proposal != "none")
     cfg.crop_size = enc.patch_size
     ds = probe.dataset
     venv = gym.vector.SyncVectorEnv([lambda: TrackingEnv(cfg, dataset=ds) for _ in range(num_envs)])
@@ -106,7 +116,7 @@ def make_sb3_vec_env(num_envs: int = 2, config: EnvConfig | dict | str | Path | 
 
     cfg = resolve_env_config(config, **overrides)
     probe = TrackingEnv(cfg)
-    enc = resolve_encoder(encoder, obs, probe.prior)
+    enc = resolve_encoder(encoder, obs, probe.prior, cfg.proposal != "none")
     cfg.crop_size = enc.patch_size
     shared = None if subprocess else probe.dataset  # in-process copies share one frame cache
 

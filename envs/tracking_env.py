@@ -34,6 +34,9 @@ window), ``crops[1]`` (when ``template=True``) the crop of frame 0 at the annota
 depends on (the motion rotates about the image origin); ``first`` is 1 right after reset;
 ``window`` = [x0, y0, x1, y1, W, H]: the search crop's window in frame pixels and the frame size,
 so that what is seen in the crop (a predicted mask, say) can be mapped back to a motion G_t.
+With ``proposal`` set (ours), ``proposal`` = [cx, cy, w, h, angle]: a classical tracker's box on
+frame t+1 (``bmvtrack.proposals``; run once per track from frame 0's annotated box, since it does
+not depend on the agent).
 
 ## Reward
 Rotated IoU of the moved box with the annotated box of frame t+1 (``reward="iou"``).
@@ -66,6 +69,7 @@ from gymnasium import spaces
 
 from bmvtrack.data.patches import CropWindow, crop_image, crop_window
 from bmvtrack.data.readers import DataConfig, Track, VideoDataset
+from bmvtrack.proposals import PROPOSALS, Proposal, ProposalTracks
 from bmvtrack.motion import (
     STAY_ACTION, MotionPrior, RBox, apply_motion, boxes_from_masks, keep_in_reach, motion_between, motion_within,
     rbox_corners, rotated_iou,
@@ -110,6 +114,7 @@ class EnvConfig:
     lost_frames: int = 5  # terminate after this many consecutive lost frames (0 = never)
     order: Literal["random", "sequential"] = "random"  # track sampling; sequential for evaluation
     max_tracks: int = 0  # use only the first N tracks (0 = all)
+    proposal: Proposal = "none"  # a classical tracker's box in the observation (bmvtrack.proposals; ours)
 
 
 class TrackingEnv(gym.Env):
@@ -143,13 +148,19 @@ class TrackingEnv(gym.Env):
         self.action_space = spaces.Box(lo, hi, dtype=np.float32)
         n_crops = 2 if cfg.template else 1
         s = cfg.crop_size
-        self.observation_space = spaces.Dict(
-            {
-                "crops": spaces.Box(0, 255, (n_crops, s, s, 3), dtype=np.uint8),
-                "box": spaces.Box(-np.inf, np.inf, (BOX_FEATURES,), dtype=np.float32),
-                "window": spaces.Box(-np.inf, np.inf, (WINDOW_FEATURES,), dtype=np.float32),
-            }
-        )
+        raw = {
+            "crops": spaces.Box(0, 255, (n_crops, s, s, 3), dtype=np.uint8),
+            "box": spaces.Box(-np.inf, np.inf, (BOX_FEATURES,), dtype=np.float32),
+            "window": spaces.Box(-np.inf, np.inf, (WINDOW_FEATURES,), dtype=np.float32),
+        }
+        if cfg.proposal not in PROPOSALS:
+            raise ValueError(f"proposal must be one of {PROPOSALS}, got {cfg.proposal!r}")
+        self._proposals: ProposalTracks | None = None
+        if cfg.proposal != "none":
+            raw["proposal"] = spaces.Box(-np.inf, np.inf, (5,), dtype=np.float32)
+            # per-track proposal boxes, shared by in-process copies that share the dataset object
+            self._proposals = self.dataset.__dict__.setdefault(f"_proposals_{cfg.proposal}", ProposalTracks(cfg.proposal))
+        self.observation_space = spaces.Dict(raw)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
         self.render_mode = render_mode
@@ -189,11 +200,14 @@ class TrackingEnv(gym.Env):
         crops = [search]
         if self.cfg.template:
             crops.append(self._template)
-        return {
+        obs = {
             "crops": np.stack(crops).astype(np.uint8),
             "box": box_geometry(self.box, self.track.size, self._t == 0),
             "window": window_features(win, self.track.size),
         }
+        if self._proposals is not None:
+            obs["proposal"] = self._proposal_boxes[nxt].as_array().astype(np.float32)
+        return obs
 
     def _expert(self) -> tuple[np.ndarray, bool]:
         """G_t from the agent's box to the next annotated box, clipped to the bounds as one motion."""
@@ -237,6 +251,10 @@ class TrackingEnv(gym.Env):
         self._lost = 0
         _, first = self.first_frame(self.track)
         self.box = first
+        if self._proposals is not None:
+            track = self.track
+            self._proposal_boxes = self._proposals.boxes(
+                track_key(track), lambda i: self.dataset.frame(track, i), len(track), first)
         self._template, _ = self._crop(0, first)
         self._last_iou = 1.0
         return self._observation(), self._info(1.0)

@@ -76,15 +76,19 @@ def test_plain_sac_baseline_runs(setup):
     assert type(out["model"]).__name__ == "SAC"
 
 
-@pytest.mark.parametrize("kind,adapted", [("features", False), ("features_motion", False), ("features_motion", True)])
-def test_policy_tracker_reproduces_env_rollout(setup, kind, adapted, tmp_path):
+@pytest.mark.parametrize("kind,adapted,proposal", [("features", False, "none"), ("features_motion", False, "none"),
+                                                  ("features_motion", True, "none"),
+                                                  ("features_motion", True, "csrt")])
+def test_policy_tracker_reproduces_env_rollout(setup, kind, adapted, proposal, tmp_path):
     """The tracker adapter must rebuild the environment's observations exactly (the motion cue too),
-    and, for an agent trained on adapted states, the adapted network the environment used."""
+    for an agent trained on adapted states the adapted network the environment used, and with a
+    proposal tracker the boxes the environment replayed."""
     root, data = setup
     prior = MotionPrior.load(root / "prior.json")
     enc = StateEncoder.from_checkpoint(root / "enc.pt", kind=kind)
+    enc.proposal = proposal != "none"
     cfg = EnvConfig(data=DataConfig(root=str(data), layout="davis2017", filters=KEEP_ALL), crop_size=32,
-                    lost_frames=0)
+                    lost_frames=0, proposal=proposal)
     adapt = AdaptConfig(steps=3, lr=1e-2, batch_size=4) if adapted else None
     per_track = TrackStates(enc, AdaptedModels(enc.net, adapt, tmp_path)) if adapt else None
     env = EncodedObservation(TrackingEnv(cfg, prior=prior), enc, per_track)
@@ -105,7 +109,8 @@ def test_policy_tracker_reproduces_env_rollout(setup, kind, adapted, tmp_path):
         env_boxes.append(info["pred_box"])
         done = term or trunc
     raw = env.unwrapped
-    tracker = PolicyTracker(policy, enc, raw.action_space.low, raw.action_space.high, adapt=adapt)
+    tracker = PolicyTracker(policy, enc, raw.action_space.low, raw.action_space.high, adapt=adapt,
+                            proposal=proposal)
     ds: VideoDataset = raw.dataset
     track = raw.tracks[0]
     tracker.init(ds.frame(track, 0), raw.gt_boxes(track)[0])

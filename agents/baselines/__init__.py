@@ -12,8 +12,8 @@ from agents.baselines.base import (
     make_tracker,
     register_tracker,
 )
-from agents.baselines.opencv import KINDS as OPENCV_KINDS
-from agents.baselines.opencv import OpenCVTracker, cv_rect_to_rbox, rbox_to_cv_rect, seed_opencv
+from bmvtrack.opencv_trackers import KINDS as OPENCV_KINDS
+from bmvtrack.opencv_trackers import OpenCVTracker, cv_rect_to_rbox, rbox_to_cv_rect, seed_opencv
 from agents.baselines.oracle import OracleTracker
 from agents.baselines.zero import ZeroMotionTracker
 

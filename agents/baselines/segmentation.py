@@ -15,6 +15,12 @@ With ``adapt`` (the ``segmentation-adapt`` tracker, ours) the network is first f
 knowing only the annotated box (``bmvtrack.adaptation``; by default its own mask inside the box is
 the label, background outside it): the same information the OpenCV trackers get, spent on
 teaching the segmenter this object before tracking starts.
+
+With ``proposal`` (the ``segmentation-csrt`` tracker, ours) a classical tracker runs beside it on the
+full frames, and each new box is ``bmvtrack.proposals.fuse_boxes`` of the mask's box and the
+proposal's: the mask's while they agree, the proposal's when they do not (or the mask is empty), so
+a latched or shrunken mask no longer places the next crop. It is the start of the MV-SAC agent
+whose environment has ``proposal: csrt``.
 """
 from __future__ import annotations
 
@@ -26,6 +32,7 @@ import numpy as np
 from bmvtrack.adaptation import AdaptConfig, adapt_to_box
 from bmvtrack.data.patches import CropWindow
 from bmvtrack.motion import BoxMethod, RBox
+from bmvtrack.proposals import AGREE_IOU, Proposal, fuse_boxes, make_proposal_tracker
 from bmvtrack.segmentation import Keep, StepResult, load_segmenter, track_step
 
 
@@ -49,6 +56,8 @@ class SegmentationTracker:
         device: str = "cpu",
         name: str = "segmentation",
         adapt: AdaptConfig | None = None,
+        proposal: Proposal = "none",
+        agree_iou: float = AGREE_IOU,
     ) -> None:
         if isinstance(checkpoint, (str, Path)):
             self.model, self.model_config = load_segmenter(checkpoint, device)
@@ -62,6 +71,8 @@ class SegmentationTracker:
         self.keep = keep
         self.name = name
         self.adapt = adapt
+        self.proposal = None if proposal == "none" else make_proposal_tracker(proposal)
+        self.agree_iou = agree_iou
         self.base_model = self.model
         self._box: RBox | None = None
         self.misses = 0
@@ -80,6 +91,8 @@ class SegmentationTracker:
         """Start a track at the annotated ``box`` of ``frame`` (with ``adapt``: fine-tune on it first)."""
         if self.adapt is not None:
             self.model = adapt_to_box(self.base_model, frame, box, self.adapt)
+        if self.proposal is not None:
+            self.proposal.init(frame, box)
         self._box = box
         self.misses = 0
         self.frames = 0
@@ -97,6 +110,8 @@ class SegmentationTracker:
         self.last_step = step
         if step.box is None:
             self.misses += 1
-        else:
+        if self.proposal is not None:
+            self._box = fuse_boxes(step.box, self.proposal.update(frame), self.agree_iou)
+        elif step.box is not None:
             self._box = step.box
         return self._box

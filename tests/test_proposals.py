@@ -1,0 +1,84 @@
+"""A classical tracker's box beside the mask: the fusion rule, the environment's replay, the fused cue."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bmvtrack.data.readers import DataConfig, TrackFilter
+from bmvtrack.data.synth import SynthConfig, generate_dataset
+from bmvtrack.models import ModelConfig
+from bmvtrack.motion import MotionPrior, RBox, motion_between
+from bmvtrack.opencv_trackers import OpenCVTracker
+from bmvtrack.proposals import agreement, fuse_boxes, run_proposals
+from envs.encoding import MOTION_CUE, PROPOSAL_CUE, EncodedObservation, StateEncoder, mask_motion_cue
+from envs.tracking_env import EnvConfig, TrackingEnv
+
+TINY_MODEL = ModelConfig(patch_size=32, base_width=8, decoder_width=8, z_channels=8, part_size=4)
+
+
+@pytest.fixture(scope="module")
+def synth_root(tmp_path_factory):
+    cfg = SynthConfig(width=160, height=120, frames=8)
+    return generate_dataset(tmp_path_factory.mktemp("synth"), "davis2017", videos=2, seed=3, cfg=cfg, progress=False)
+
+
+def env_cfg(root, **kw) -> EnvConfig:
+    data = DataConfig(root=str(root), layout="davis2017", filters=TrackFilter(absent="keep", max_box_fraction=1.0))
+    return EnvConfig(data=data, crop_size=32, **kw)
+
+
+def test_fusion_keeps_the_mask_box_while_it_agrees_and_takes_the_proposal_otherwise():
+    proposal = RBox(50, 50, 20, 20, 0.0)
+    tight = RBox(51, 50, 16, 18, 10.0)  # same object, tighter and tilted
+    latched = RBox(90, 50, 20, 20, 0.0)  # a look-alike beside it: no overlap
+    shrunk = RBox(50, 50, 4, 4, 0.0)  # a piece of the object: inside, but IoU 0.04
+    assert agreement(tight, proposal) > 0.5 and fuse_boxes(tight, proposal) is tight
+    assert agreement(latched, proposal) == 0.0 and fuse_boxes(latched, proposal) is proposal
+    assert fuse_boxes(shrunk, proposal) is proposal and fuse_boxes(shrunk, proposal, min_iou=0.01) is shrunk
+    assert fuse_boxes(None, proposal) is proposal and agreement(None, proposal) == 0.0
+
+
+def test_env_replays_the_proposal_trackers_boxes_on_the_next_frame(synth_root):
+    env = TrackingEnv(env_cfg(synth_root, proposal="csrt"))
+    obs, _ = env.reset(options={"track_index": 1})
+    track, ds = env.track, env.dataset
+    first = env.gt_boxes(track)[0]
+    live = OpenCVTracker("csrt")
+    live.init(ds.frame(track, 0), first)
+    expected = [live.update(ds.frame(track, i)).as_array() for i in range(1, len(track))]
+    seen = [obs["proposal"]]
+    for _ in range(len(track) - 2):  # the observation after step t shows frame t + 1
+        obs, *_ = env.step(np.array([1.0, 1.0, 0.0, 0.0, 0.0], np.float32))
+        seen.append(obs["proposal"])
+    assert np.allclose(np.array(seen), np.array(expected[: len(seen)]), atol=1e-4)
+    # deterministic: a second run gives the same boxes, which is what lets the env run it once per track
+    boxes = run_proposals("csrt", lambda i: ds.frame(track, i), len(track), first)
+    assert np.allclose(np.array([b.as_array() for b in boxes[1:]]), np.array(expected), atol=1e-6)
+
+
+def test_fused_cue_points_at_the_proposal_when_the_mask_is_empty():
+    mean, std = np.array([1.0, 1.0, 0.0, 0.0, 0.0]), np.full(5, 0.1)
+    geometry = np.array([0.5, 0.5, 0.1, 0.1, 0.0, 1.0, 0.0], np.float32)  # box at (50, 50), 10×10 in 100×100
+    window = np.array([40, 40, 60, 60, 100, 100], np.float32)
+    proposal = np.array([53.0, 50.0, 10.0, 10.0, 0.0], np.float32)
+    empty = np.zeros((16, 16), np.float32)
+    cue = mask_motion_cue(empty, geometry, window, mean, std, proposal=proposal)
+    assert cue.shape == (MOTION_CUE + PROPOSAL_CUE,)
+    box = RBox(50.0, 50.0, 10.0, 10.0, 0.0)
+    towards = (motion_between(box, RBox(*proposal), 100, 100) - mean) / std
+    assert np.allclose(cue[:5], towards, atol=1e-5) and cue[6] == 1.0  # fused motion = the proposal's; empty flag
+    assert np.allclose(cue[7:12], towards, atol=1e-5) and cue[12] == 0.0  # the proposal's motion, no agreement
+    assert np.allclose(mask_motion_cue(empty, geometry, window, mean, std)[:5], (np.array([1, 1, 0, 0, 0]) - mean) / std)
+
+
+def test_encoder_and_environment_must_agree_on_the_proposal(synth_root):
+    enc = StateEncoder.untrained(TINY_MODEL, MotionPrior.paper(), kind="features_motion")
+    with pytest.raises(ValueError, match="proposal"):
+        EncodedObservation(TrackingEnv(env_cfg(synth_root, proposal="csrt")), enc)
+    enc.proposal = True
+    env = EncodedObservation(TrackingEnv(env_cfg(synth_root, proposal="csrt")), enc)
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == env.observation_space.shape and np.isfinite(obs).all()
+    assert env.obs_layout["search/motion"].stop - env.obs_layout["search/motion"].start == MOTION_CUE + PROPOSAL_CUE
+    with pytest.raises(ValueError, match="proposal must be one of"):
+        TrackingEnv(env_cfg(synth_root, proposal="siamrpn"))
