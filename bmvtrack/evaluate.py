@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="βMVUnet checkpoint of the segmentation trackers (default runs/pretrain_vae/checkpoint.pt); "
                         "'segmentation' fits the box to the mask pieces touching the previous box, "
                         "'segmentation-all' to all of them; 'segmentation-adapt' is 'segmentation' fine-tuned "
-                        "first on frame 0's box (bmvtrack.adaptation)")
+                        "first on frame 0's box (bmvtrack.adaptation); 'segmentation-csrt' is 'segmentation-adapt' "
+                        "with CSRT's box taking over wherever the mask's box disagrees with it (bmvtrack.proposals)")
     p.add_argument("--policy-adapt", action="append", default=[], metavar="NAME=MODEL_ZIP",
                    help="like --policy, but the decoder proposing the agent's motion cue is fine-tuned on "
                         "frame 0's box first (the encoder, hence the rest of the state, is unchanged)")

@@ -1,0 +1,51 @@
+"""Make the first-frame-adapted copies of every track a training config needs, one shard at a time.
+
+Why: adapting the 79 tracks of configs/train_davis_synth.yaml takes ~20 minutes on one thread, and
+train_sac would otherwise do it serially before its first step. Shards split the tracks (training
+tracks and held-out ones) so that two processes fill the same cache (``runs/adapt_cache``) side by side:
+    python scripts/prepare_adaptation.py --config configs/train_davis_synth.yaml --shard 0/2 &
+    python scripts/prepare_adaptation.py --config configs/train_davis_synth.yaml --shard 1/2
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", type=Path, required=True, help="train_sac YAML (its adapt.steps must be > 0)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--shard", default="0/1", help="i/n: adapt every n-th track starting at the i-th")
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+    i, n = (int(v) for v in args.shard.split("/"))
+    if not 0 <= i < n:
+        p.error(f"--shard {args.shard}: need 0 <= i < n")
+
+    import torch
+
+    from agents.training import TrainConfig, training_setup
+    from bmvtrack.config import load_config
+    from envs.registration import resolve_env_config
+    from envs.tracking_env import TrackingEnv, track_key
+
+    torch.set_num_threads(args.threads)
+    cfg = load_config(TrainConfig, args.config, args.overrides)
+    _, env_cfg, prior, _, per_track = training_setup(cfg)
+    if per_track is None:
+        p.error(f"{args.config}: adapt.steps is 0, nothing to adapt")
+    envs = [TrackingEnv(env_cfg, prior=prior)]
+    if cfg.eval_split:
+        envs.append(TrackingEnv(resolve_env_config(env_cfg, split=cfg.eval_split, extra_data=[]), prior=prior))
+    items = [(track_key(t), t.name, lambda e=e, t=t: e.first_frame(t)) for e in envs for t in e.tracks]
+    per_track.models.prepare(items[i::n])
+    print(f"shard {i}/{n}: {len(items[i::n])} of {len(items)} tracks adapted or found in the cache")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
