@@ -277,6 +277,7 @@ def held_out_env(cfg: TrainConfig, env_cfg: EnvConfig, prior: MotionPrior, encod
     raw = TrackingEnv(ecfg, prior=prior)
     if per_track is not None:
         per_track.prepare(raw)
+    raw.prepare_proposals()
     return EncodedObservation(raw, encoder, per_track)
 
 

@@ -133,4 +133,6 @@ def make_sb3_vec_env(num_envs: int = 2, config: EnvConfig | dict | str | Path | 
         venv.seed(seed)
     if per_track is not None:
         per_track.prepare(probe)
+    if not subprocess:  # in-process copies share the probe's dataset, hence its proposal boxes
+        probe.prepare_proposals()
     return VecEncodedObservation(venv, enc, per_track)

@@ -189,6 +189,16 @@ class TrackingEnv(gym.Env):
             raise RuntimeError(f"track {track.name} has no box in its first frame")
         return self.dataset.frame(track, 0), box
 
+    def prepare_proposals(self) -> None:
+        """Run the proposal tracker over every track now (with a progress bar), not in the first episodes."""
+        if self._proposals is None:
+            return
+        from tqdm.auto import tqdm
+
+        for track in tqdm(self.tracks, desc=f"{self.cfg.proposal} proposals", unit="track"):
+            first = self.first_frame(track)[1]
+            self._proposals.boxes(track_key(track), lambda i, t=track: self.dataset.frame(t, i), len(track), first)
+
     def _crop(self, frame_index: int, box: RBox) -> tuple[np.ndarray, CropWindow]:
         frame = self.dataset.frame(self.track, frame_index)
         win = crop_window(box, self.track.size, self.cfg.crop_size, self.cfg.context)
