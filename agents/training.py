@@ -263,6 +263,8 @@ def training_setup(cfg: TrainConfig) -> tuple[Path, EnvConfig, MotionPrior, Stat
     diagnostics (scripts/exploration_probe.py) build their environments from."""
     enc_path = ensure_encoder(cfg)
     env_cfg = resolve_env_config(cfg.env)
+    if env_cfg.proposal != "none" and env_cfg.proposal_cache is None:
+        env_cfg.proposal_cache = str(RUNS_DIR / "proposal_cache")
     probe = TrackingEnv(env_cfg)
     encoder = resolve_encoder(str(enc_path), cfg.obs, probe.prior, env_cfg.proposal != "none")
     encoder.cue_bounds = (probe.action_space.low, probe.action_space.high)  # the cue stays within reach

@@ -7,16 +7,24 @@ place but not its shape (axis-aligned, fixed aspect). ``fuse_boxes`` keeps the m
 box while the two agree and takes the proposal when they do not, which re-places the next crop.
 
 ``ProposalTracks`` runs the proposal tracker once over a whole track, from frame 0's box: its boxes
-do not depend on what an agent does, so an environment replays them from memory, and a tracker
-running live gives the same boxes frame by frame.
+do not depend on what an agent does, so an environment replays them from memory (and, with a cache
+folder, from disk across runs: CSRT costs ~3 s per DAVIS track while two trainings share the cores),
+and a tracker running live gives the same boxes frame by frame.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import re
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Literal
 
+import cv2
 import numpy as np
 
+from bmvtrack.io import atomic_write_text
 from bmvtrack.motion import RBox, aabb_iou, rbox_to_xyxy
 from bmvtrack.opencv_trackers import OpenCVTracker
 
@@ -52,14 +60,44 @@ def run_proposals(kind: Proposal, frames: Callable[[int], np.ndarray], n_frames:
 
 
 class ProposalTracks:
-    """Per-track proposal boxes, computed on first use and kept (``boxes(key, frames, n, first)``)."""
+    """Per-track proposal boxes, computed on first use and kept (``boxes(key, frames, n, first)``).
 
-    def __init__(self, kind: Proposal) -> None:
+    With ``cache_dir`` they are also kept on disk, one JSON file per track, named by a hash of the
+    track key, the tracker, the first box, the track length and the OpenCV version. A file that
+    cannot be read is reported and remade, never trusted.
+    """
+
+    def __init__(self, kind: Proposal, cache_dir: str | Path | None = None) -> None:
         make_proposal_tracker(kind)  # fail now (no contrib build), not in the first episode
         self.kind = kind
+        self.cache_dir = None if cache_dir is None else Path(cache_dir)
         self._boxes: dict[str, list[RBox]] = {}
 
+    def _file(self, key: str, n_frames: int, first: RBox) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        ident = json.dumps([key, self.kind, n_frames, [round(float(v), 4) for v in first.as_array()], cv2.__version__])
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", key.rsplit("/", 2)[-2] if "/" in key else key)
+        return self.cache_dir / f"{name}-{hashlib.sha1(ident.encode()).hexdigest()[:12]}.json"
+
     def boxes(self, key: str, frames: Callable[[int], np.ndarray], n_frames: int, first: RBox) -> list[RBox]:
-        if key not in self._boxes:
-            self._boxes[key] = run_proposals(self.kind, frames, n_frames, first)
-        return self._boxes[key]
+        if key in self._boxes:
+            return self._boxes[key]
+        path = self._file(key, n_frames, first)
+        out = None
+        if path is not None and path.is_file():
+            try:
+                rows = json.loads(path.read_text())
+                out = [RBox(*(float(v) for v in row)) for row in rows]
+                if len(out) != n_frames:
+                    raise ValueError(f"{len(out)} boxes for {n_frames} frames")
+            except (OSError, ValueError, TypeError) as exc:
+                print(f"{path}: unusable proposal boxes ({exc}); running {self.kind} again", file=sys.stderr)
+                out = None
+        if out is None:
+            out = run_proposals(self.kind, frames, n_frames, first)
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(path, json.dumps([b.as_array().tolist() for b in out]))
+        self._boxes[key] = out
+        return out

@@ -115,6 +115,7 @@ class EnvConfig:
     order: Literal["random", "sequential"] = "random"  # track sampling; sequential for evaluation
     max_tracks: int = 0  # use only the first N tracks (0 = all)
     proposal: Proposal = "none"  # a classical tracker's box in the observation (bmvtrack.proposals; ours)
+    proposal_cache: str | None = None  # folder keeping the proposal boxes across runs (None = memory only)
 
 
 class TrackingEnv(gym.Env):
@@ -159,7 +160,7 @@ class TrackingEnv(gym.Env):
         if cfg.proposal != "none":
             raw["proposal"] = spaces.Box(-np.inf, np.inf, (5,), dtype=np.float32)
             # per-track proposal boxes, shared by in-process copies that share the dataset object
-            self._proposals = self.dataset.__dict__.setdefault(f"_proposals_{cfg.proposal}", ProposalTracks(cfg.proposal))
+            self._proposals = self.dataset.__dict__.setdefault(f"_proposals_{cfg.proposal}", ProposalTracks(cfg.proposal, cfg.proposal_cache))
         self.observation_space = spaces.Dict(raw)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")

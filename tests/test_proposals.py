@@ -11,7 +11,7 @@ from bmvtrack.motion import MotionPrior, RBox, motion_between
 from bmvtrack.opencv_trackers import OpenCVTracker
 from bmvtrack.proposals import agreement, fuse_boxes, run_proposals
 from envs.encoding import MOTION_CUE, PROPOSAL_CUE, EncodedObservation, StateEncoder, mask_motion_cue
-from envs.tracking_env import EnvConfig, TrackingEnv
+from envs.tracking_env import EnvConfig, TrackingEnv, track_key
 
 TINY_MODEL = ModelConfig(patch_size=32, base_width=8, decoder_width=8, z_channels=8, part_size=4)
 
@@ -82,3 +82,30 @@ def test_encoder_and_environment_must_agree_on_the_proposal(synth_root):
     assert env.obs_layout["search/motion"].stop - env.obs_layout["search/motion"].start == MOTION_CUE + PROPOSAL_CUE
     with pytest.raises(ValueError, match="proposal must be one of"):
         TrackingEnv(env_cfg(synth_root, proposal="siamrpn"))
+
+
+def test_proposal_boxes_are_kept_on_disk_and_a_broken_file_is_remade(synth_root, tmp_path, monkeypatch, capsys):
+    import bmvtrack.proposals as proposals
+
+    env = TrackingEnv(env_cfg(synth_root, proposal="csrt", proposal_cache=str(tmp_path)))
+    env.prepare_proposals()
+    files = sorted(tmp_path.glob("*.json"))
+    assert len(files) == len(env.tracks)
+    track = env.tracks[0]
+    first = env.first_frame(track)[1]
+    made = env._proposals.boxes(track_key(track), lambda i: env.dataset.frame(track, i), len(track), first)
+
+    def must_not_run(*a, **k):
+        raise AssertionError("the cached boxes should have been read")
+
+    monkeypatch.setattr(proposals, "run_proposals", must_not_run)
+    fresh = proposals.ProposalTracks("csrt", tmp_path)
+    read = fresh.boxes(track_key(track), lambda i: env.dataset.frame(track, i), len(track), first)
+    assert np.allclose([b.as_array() for b in read], [b.as_array() for b in made])
+    monkeypatch.undo()
+    victim = fresh._file(track_key(track), len(track), first)
+    victim.write_text("[[1, 2, 3")  # a truncated file
+    again = proposals.ProposalTracks("csrt", tmp_path).boxes(
+        track_key(track), lambda i: env.dataset.frame(track, i), len(track), first)
+    assert "unusable proposal boxes" in capsys.readouterr().err
+    assert np.allclose([b.as_array() for b in again], [b.as_array() for b in made])

@@ -1,10 +1,11 @@
-"""Make the first-frame-adapted copies of every track a training config needs, one shard at a time.
+"""Make what a training config needs per track — first-frame-adapted copies, proposal boxes — one shard at a time.
 
 Why: adapting the 79 tracks of configs/train_davis_synth.yaml takes ~20 minutes on one thread, and
-train_sac would otherwise do it serially before its first step. Shards split the tracks (training
-tracks and held-out ones) so that two processes fill the same cache (``runs/adapt_cache``) side by side:
-    python scripts/prepare_adaptation.py --config configs/train_davis_synth.yaml --shard 0/2 &
-    python scripts/prepare_adaptation.py --config configs/train_davis_synth.yaml --shard 1/2
+train_sac would otherwise do it serially before its first step (and run CSRT over every track in
+every run). Shards split the tracks (training tracks and held-out ones) so that two processes fill
+the same caches (``runs/adapt_cache``, ``runs/proposal_cache``) side by side:
+    python scripts/prepare_tracks.py --config configs/train_davis_synth.yaml --shard 0/2 &
+    python scripts/prepare_tracks.py --config configs/train_davis_synth.yaml --shard 1/2
 """
 from __future__ import annotations
 
@@ -36,14 +37,18 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     cfg = load_config(TrainConfig, args.config, args.overrides)
     _, env_cfg, prior, _, per_track = training_setup(cfg)
-    if per_track is None:
-        p.error(f"{args.config}: adapt.steps is 0, nothing to adapt")
+    if per_track is None and env_cfg.proposal == "none":
+        p.error(f"{args.config}: adapt.steps is 0 and env.proposal is none: nothing to prepare")
     envs = [TrackingEnv(env_cfg, prior=prior)]
     if cfg.eval_split:
         envs.append(TrackingEnv(resolve_env_config(env_cfg, split=cfg.eval_split, extra_data=[]), prior=prior))
-    items = [(track_key(t), t.name, lambda e=e, t=t: e.first_frame(t)) for e in envs for t in e.tracks]
-    per_track.models.prepare(items[i::n])
-    print(f"shard {i}/{n}: {len(items[i::n])} of {len(items)} tracks adapted or found in the cache")
+    mine = [(e, t) for e in envs for t in e.tracks][i::n]
+    if per_track is not None:
+        per_track.models.prepare((track_key(t), t.name, lambda e=e, t=t: e.first_frame(t)) for e, t in mine)
+    for e in envs:
+        e.tracks = [t for env, t in mine if env is e]
+        e.prepare_proposals()
+    print(f"shard {i}/{n}: {len(mine)} tracks prepared or found in the caches")
     return 0
 
 
