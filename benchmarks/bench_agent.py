@@ -2,6 +2,7 @@
 and tracking fps at inference on full-resolution 480p DAVIS frames (crop + encoder + policy).
 
     python benchmarks/bench_agent.py [--checkpoint runs/pretrain_vae/checkpoint.pt] [--rounds 10] [--obs features_motion]
+                                     [--proposal csrt]
 
 Ratios are measured side by side in one run; absolute numbers on this shared machine are noisy.
 Targets (issue 5): update ratio ≥ 0.8; ≥ 30 fps on 2 cores for the default model.
@@ -21,6 +22,7 @@ from agents.policy_tracker import PolicyTracker
 from bmvtrack.data.readers import TrackFilter, VideoDataset
 from bmvtrack.models import ModelConfig
 from bmvtrack.motion import MotionPrior
+from bmvtrack.proposals import PROPOSALS, make_proposal_tracker
 from envs.encoding import StateEncoder
 from envs.registration import make_sb3_vec_env, resolve_env_config
 
@@ -41,10 +43,12 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--davis", default=str(SHARED))
     p.add_argument("--obs", default="features_motion", help="observation kind (default: the agents' default)")
+    p.add_argument("--proposal", default="none", choices=PROPOSALS,
+                   help="a classical tracker's box in the state (env.proposal); its time alone is printed too")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = resolve_env_config()
+    cfg = resolve_env_config(proposal=args.proposal)
     prior = MotionPrior.load(cfg.prior) if cfg.prior else MotionPrior.paper()
     enc = (StateEncoder.from_checkpoint(args.checkpoint, kind=args.obs) if args.checkpoint
            else StateEncoder.untrained(ModelConfig(), prior, kind=args.obs))
@@ -83,7 +87,8 @@ def main() -> None:
     from bmvtrack.tracking import track_ground_truth
 
     box0 = track_ground_truth(ds, track).rboxes[0]
-    tracker = PolicyTracker(mv_kl, enc, mv.action_space.low, mv.action_space.high, name="mvsac")
+    tracker = PolicyTracker(mv_kl, enc, mv.action_space.low, mv.action_space.high, name="mvsac",
+                            proposal=args.proposal)
     for _ in range(2):
         tracker.init(frames[0], box0)
         t0 = time.perf_counter()
@@ -95,6 +100,13 @@ def main() -> None:
     for _ in range(len(frames) - 1):
         enc.encode_crops(x)  # the tracker encodes one search crop per frame (template cached)
     bare = (len(frames) - 1) / (time.perf_counter() - t0)
+    if args.proposal != "none":
+        alone = make_proposal_tracker(args.proposal)
+        alone.init(frames[0], box0)
+        t0 = time.perf_counter()
+        for f in frames[1:]:
+            alone.update(f)
+        print(f"{args.proposal} alone on the same frames: {(len(frames) - 1) / (time.perf_counter() - t0):.1f} fps")
     print(f"tracking on {track.sequence} 480p ({frames[0].shape[1]}×{frames[0].shape[0]}, {len(frames)} frames), "
           f"obs {args.obs}: {fps:.1f} fps with crop + network + policy; bare network forward alone {bare:.1f}/s; "
           f"torch threads {torch.get_num_threads()}")

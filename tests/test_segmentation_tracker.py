@@ -81,3 +81,18 @@ def test_overlap_keeps_the_box_off_a_look_alike_next_to_the_target(moving_root: 
     ious = {keep: np.mean(run_tracker(SegmentationTracker(OracleModel(), keep=keep), ds, track)[0][1:])
             for keep in ("overlap", "all")}
     assert ious["overlap"] > 0.85 and ious["all"] < ious["overlap"] - 0.15, ious
+
+
+def test_csrt_proposal_takes_over_from_an_empty_mask_and_leaves_a_good_one_alone(moving_root: Path) -> None:
+    """segmentation-csrt: with no mask at all the box follows CSRT (the plain tracker stays put); with
+    a perfect mask CSRT agrees, so the boxes are the mask's."""
+    ds = mask_frames(open_ds(moving_root))
+    track = ds.tracks()[0]
+    blind = SegmentationTracker(OracleModel(empty=True), proposal="csrt")
+    ious, boxes, gt = run_tracker(blind, ds, track)
+    assert blind.misses == len(track) - 1
+    assert np.mean(ious[1:]) > 0.5 and boxes[-1] != gt[0]
+    assert np.mean(ious[1:]) > np.mean([rotated_iou(gt[0], g) for g in gt[1:]]) + 0.1  # better than staying put
+    fused = run_tracker(SegmentationTracker(OracleModel(), proposal="csrt"), ds, track)[1]
+    alone = run_tracker(SegmentationTracker(OracleModel()), ds, track)[1]
+    assert fused == alone
