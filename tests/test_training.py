@@ -232,9 +232,11 @@ def test_motion_cue_stays_within_the_agents_own_action_bounds(setup):
 @pytest.mark.parametrize("name", ["train_synth.yaml", "train_davis_synth.yaml"])
 def test_shipped_training_configs_load(name):
     """Every key of the shipped configs is a real option (unknown keys are rejected), and the DAVIS
-    config trains on adapted states from the DAVIS-only encoder, as README reports it."""
+    config trains on adapted states from the DAVIS-only encoder with CSRT's box beside the mask, as
+    README reports it."""
     cfg = load_config(TrainConfig, Path(__file__).parents[1] / "configs" / name)
     assert cfg.obs == "features_motion" and cfg.agent.cue_scale == 0.05
     if name == "train_davis_synth.yaml":
         assert cfg.adapt.steps == 60 and cfg.encoder == "runs/pretrain_vae_davis/checkpoint.pt"
         assert cfg.adapt == AdaptConfig(steps=60)  # so the copies cached by --set adapt.steps=60 are reused
+        assert cfg.env.proposal == "csrt"
