@@ -109,3 +109,26 @@ def test_proposal_boxes_are_kept_on_disk_and_a_broken_file_is_remade(synth_root,
         track_key(track), lambda i: env.dataset.frame(track, i), len(track), first)
     assert "unusable proposal boxes" in capsys.readouterr().err
     assert np.allclose([b.as_array() for b in again], [b.as_array() for b in made])
+
+
+def test_proposal_tracker_on_a_large_frame_runs_on_the_shrunk_frame(synth_root):
+    """A 480-row frame is tracked at 240 rows: the boxes are the small frame's, mapped back."""
+    import cv2
+
+    from bmvtrack.proposals import make_proposal_tracker
+
+    env = TrackingEnv(env_cfg(synth_root))
+    track, ds = env.tracks[0], env.dataset
+    first = env.gt_boxes(track)[0]
+    big = lambda i: cv2.resize(ds.frame(track, i), None, fx=4, fy=4, interpolation=cv2.INTER_NEAREST)  # noqa: E731
+    small = lambda i: cv2.resize(big(i), None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)  # noqa: E731
+    on_big, on_small = make_proposal_tracker("csrt"), OpenCVTracker("csrt")
+    scale = lambda b, s: RBox((b.cx + 0.5) * s - 0.5, (b.cy + 0.5) * s - 0.5, b.w * s, b.h * s, b.angle)  # noqa: E731
+    big_first = scale(first, 4.0)
+    on_big.init(big(0), big_first)
+    on_small.init(small(0), scale(big_first, 0.5))
+    assert on_big.scale == 0.5
+    for i in range(1, len(track)):
+        a, b = on_big.update(big(i)), scale(on_small.update(small(i)), 2.0)
+        assert np.allclose(a.as_array(), b.as_array(), atol=1e-6)
+    assert make_proposal_tracker("csrt").max_height == 240  # 240p frames (the training data) pass unchanged
