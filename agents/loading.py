@@ -56,12 +56,15 @@ def policy_tracker_factory(model_path: str | Path, encoder: str | Path | None = 
                                  proposal=cfg.env.proposal)
 
 
-# βMVUnet segmentation tracker names → (mask pieces the box is fitted to, fine-tuned on frame 0's box first,
-# classical tracker whose box is fused with the mask's: bmvtrack.proposals)
-SEGMENTATION_TRACKERS = {"segmentation": ("overlap", False, "none"), "segmentation-all": ("all", False, "none"),
-                         "segmentation-largest": ("largest", False, "none"),
-                         "segmentation-adapt": ("overlap", True, "none"),
-                         "segmentation-csrt": ("overlap", True, "csrt")}
+# βMVUnet segmentation tracker names → SegmentationTracker options: the mask pieces the box is fitted
+# to, first-frame adaptation, a classical tracker whose box is fused with the mask's (bmvtrack.proposals),
+# the box fitted to the mask
+SEGMENTATION_TRACKERS: dict[str, dict] = {
+    "segmentation": dict(keep="overlap"), "segmentation-all": dict(keep="all"),
+    "segmentation-largest": dict(keep="largest"), "segmentation-adapt": dict(keep="overlap", adapt=True),
+    "segmentation-csrt": dict(keep="overlap", adapt=True, proposal="csrt"),
+    "segmentation-csrt-principal": dict(keep="overlap", adapt=True, proposal="csrt", box_method="principal"),
+}
 
 
 def learned_tracker_factories(policies: list[str], names: list[str], segmenter: Path | None = None,
@@ -93,7 +96,7 @@ def learned_tracker_factories(policies: list[str], names: list[str], segmenter: 
 
         model, _ = load_segmenter(segmenter or DEFAULT_VAE_CHECKPOINT)  # loaded once, shared
         for name in segs:
-            keep, adapted, proposal = SEGMENTATION_TRACKERS[name]
-            out[name] = lambda keep=keep, name=name, a=(adapt if adapted else None), p=proposal: SegmentationTracker(
-                model, keep=keep, name=name, adapt=a, proposal=p)
+            opts = dict(SEGMENTATION_TRACKERS[name])
+            opts["adapt"] = adapt if opts.get("adapt") else None
+            out[name] = lambda name=name, opts=opts: SegmentationTracker(model, name=name, **opts)
     return out, [n for n in names if n not in SEGMENTATION_TRACKERS]

@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
                         "'segmentation' fits the box to the mask pieces touching the previous box, "
                         "'segmentation-all' to all of them; 'segmentation-adapt' is 'segmentation' fine-tuned "
                         "first on frame 0's box (bmvtrack.adaptation); 'segmentation-csrt' is 'segmentation-adapt' "
-                        "with CSRT's box taking over wherever the mask's box disagrees with it (bmvtrack.proposals)")
+                        "with CSRT's box taking over wherever the mask's box disagrees with it (bmvtrack.proposals), "
+                        "'segmentation-csrt-principal' the same with the principal-axes box fitted to the mask")
     p.add_argument("--policy-adapt", action="append", default=[], metavar="NAME=MODEL_ZIP",
                    help="like --policy, but the decoder proposing the agent's motion cue is fine-tuned on "
                         "frame 0's box first (the encoder, hence the rest of the state, is unchanged)")

@@ -96,3 +96,21 @@ def test_csrt_proposal_takes_over_from_an_empty_mask_and_leaves_a_good_one_alone
     fused = run_tracker(SegmentationTracker(OracleModel(), proposal="csrt"), ds, track)[1]
     alone = run_tracker(SegmentationTracker(OracleModel()), ds, track)[1]
     assert fused == alone
+
+
+def test_registered_segmentation_trackers_get_their_options(tmp_path: Path) -> None:
+    """Each name of the registry builds the tracker it describes (one loaded network for all)."""
+    from agents.loading import SEGMENTATION_TRACKERS, learned_tracker_factories
+
+    m = tiny_model()
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, {"kind": "bmvae", "model": m.state_dict(), "model_config": to_dict(m.cfg)})
+    names = list(SEGMENTATION_TRACKERS)
+    factories, rest = learned_tracker_factories([], names + ["csrt"], path)
+    assert rest == ["csrt"] and set(factories) == set(names)
+    built = {n: factories[n]() for n in names}
+    assert built["segmentation-all"].keep == "all" and built["segmentation"].adapt is None
+    assert built["segmentation-adapt"].adapt is not None and built["segmentation-adapt"].proposal is None
+    assert built["segmentation-csrt"].proposal is not None and built["segmentation-csrt"].box_method == "minarearect"
+    assert built["segmentation-csrt-principal"].box_method == "principal"
+    assert len({id(t.model) for t in built.values()}) == 1
