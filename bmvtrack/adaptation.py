@@ -24,7 +24,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import re
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -36,6 +35,7 @@ import torch
 from torch import nn
 
 from bmvtrack.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from bmvtrack.io import per_track_file
 from bmvtrack.data.patch_sampler import AugmentConfig, augmented_patch
 from bmvtrack.models.losses import construction_loss
 from bmvtrack.models.preprocess import patches_to_tensor
@@ -196,8 +196,7 @@ class AdaptedModels:
     def _file(self, key: str, name: str) -> Path | None:
         if self.cache_dir is None:
             return None
-        digest = hashlib.sha1(key.encode()).hexdigest()[:10]
-        return self.cache_dir / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}-{digest}.pt"
+        return per_track_file(self.cache_dir, name, key, ".pt")
 
     def get(self, key: str, name: str, first: Callable[[], tuple[np.ndarray, RBox]]) -> nn.Module:
         """The adapted copy for track ``key`` (``first()`` gives frame 0 and its box when it must be made)."""

@@ -1,8 +1,10 @@
 """Atomic file output: a crash never leaves a half-written prior, checkpoint or report."""
 from __future__ import annotations
 
+import hashlib
 import io
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -41,6 +43,12 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> None:
 
 def atomic_write_text(path: Path | str, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def per_track_file(folder: Path | str, name: str, ident: str, suffix: str) -> Path:
+    """``folder/<name, filesystem-safe>-<10 hex digits of sha1(ident)><suffix>``: one cached file per track."""
+    digest = hashlib.sha1(ident.encode()).hexdigest()[:10]
+    return Path(folder) / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}-{digest}{suffix}"
 
 
 def atomic_save(path: Path | str, writer: Callable[[io.BytesIO], Any]) -> None:

@@ -13,9 +13,7 @@ and a tracker running live gives the same boxes frame by frame.
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +22,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from bmvtrack.io import atomic_write_text
+from bmvtrack.io import atomic_write_text, per_track_file
 from bmvtrack.motion import RBox, aabb_iou, rbox_to_xyxy
 from bmvtrack.opencv_trackers import OpenCVTracker
 
@@ -92,8 +90,8 @@ def run_proposals(kind: Proposal, frames: Callable[[int], np.ndarray], n_frames:
 class ProposalTracks:
     """Per-track proposal boxes, computed on first use and kept (``boxes(key, frames, n, first)``).
 
-    With ``cache_dir`` they are also kept on disk, one JSON file per track, named by a hash of the
-    track key, the tracker, the first box, the track length and the OpenCV version. A file that
+    With ``cache_dir`` they are also kept on disk, one JSON file per track, named by the track and a
+    hash of its key, the tracker, the first box, the track length and the OpenCV version. A file that
     cannot be read is reported and remade, never trusted.
     """
 
@@ -103,17 +101,18 @@ class ProposalTracks:
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
         self._boxes: dict[str, list[RBox]] = {}
 
-    def _file(self, key: str, n_frames: int, first: RBox) -> Path | None:
+    def _file(self, key: str, name: str, n_frames: int, first: RBox) -> Path | None:
         if self.cache_dir is None:
             return None
         ident = json.dumps([key, self.kind, n_frames, [round(float(v), 4) for v in first.as_array()], cv2.__version__])
-        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", key.rsplit("/", 2)[-2] if "/" in key else key)
-        return self.cache_dir / f"{name}-{hashlib.sha1(ident.encode()).hexdigest()[:12]}.json"
+        return per_track_file(self.cache_dir, name, ident, ".json")
 
-    def boxes(self, key: str, frames: Callable[[int], np.ndarray], n_frames: int, first: RBox) -> list[RBox]:
+    def boxes(self, key: str, name: str, frames: Callable[[int], np.ndarray], n_frames: int,
+              first: RBox) -> list[RBox]:
+        """The boxes of track ``key`` (``name`` names its cache file), run from ``first`` when not kept."""
         if key in self._boxes:
             return self._boxes[key]
-        path = self._file(key, n_frames, first)
+        path = self._file(key, name, n_frames, first)
         out = None
         if path is not None and path.is_file():
             try:

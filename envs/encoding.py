@@ -271,16 +271,18 @@ def encode_each(encoders: list[StateEncoder], crops: np.ndarray, box: np.ndarray
             None if caches[0] is None else np.concatenate(caches))
 
 
+def _optional(obs: dict[str, np.ndarray], key: str, add_batch: bool = False) -> np.ndarray | None:
+    """An optional field of a raw observation: ``window`` (crop window), ``proposal`` (proposal box)."""
+    v = obs.get(key)
+    return None if v is None else (v[None] if add_batch else v)
+
+
 def _window(obs: dict[str, np.ndarray], add_batch: bool = False) -> np.ndarray | None:
-    """The raw observation's crop window (None for raw observations without one)."""
-    w = obs.get("window")
-    return None if w is None else (w[None] if add_batch else w)
+    return _optional(obs, "window", add_batch)
 
 
 def _proposal(obs: dict[str, np.ndarray], add_batch: bool = False) -> np.ndarray | None:
-    """The raw observation's proposal box (None for an environment without a proposal tracker)."""
-    p = obs.get("proposal")
-    return None if p is None else (p[None] if add_batch else p)
+    return _optional(obs, "proposal", add_batch)
 
 
 def _flat_space(encoder: StateEncoder, raw: spaces.Dict) -> spaces.Box:

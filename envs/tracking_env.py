@@ -197,8 +197,14 @@ class TrackingEnv(gym.Env):
         from tqdm.auto import tqdm
 
         for track in tqdm(self.tracks, desc=f"{self.cfg.proposal} proposals", unit="track"):
-            first = self.first_frame(track)[1]
-            self._proposals.boxes(track_key(track), lambda i, t=track: self.dataset.frame(t, i), len(track), first)
+            self._proposal_track(track)
+
+    def _proposal_track(self, track: Track) -> list[RBox]:
+        """The proposal tracker's box on every frame of ``track`` (run once, then kept)."""
+        assert self._proposals is not None
+        first = self.first_frame(track)[1]
+        return self._proposals.boxes(track_key(track), track.name, lambda i: self.dataset.frame(track, i),
+                                     len(track), first)
 
     def _crop(self, frame_index: int, box: RBox) -> tuple[np.ndarray, CropWindow]:
         frame = self.dataset.frame(self.track, frame_index)
@@ -263,9 +269,7 @@ class TrackingEnv(gym.Env):
         _, first = self.first_frame(self.track)
         self.box = first
         if self._proposals is not None:
-            track = self.track
-            self._proposal_boxes = self._proposals.boxes(
-                track_key(track), lambda i: self.dataset.frame(track, i), len(track), first)
+            self._proposal_boxes = self._proposal_track(self.track)
         self._template, _ = self._crop(0, first)
         self._last_iou = 1.0
         return self._observation(), self._info(1.0)

@@ -18,9 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--config", type=Path, required=True, help="train_sac YAML (its adapt.steps must be > 0)")
+    p.add_argument("--config", type=Path, required=True, help="train_sac YAML (adapt.steps > 0 and/or env.proposal set)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--shard", default="0/1", help="i/n: adapt every n-th track starting at the i-th")
+    p.add_argument("--shard", default="0/1", help="i/n: prepare every n-th track starting at the i-th")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     i, n = (int(v) for v in args.shard.split("/"))

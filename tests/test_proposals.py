@@ -93,20 +93,20 @@ def test_proposal_boxes_are_kept_on_disk_and_a_broken_file_is_remade(synth_root,
     assert len(files) == len(env.tracks)
     track = env.tracks[0]
     first = env.first_frame(track)[1]
-    made = env._proposals.boxes(track_key(track), lambda i: env.dataset.frame(track, i), len(track), first)
+    made = env._proposals.boxes(track_key(track), track.name, lambda i: env.dataset.frame(track, i), len(track), first)
 
     def must_not_run(*a, **k):
         raise AssertionError("the cached boxes should have been read")
 
     monkeypatch.setattr(proposals, "run_proposals", must_not_run)
     fresh = proposals.ProposalTracks("csrt", tmp_path)
-    read = fresh.boxes(track_key(track), lambda i: env.dataset.frame(track, i), len(track), first)
+    read = fresh.boxes(track_key(track), track.name, lambda i: env.dataset.frame(track, i), len(track), first)
     assert np.allclose([b.as_array() for b in read], [b.as_array() for b in made])
     monkeypatch.undo()
-    victim = fresh._file(track_key(track), len(track), first)
+    victim = fresh._file(track_key(track), track.name, len(track), first)
     victim.write_text("[[1, 2, 3")  # a truncated file
     again = proposals.ProposalTracks("csrt", tmp_path).boxes(
-        track_key(track), lambda i: env.dataset.frame(track, i), len(track), first)
+        track_key(track), track.name, lambda i: env.dataset.frame(track, i), len(track), first)
     assert "unusable proposal boxes" in capsys.readouterr().err
     assert np.allclose([b.as_array() for b in again], [b.as_array() for b in made])
 
