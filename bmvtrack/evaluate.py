@@ -120,8 +120,8 @@ def log_report(results, paths: dict, args: argparse.Namespace, title: str) -> No
         return
     logger = RunLogger(args.out, run_name("evaluate"), "evaluate", {"title": title, "trackers": list(results.runs)},
                        WandbConfig(enabled=not args.no_wandb))
-    logger.log({f"eval/{r['tracker']}/{k}": r[k] for r in rows for k in ("success_auc", "precision_20", "mean_iou", "fps")
-                if isinstance(r.get(k), (int, float))})
+    keys = ("success_auc", "success_auc_bounds", "precision_20", "mean_iou", "success_auc_rot", "fps")
+    logger.log({f"eval/{r['tracker']}/{k}": r[k] for r in rows for k in keys if isinstance(r.get(k), (int, float))})
     cols = list(rows[0])
     logger.log_table("eval/overall", cols, [[r[c] for c in cols] for r in rows])
     png = paths.get("success_png") or next((v for v in paths.values() if str(v).endswith(".png")), None)

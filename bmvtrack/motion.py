@@ -325,6 +325,21 @@ def rbox_to_xyxy(box: RBox) -> np.ndarray:
     return np.array([c[:, 0].min(), c[:, 1].min(), c[:, 0].max(), c[:, 1].max()])
 
 
+def rbox_ellipse_xyxy(box: RBox) -> np.ndarray:
+    """Axis-aligned bounds ``[x0, y0, x1, y1]`` of the ellipse inscribed in a rotated box.
+
+    Why: a rotated box is the minimum-area rectangle of an object that touches its four sides,
+    so the object's own axis-aligned bounds are usually tighter than the box's corners. The
+    inscribed ellipse is the parameter-free estimate of them used by the tracking evaluation;
+    at angles 0° and 90° it equals ``rbox_to_xyxy`` (so axis-aligned trackers are unaffected).
+    """
+    t = math.radians(box.angle)
+    c, s = abs(math.cos(t)), abs(math.sin(t))
+    hw = 0.5 * math.hypot(box.w * c, box.h * s)
+    hh = 0.5 * math.hypot(box.w * s, box.h * c)
+    return np.array([box.cx - hw, box.cy - hh, box.cx + hw, box.cy + hh])
+
+
 def xywh_to_rbox(x: float, y: float, w: float, h: float) -> RBox:
     """An axis-aligned ``(x, y, w, h)`` box (top-left corner) as a rotated box."""
     return RBox(x + w / 2.0, y + h / 2.0, max(w, MIN_SIDE), max(h, MIN_SIDE), 0.0)

@@ -15,7 +15,7 @@ import numpy as np
 
 from bmvtrack.logging_wandb import read_metrics
 
-EVAL_COLUMNS = ["success_auc", "precision_20", "success_auc_rot", "mean_iou_rot"]
+EVAL_COLUMNS = ["success_auc", "precision_20", "success_auc_bounds", "success_auc_rot", "mean_iou_rot"]
 
 
 def mean_std(values: np.ndarray) -> str:
@@ -45,10 +45,10 @@ def summarize_evaluations(paths: list[str]) -> None:
         with open(path, newline="") as fh:
             for row in csv.DictReader(fh):
                 groups[re.sub(r"-s\d+$", "", row["tracker"])].append(row)
-    print("| tracker | seeds | AUC | prec@20 | AUC rot | mIoU rot | losses |")
-    print("|---|---|---|---|---|---|---|")
+    print("| tracker | seeds | AUC | prec@20 | AUC bounds | AUC rot | mIoU rot | losses |")
+    print("|---|---|---|---|---|---|---|---|")
     for variant, rows in groups.items():
-        cells = [mean_std(np.array([float(r[c]) for r in rows])) for c in EVAL_COLUMNS]
+        cells = [mean_std(np.array([float(r[c]) for r in rows])) if c in rows[0] else "—" for c in EVAL_COLUMNS]
         losses = sorted(int(r["losses"]) for r in rows)
         span = f"{losses[0]}" if losses[0] == losses[-1] else f"{losses[0]}–{losses[-1]}"
         print(f"| {variant} | {len(rows)} | {' | '.join(cells)} | {span} |")

@@ -28,8 +28,8 @@ from bmvtrack.tracking import (
 )
 
 KEEP_ALL = TrackFilter(absent="keep", max_box_fraction=1.0)
-OVERALL_COLUMNS = ["tracker", "sequences", "frames", "success_auc", "precision_20", "mean_iou", "success_auc_rot",
-                   "mean_iou_rot", "losses", "fps", "uses_gt"]
+OVERALL_COLUMNS = ["tracker", "sequences", "frames", "success_auc", "precision_20", "mean_iou", "success_auc_bounds",
+                   "success_auc_rot", "mean_iou_rot", "losses", "fps", "uses_gt"]
 
 
 def make_moving_square(root: Path, n_frames=6, h=48, w=64, absent=(3,)) -> Path:
@@ -141,6 +141,7 @@ def test_report_files_and_csv_columns_and_rescore(square, tmp_path):
     assert by["oracle"]["uses_gt"] == "True" and by["zero"]["uses_gt"] == "False"
     assert float(by["oracle"]["success_auc"]) > float(by["zero"]["success_auc"])
     assert int(by["garbage"]["losses"]) == 1 and float(by["garbage"]["mean_iou"]) == 0.0
+    assert by["kcf"]["success_auc"] == by["kcf"]["success_auc_bounds"]  # axis-aligned: one conversion
     assert all(math.isfinite(float(r["success_auc"])) and float(r["fps"]) > 0 for r in rows)
     with open(paths["sequences_csv"], newline="") as fh:
         seq_rows = list(csv.DictReader(fh))
@@ -150,7 +151,7 @@ def test_report_files_and_csv_columns_and_rescore(square, tmp_path):
     again = rescore(load_results(paths["results"]), ds)
     before = {r["tracker"]: r for r in results.overall()}
     for r in again.overall():
-        for k in ("success_auc", "precision_20", "mean_iou", "mean_iou_rot", "losses"):
+        for k in ("success_auc", "precision_20", "mean_iou", "success_auc_bounds", "mean_iou_rot", "losses"):
             assert r[k] == pytest.approx(before[r["tracker"]][k]), (r["tracker"], k)
 
 
@@ -166,6 +167,8 @@ def test_oracle_beats_zero_motion_on_real_davis(davis2016_root):
     assert z["mean_iou_rot"] < o["mean_iou_rot"] - 0.1 and z["mean_iou"] < o["mean_iou"]
     assert o["success_auc"] > z["success_auc"] and o["success_auc_rot"] > z["success_auc_rot"]
     assert o["losses"] == 0
+    # the true rotated box's inscribed ellipse is nearer the mask's tight bounds than its corners
+    assert o["success_auc"] > o["success_auc_bounds"]
 
 
 def test_evaluate_command(square, tmp_path, capsys):

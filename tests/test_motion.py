@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from bmvtrack.motion import (
     MotionPrior, PriorError, RBox, aabb_iou, apply_motion, boxes_from_masks, canonicalize, motion_between,
-    motion_within, rbox_corners, rbox_from_mask, rbox_to_xyxy, rotated_iou, track_motions,
+    motion_within, rbox_corners, rbox_ellipse_xyxy, rbox_from_mask, rbox_to_xyxy, rotated_iou, track_motions,
 )
 
 W, H = 640, 480
@@ -132,6 +132,31 @@ def test_iou_edge_cases():
     assert rotated_iou(b, None) == 0.0
     a0, a1 = RBox(10, 10, 10, 10, 0), RBox(15, 10, 10, 10, 0)
     assert rotated_iou(a0, a1) == pytest.approx(aabb_iou(rbox_to_xyxy(a0), rbox_to_xyxy(a1))) == pytest.approx(1 / 3)
+
+
+@given(coords, coords, sides, sides, angles)
+@settings(max_examples=60, deadline=None)
+def test_inscribed_ellipse_bounds_lie_inside_the_corners_and_equal_them_when_axis_aligned(cx, cy, w, h, a):
+    b = RBox(cx, cy, w, h, a)
+    e, c = rbox_ellipse_xyxy(b), rbox_to_xyxy(b)
+    assert np.all(e[:2] >= c[:2] - 1e-9) and np.all(e[2:] <= c[2:] + 1e-9)
+    np.testing.assert_allclose((e[:2] + e[2:]) / 2, [cx, cy], atol=1e-9)  # same centre: precision is unchanged
+    for upright in (0.0, 90.0, -90.0, 180.0):
+        np.testing.assert_allclose(rbox_ellipse_xyxy(RBox(cx, cy, w, h, upright)),
+                                   rbox_to_xyxy(RBox(cx, cy, w, h, upright)), atol=1e-9)
+
+
+@pytest.mark.parametrize("angle", [20.0, 45.0, 70.0])
+def test_inscribed_ellipse_bounds_recover_a_tilted_ellipse_masks_tight_bounds(angle):
+    """What the evaluation relies on: from an elliptical object's minAreaRect, the ellipse's bounds
+    give the mask's own tight bounds, where the rectangle's corners overshoot them."""
+    mask = np.zeros((200, 200), np.uint8)
+    cv2.ellipse(mask, (100, 100), (60, 20), angle, 0, 360, 1, -1)
+    ys, xs = np.nonzero(mask)
+    tight = np.array([xs.min(), ys.min(), xs.max(), ys.max()], float)
+    box = rbox_from_mask(mask)
+    assert aabb_iou(rbox_ellipse_xyxy(box), tight) > 0.95
+    assert aabb_iou(rbox_to_xyxy(box), tight) < 0.8
 
 
 def test_canonical_angle_convention_is_version_independent():
