@@ -4,7 +4,9 @@ generate → analyse motion → pretrain the βMVUnet → train MV-SAC → evalu
 → render a rollout video. Each step is the same command a user runs by hand (called in-process),
 each prints where its artefacts are, and a finished step is not redone when its output exists
 (``--force`` redoes everything). ``--quick`` is a ≤ 3-minute smoke version with tiny budgets.
-Outputs go under ``./data`` and ``./runs`` (``BMVTRACK_DATA_DIR`` / ``BMVTRACK_RUNS_DIR`` move them).
+Outputs go under ``./data`` and ``./runs`` (``BMVTRACK_DATA_DIR`` / ``BMVTRACK_RUNS_DIR`` move them);
+``--quick`` writes under ``runs/quick`` so that its tiny prior and checkpoint are never taken for
+the full job's finished steps.
 """
 from __future__ import annotations
 
@@ -48,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     wandb = ["--no-wandb"] if args.no_wandb else []
     start = time.time()
     name = "synth-quick" if args.quick else "synth"
+    runs = paths.RUNS_DIR / "quick" if args.quick else paths.RUNS_DIR
+    prior = runs / paths.DEFAULT_PRIOR.relative_to(paths.RUNS_DIR)
+    vae_dir = runs / paths.DEFAULT_VAE_DIR.relative_to(paths.RUNS_DIR)
     data_root = paths.DATA_DIR / name
     data_args = ["--data", str(data_root), "--layout", "davis2017"]
 
@@ -57,27 +62,27 @@ def main(argv: list[str] | None = None) -> int:
     _done(t0, data_root)
 
     t0 = _step("2/6 motion prior (training split)")
-    robust = paths.DEFAULT_PRIOR.with_name("prior_robust.json")
-    if args.force or not paths.DEFAULT_PRIOR.is_file():
-        analyze_motion.main([*data_args, "--split", "train", "--out", str(paths.DEFAULT_PRIOR)])
+    robust = prior.with_name("prior_robust.json")
+    if args.force or not prior.is_file():
+        analyze_motion.main([*data_args, "--split", "train", "--out", str(prior)])
     if args.force or not robust.is_file():  # the bulk of the motion (for agent.prior_file=...; the default cue agent uses the env prior)
         analyze_motion.main([*data_args, "--split", "train", "--fit", "robust", "--out", str(robust)])
-    _done(t0, paths.DEFAULT_PRIOR, paths.DEFAULT_PRIOR.with_suffix(".png"), robust)
+    _done(t0, prior, prior.with_suffix(".png"), robust)
 
     t0 = _step("3/6 pretrain the βMVUnet")
-    ckpt = paths.DEFAULT_VAE_CHECKPOINT
+    ckpt = vae_dir / paths.DEFAULT_VAE_CHECKPOINT.name
     if args.force or not ckpt.is_file():
-        sets = [f"data.root={data_root}", f"time_budget_min={budget['pretrain_min']}", f"prior={paths.DEFAULT_PRIOR}",
-                f"out_dir={paths.DEFAULT_VAE_DIR}", f"seed={args.seed}"]
+        sets = [f"data.root={data_root}", f"time_budget_min={budget['pretrain_min']}", f"prior={prior}",
+                f"out_dir={vae_dir}", f"seed={args.seed}"]
         if budget["pretrain_steps"]:
             sets.append(f"max_steps={budget['pretrain_steps']}")
         pretrain_vae.main([*sum((["--set", s] for s in sets), []), *wandb])
     _done(t0, ckpt)
 
     t0 = _step("4/6 train MV-SAC")
-    agent_dir = paths.RUNS_DIR / "train_sac" / f"mvsac-s{args.seed}"
+    agent_dir = runs / "train_sac" / f"mvsac-s{args.seed}"
     if args.force or not (agent_dir / "model.zip").is_file():
-        sets = [f"env.data.root={data_root}", "env.data.layout=davis2017", f"env.prior={paths.DEFAULT_PRIOR}",
+        sets = [f"env.data.root={data_root}", "env.data.layout=davis2017", f"env.prior={prior}",
                 f"agent.learning_starts={budget['learning_starts']}", f"eval_every={budget['eval_every']}",
                 f"checkpoint_every={budget['eval_every']}"]
         train_sac.main(["--encoder", str(ckpt), "--timesteps", str(budget["rl_steps"]), "--time-budget",
@@ -86,14 +91,14 @@ def main(argv: list[str] | None = None) -> int:
     _done(t0, agent_dir / "model.zip")
 
     t0 = _step("5/6 evaluate against the baselines (held-out synthetic videos)")
-    eval_dir = paths.RUNS_DIR / "evaluate" / name
+    eval_dir = runs / "evaluate" / name
     trackers = "zero,kcf,csrt,segmentation,oracle" if args.quick else "zero,mil,kcf,csrt,segmentation,oracle"
     evaluate.main([*data_args, "--split", "val", "--trackers", trackers, "--segmenter", str(ckpt),
                    "--policy", f"mvsac={agent_dir / 'model.zip'}", "--out", str(eval_dir), "--no-progress", *wandb])
     _done(t0, eval_dir / "overall.md", eval_dir / "success.png")
 
     t0 = _step("6/6 rollout video")
-    vis_dir = paths.RUNS_DIR / "visualize"
+    vis_dir = runs / "visualize"
     visualize.main([*data_args, "--split", "val", "--policy", f"mvsac={agent_dir / 'model.zip'}",
                     "--trackers", "csrt,segmentation", "--segmenter", str(ckpt), "--out", str(vis_dir), *wandb])
     _done(t0, vis_dir)

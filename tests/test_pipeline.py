@@ -12,7 +12,8 @@ def test_quick_pipeline_end_to_end(tmp_path: Path):
     proc = subprocess.run([sys.executable, "-m", "bmvtrack.pipeline", "--quick"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    runs = tmp_path / "runs"
+    runs = tmp_path / "runs" / "quick"  # apart from the full job's outputs, which it must not stand in for
+    assert not (tmp_path / "runs" / "prior").exists() and not (tmp_path / "runs" / "pretrain_vae").exists()
     for path in ("prior/prior.json", "prior/prior.png", "pretrain_vae/checkpoint.pt",
                  "train_sac/mvsac-s0/model.zip", "evaluate/synth-quick/overall.md",
                  "evaluate/synth-quick/success.png"):
