@@ -518,22 +518,25 @@ def plot_success(results: EvaluationResults, path: str | Path, title: str = "") 
 
     thr = success_thresholds()
     overall = {r["tracker"]: r for r in results.overall()}
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
+    # one colour per tracker in both panels (tab10, then tab20's lighter shades); legends beside the axes
+    palette = [plt.get_cmap("tab10")(i) for i in range(10)] + [plt.get_cmap("tab20")(2 * i + 1) for i in range(10)]
+    colour = {name: palette[i % len(palette)] for i, name in enumerate(results.trackers)}
+    fig, axes = plt.subplots(1, 2, figsize=(15, 4.4 + 0.12 * max(0, len(colour) - 12)))
     for ax, rotated, label, key in ((axes[0], False, "axis-aligned IoU (OTB)", "success_auc"),
                                     (axes[1], True, "rotated IoU", "success_auc_rot")):
         curves = results.success_curves(rotated)
         order = sorted(curves, key=lambda n: -np.nan_to_num(overall[n][key], nan=-1.0))
         for name in order:
             style = "--" if overall[name]["uses_gt"] else "-"
-            ax.plot(thr, curves[name], style, label=f"{name}{' †' if overall[name]['uses_gt'] else ''} "
-                                                     f"[{_fmt(overall[name][key], '{:.3f}')}]")
+            ax.plot(thr, curves[name], style, color=colour[name],
+                    label=f"{name}{' †' if overall[name]['uses_gt'] else ''} [{_fmt(overall[name][key], '{:.3f}')}]")
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1.02)
         ax.set_xlabel(f"overlap threshold ({label})")
         ax.set_ylabel("success rate")
         ax.set_title(f"Success plot — {label}", fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="lower left")
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
