@@ -53,6 +53,7 @@ __all__ = [
     "precision_curve",
     "count_losses",
     "summarize_tracking",
+    "paired_bootstrap",
     "jaccard",
     "seg2bmap",
     "boundary_f",
@@ -199,6 +200,31 @@ def summarize_tracking(
         "losses": count_losses(ious, loss_threshold, loss_min_frames),
         "n_frames": int(valid.size),
     }
+
+
+def paired_bootstrap(a: ArrayLike, b: ArrayLike, n_boot: int = 10_000, level: float = 0.95,
+                     seed: int = 0) -> dict[str, float]:
+    """Mean of ``a - b`` over paired items (e.g. per-sequence AUCs) and its percentile bootstrap interval.
+
+    Why: a tracking benchmark's overall score is a mean over a handful of sequences, so whether one
+    tracker is really ahead of another is a question about that handful; resampling the sequences
+    (with replacement, pairs kept together) says how far the gap would move on another draw of them.
+    Returns ``mean_diff``, ``low``, ``high`` (the ``level`` interval), ``wins`` (items with a > b) and ``n``.
+    """
+    x, y = np.asarray(a, dtype=np.float64).reshape(-1), np.asarray(b, dtype=np.float64).reshape(-1)
+    if x.shape != y.shape or x.size == 0:
+        raise ValueError(f"need two equally long, non-empty score lists, got {x.size} and {y.size}")
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise ValueError("scores must be finite")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    d = x - y
+    idx = np.random.default_rng(seed).integers(0, d.size, size=(n_boot, d.size))
+    means = d[idx].mean(axis=1)
+    tail = (1.0 - level) / 2.0 * 100.0
+    low, high = np.percentile(means, [tail, 100.0 - tail])
+    return {"mean_diff": float(d.mean()), "low": float(low), "high": float(high),
+            "wins": int(np.sum(d > 0)), "n": int(d.size)}
 
 
 # --------------------------------------------------------------------------------------------

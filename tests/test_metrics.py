@@ -25,6 +25,24 @@ def square(shape, top, left, size):
 # ------------------------------------------------------------------------------------ tracking
 
 
+def test_paired_bootstrap_interval_brackets_the_gap_and_narrows_with_more_sequences():
+    rng = np.random.default_rng(1)
+    base = rng.uniform(0.3, 0.8, 40)
+    same = M.paired_bootstrap(base, base)
+    assert same["mean_diff"] == same["low"] == same["high"] == 0.0 and same["wins"] == 0
+    shifted = M.paired_bootstrap(base + 0.05, base)  # a constant gap has no spread to resample
+    assert shifted["low"] == pytest.approx(0.05) and shifted["high"] == pytest.approx(0.05)
+    assert shifted["wins"] == shifted["n"] == 40
+    noisy = base + 0.05 + rng.normal(0.0, 0.1, 40)
+    many, few = M.paired_bootstrap(noisy, base), M.paired_bootstrap(noisy[:6], base[:6])
+    assert many["low"] < many["mean_diff"] < many["high"]
+    assert many["high"] - many["low"] < few["high"] - few["low"]
+    with pytest.raises(ValueError, match="equally long"):
+        M.paired_bootstrap([0.1, 0.2], [0.1])
+    with pytest.raises(ValueError, match="finite"):
+        M.paired_bootstrap([0.1, float("nan")], [0.1, 0.2])
+
+
 def test_success_thresholds_are_the_21_otb_values():
     thr = M.success_thresholds()
     assert thr.shape == (21,)
