@@ -60,12 +60,11 @@ from bmvtrack.metrics import (
     center_errors,
     count_losses,
     precision_at,
-    rect_iou,
     success_auc,
     success_curve,
     success_thresholds,
 )
-from bmvtrack.motion import MIN_SIDE, BoxMethod, RBox, rbox_ellipse_xyxy, rbox_to_xyxy, rotated_iou
+from bmvtrack.motion import MIN_SIDE, BoxMethod, RBox, aabb_iou, rbox_ellipse_xyxy, rbox_to_xyxy, rotated_iou
 from bmvtrack.motion_stats import track_boxes
 
 RESULT_FORMAT = "bmvtrack.tracking/sequence-result/v1"
@@ -262,12 +261,12 @@ class SequenceScore:
     tracker: str
     sequence: str
     iou: np.ndarray  # axis-aligned IoU (headline, OTB protocol): inscribed ellipse's bounds vs tight bounds
+    iou_bounds: np.ndarray  # axis-aligned IoU of the rotated box's corners' bounds (the headline before session 11)
     iou_rot: np.ndarray  # rotated IoU against the canonical ground-truth RBox
     center_error: np.ndarray  # px; +inf where the prediction was not a box
     fps: float
     uses_ground_truth: bool = False
     loss_threshold: float = 0.0
-    iou_bounds: np.ndarray | None = None  # axis-aligned IoU of the rotated box's corners (before session 11)
 
     @property
     def n_frames(self) -> int:
@@ -284,7 +283,7 @@ class SequenceScore:
             "success_auc": success_auc(self.iou),
             "precision_20": precision_at(self.center_error, 20.0),
             "mean_iou": float(valid.mean()) if valid.size else float("nan"),
-            "success_auc_bounds": success_auc(self.iou if self.iou_bounds is None else self.iou_bounds),
+            "success_auc_bounds": success_auc(self.iou_bounds),
             "success_auc_rot": success_auc(self.iou_rot),
             "mean_iou_rot": float(valid_rot.mean()) if valid_rot.size else float("nan"),
             "losses": count_losses(self.iou, self.loss_threshold),
@@ -315,19 +314,12 @@ def score_sequence(result: SequenceResult, gt_rboxes: Sequence[RBox | None], gt_
         if pred is None:
             iou[i], iou_bounds[i], iou_rot[i], err[i] = 0.0, 0.0, 0.0, math.inf
             continue
-        iou[i] = _aabb_iou(rbox_ellipse_xyxy(pred), gt_a)
-        iou_bounds[i] = _aabb_iou(rbox_to_xyxy(pred), gt_a)
+        iou[i] = aabb_iou(rbox_ellipse_xyxy(pred), gt_a)
+        iou_bounds[i] = aabb_iou(rbox_to_xyxy(pred), gt_a)
         iou_rot[i] = rotated_iou(pred, gt_r)
         err[i] = float(center_errors([[pred.cx, pred.cy]], [[(gt_a[0] + gt_a[2]) / 2, (gt_a[1] + gt_a[3]) / 2]])[0])
-    return SequenceScore(result.tracker, result.sequence, iou, iou_rot, err, result.fps,
-                         result.uses_ground_truth, loss_threshold, iou_bounds)
-
-
-def _aabb_iou(pred: np.ndarray, gt: np.ndarray) -> float:
-    """IoU of ``[x0, y0, x1, y1]`` boxes through ``rect_iou`` (0 for a degenerate prediction)."""
-    v = float(rect_iou(np.array([pred[0], pred[1], pred[2] - pred[0], pred[3] - pred[1]]),
-                       np.array([gt[0], gt[1], gt[2] - gt[0], gt[3] - gt[1]])))
-    return 0.0 if math.isnan(v) else v
+    return SequenceScore(result.tracker, result.sequence, iou, iou_bounds, iou_rot, err, result.fps,
+                         result.uses_ground_truth, loss_threshold)
 
 
 # ----------------------------------------------------------------------------- evaluation

@@ -160,7 +160,10 @@ class TrackingEnv(gym.Env):
         if cfg.proposal != "none":
             raw["proposal"] = spaces.Box(-np.inf, np.inf, (5,), dtype=np.float32)
             # per-track proposal boxes, shared by in-process copies that share the dataset object
-            self._proposals = self.dataset.__dict__.setdefault(f"_proposals_{cfg.proposal}", ProposalTracks(cfg.proposal, cfg.proposal_cache))
+            shared, key = self.dataset.__dict__, f"_proposals_{cfg.proposal}"
+            if key not in shared:
+                shared[key] = ProposalTracks(cfg.proposal, cfg.proposal_cache)
+            self._proposals = shared[key]
         self.observation_space = spaces.Dict(raw)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import argparse
 import csv
-import re
 import sys
 from collections import defaultdict
 
 import numpy as np
 
 from bmvtrack.metrics import paired_bootstrap
+from summarize_rl import seed_variant  # scripts/ is on the path when run as a script
 
 
 def per_sequence(path: str, variant: str, metric: str) -> dict[str, float]:
@@ -27,7 +27,7 @@ def per_sequence(path: str, variant: str, metric: str) -> dict[str, float]:
         for row in csv.DictReader(fh):
             if metric not in row:
                 raise SystemExit(f"{path}: no column {metric!r} (columns: {', '.join(row)})")
-            if row["tracker"] == variant or re.sub(r"-s\d+$", "", row["tracker"]) == variant:
+            if variant in (row["tracker"], seed_variant(row["tracker"])):
                 scores[row["sequence"]].append(float(row[metric]))
     if not scores:
         raise SystemExit(f"{path}: no tracker named {variant!r} or {variant}-s<seed>")

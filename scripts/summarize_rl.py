@@ -18,6 +18,11 @@ from bmvtrack.logging_wandb import read_metrics
 EVAL_COLUMNS = ["success_auc", "precision_20", "success_auc_bounds", "success_auc_rot", "mean_iou_rot"]
 
 
+def seed_variant(run: str) -> str:
+    """A run's variant: its name without the ``-s<seed>`` suffix, so seeds pool."""
+    return re.sub(r"-s\d+$", "", run)
+
+
 def mean_std(values: np.ndarray) -> str:
     return f"{values.mean():.3f} ± {values.std():.3f}" if len(values) > 1 else f"{values[0]:.3f}"
 
@@ -29,7 +34,7 @@ def summarize_runs(folder: str) -> None:
         if not evals:
             continue
         last = evals[-1]
-        variant = re.sub(r"-s\d+$", "", run.name)
+        variant = seed_variant(run.name)
         groups[variant].append((last["eval/mean_iou"], last["eval/success_auc"], int(last["step"])))
     print("| agent | seeds | env steps | held-out mean rotated IoU | held-out success AUC (rot) |")
     print("|---|---|---|---|---|")
@@ -44,7 +49,7 @@ def summarize_evaluations(paths: list[str]) -> None:
     for path in paths:
         with open(path, newline="") as fh:
             for row in csv.DictReader(fh):
-                groups[re.sub(r"-s\d+$", "", row["tracker"])].append(row)
+                groups[seed_variant(row["tracker"])].append(row)
     print("| tracker | seeds | AUC | prec@20 | AUC bounds | AUC rot | mIoU rot | losses |")
     print("|---|---|---|---|---|---|---|---|")
     for variant, rows in groups.items():
