@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +11,7 @@ import pytest
 from PIL import Image
 
 from bmvtrack.data import DatasetError, FrameCache, TrackFilter, VideoDataset
+from bmvtrack.data.readers import DroppedSequenceWarning
 
 KEEP_ALL = TrackFilter(absent="keep", max_box_fraction=1.0)
 PALETTE = [0, 0, 0, 128, 0, 0, 0, 128, 0] + [0] * (256 * 3 - 9)
@@ -29,6 +32,12 @@ def _palette_mask(path: Path, arr: np.ndarray):
 def _grey_mask(path: Path, arr: np.ndarray):
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(arr.astype(np.uint8), mode="L").save(path)
+
+
+def _ihdr(w: int, h: int) -> bytes:
+    """The 8-bit grey IHDR body and CRC of a PNG of w x h pixels."""
+    body = b"IHDR" + struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
+    return body[4:] + struct.pack(">I", zlib.crc32(body))
 
 
 def make_davis(root: Path, n_frames=4, palette=True, h=24, w=32) -> Path:
@@ -79,7 +88,8 @@ def test_real_davis2016_dev_split_and_resolutions(davis2016_root):
     val = VideoDataset(davis2016_root, resolution="240p", split="val", filters=KEEP_ALL).tracks()
     assert len(train) == 24 and len(val) == 6
     assert not {t.sequence for t in train} & {t.sequence for t in val}
-    paper = VideoDataset(davis2016_root, resolution="240p", filters=TrackFilter()).tracks()
+    with pytest.warns(DroppedSequenceWarning, match="max_box_fraction"):  # dropped, and said so
+        paper = VideoDataset(davis2016_root, resolution="240p", filters=TrackFilter()).tracks()
     assert 0 < len(paper) < 30  # the paper's 70 % size filter removes the big objects
 
 
@@ -136,6 +146,8 @@ def test_absent_policy_and_size_filter(tmp_path):
         ("mask_without_frame", "masks without frames"),
         ("corrupt_frame", "00001.jpg"),
         ("corrupt_mask", "unreadable or corrupt mask"),
+        ("ambiguous_frame", "ambiguous image files 00001.jpg and 00001.png"),
+        ("huge_mask", "00001.png: mask too large"),
         ("mask_size", "mask size"),
         ("empty", "no annotation masks"),
         ("wrong_layout", "meta.json"),
@@ -155,6 +167,11 @@ def test_bad_input_names_file_and_problem(tmp_path, breakage, message):
         (seq_f / "00001.jpg").write_bytes(b"\xff\xd8 not a jpeg")
     elif breakage == "corrupt_mask":
         (seq_m / "00001.png").write_bytes(b"garbage")
+    elif breakage == "ambiguous_frame":
+        _frame(seq_f / "00001.png")
+    elif breakage == "huge_mask":  # a grey PNG whose header claims 20000 x 20000 pixels
+        small = (seq_m / "00001.png").read_bytes()
+        (seq_m / "00001.png").write_bytes(small[:16] + _ihdr(20000, 20000) + small[33:])
     elif breakage == "mask_size":
         _palette_mask(seq_m / "00001.png", np.zeros((10, 10), np.uint8))
     elif breakage == "empty":

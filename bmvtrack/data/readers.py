@@ -4,12 +4,15 @@ A *track* is one object of one video over its annotated frames in order (for You
 5th frame; the step is kept in ``Track.frame_step``). The paper's pre-processing (appendix 2.1)
 is a ``TrackFilter``: drop a track whose object is absent in some frame (or keep it and mark the
 frame absent), and drop a track whose object box reaches ≥ 70 % of the frame width or height.
-Every problem on disk raises ``DatasetError`` naming the file or folder.
+Every problem on disk raises ``DatasetError`` naming the file or folder. A sequence that yields no
+track is not an error but is reported: a ``DroppedSequenceWarning`` and ``VideoDataset.dropped``,
+so that a filter or a one-frame video never shrinks a dataset unnoticed.
 """
 from __future__ import annotations
 
 import json
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -17,7 +20,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from bmvtrack.data.images import DatasetError, FrameCache, read_frame, read_mask
+from bmvtrack.data.images import DatasetError, FrameCache, image_size, read_frame, read_mask
 
 Layout = Literal["auto", "davis2016", "davis2017", "youtube-vos"]
 LAYOUTS = ("davis2016", "davis2017", "youtube-vos")
@@ -25,13 +28,17 @@ VOID = 255  # DAVIS 2017 / YouTube-VOS "ignore" label
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 
 
+class DroppedSequenceWarning(UserWarning):
+    """Sequences of a dataset yield no track (filters, too few frames); the message says why."""
+
+
 @dataclass
 class TrackFilter:
     """The paper's track filters (appendix 2.1), as configuration."""
 
     absent: Literal["drop", "keep"] = "drop"  # object fully absent in a frame: drop the track, or keep and mark it
-    max_box_fraction: float = 0.7  # drop tracks whose box reaches this fraction of frame width or height (≥1 disables)
-    min_frames: int = 2  # a track needs at least this many annotated frames
+    max_box_fraction: float = field(default=0.7, metadata={"gt": 0.0})  # drop tracks whose box reaches this fraction of frame width or height (≥1 disables)
+    min_frames: int = field(default=2, metadata={"ge": 1})  # a track needs at least this many annotated frames
 
 
 @dataclass
@@ -43,7 +50,7 @@ class DataConfig:
     resolution: str | None = None  # DAVIS resolution folder (480p, 240p, Full-Resolution); detected if only one
     split: str | None = None  # DAVIS: ImageSets file ('dev/train', 'train', ...); YouTube-VOS: split folder
     filters: TrackFilter = field(default_factory=TrackFilter)
-    cache_mb: int = 512  # decoded-frame cache size
+    cache_mb: int = field(default=512, metadata={"ge": 0})  # decoded-frame cache size (0 = none)
 
 
 @dataclass(frozen=True)
@@ -81,21 +88,33 @@ def _natural_key(name: str) -> tuple:
 
 
 def _list_images(folder: Path) -> dict[str, Path]:
-    return {
-        p.stem: p
-        for p in sorted(folder.iterdir(), key=lambda p: _natural_key(p.name))
-        if p.is_file() and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")
-    }
+    """Image files by frame name; two files for one name (00003.jpg, 00003.png) are an error,
+    since picking either silently could pair a frame with the wrong mask."""
+    out: dict[str, Path] = {}
+    for p in sorted(folder.iterdir(), key=lambda p: _natural_key(p.name)):
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith("."):
+            if p.stem in out:
+                raise DatasetError(
+                    f"{folder}: ambiguous image files {out[p.stem].name} and {p.name} for frame "
+                    f"'{p.stem}'; keep one"
+                )
+            out[p.stem] = p
+    return out
 
 
 def _image_size(path: Path) -> tuple[int, int]:
-    """(H, W) from the file header, without decoding the pixels."""
+    """(H, W) of a frame from its header, without decoding pixels; refuses sizes over MAX_PIXELS."""
+    return image_size(path, "frame")
+
+
+def _mask_mode(path: Path) -> str:
+    """The PIL mode of a mask, from its header (after the size check: a bomb never reaches PIL)."""
+    image_size(path, "mask")
     try:
         with Image.open(path) as im:
-            w, h = im.size
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise DatasetError(f"{path}: unreadable or corrupt image: {exc}") from None
-    return h, w
+            return im.mode
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise DatasetError(f"{path}: unreadable or corrupt mask: {exc}") from None
 
 
 def _frame_step(names: list[str]) -> int:
@@ -113,8 +132,7 @@ def detect_layout(root: Path) -> str:
             for seq in sorted(p for p in res.iterdir() if p.is_dir()):
                 masks = _list_images(seq)
                 if masks:
-                    with Image.open(next(iter(masks.values()))) as im:
-                        return "davis2017" if im.mode == "P" else "davis2016"
+                    return "davis2017" if _mask_mode(next(iter(masks.values()))) == "P" else "davis2016"
         raise DatasetError(f"{ann}: no annotation masks found")
     if any((root / s / "JPEGImages").is_dir() for s in ("train", "valid", "test")) or (
         (root / "meta.json").is_file() and (root / "JPEGImages").is_dir()
@@ -153,6 +171,7 @@ class VideoDataset:
         else:
             self._init_davis()
         self._tracks: list[Track] | None = None
+        self._dropped: dict[str, str] = {}
 
     @classmethod
     def from_config(cls, cfg: DataConfig, cache: FrameCache | None = None) -> "VideoDataset":
@@ -263,7 +282,8 @@ class VideoDataset:
             raise DatasetError(f"{mdir}: no masks")
         return frames, masks
 
-    def _scan(self, seq: str) -> list[Track]:
+    def _scan(self, seq: str) -> tuple[list[Track], str | None]:
+        """The sequence's tracks, and why it yields none (None when it yields some)."""
         frames, masks = self._sequence_files(seq)
         names = list(masks)  # annotated frames, natural order
         size = _image_size(frames[names[0]])
@@ -285,17 +305,25 @@ class VideoDataset:
                 ys, xs = np.nonzero(np.any(obj, axis=1))[0], np.nonzero(np.any(obj, axis=0))[0]
                 frac = max((xs[-1] - xs[0] + 1) / size[1], (ys[-1] - ys[0] + 1) / size[0])
                 scan.max_extent_fraction = max(scan.max_extent_fraction, float(frac))
-        tracks = []
+        tracks, reasons = [], []
+        f = self.filters
         for oid, scan in sorted(objects.items()):
-            f = self.filters
             if f.max_box_fraction < 1.0 and scan.max_extent_fraction >= f.max_box_fraction:
+                reasons.append(
+                    f"object {oid} box spans {scan.max_extent_fraction:.0%} of the frame, "
+                    f"max_box_fraction is {f.max_box_fraction:g}"
+                )
                 continue
             idx = [i for i, p in enumerate(scan.present) if p]
             lo, hi = idx[0], idx[-1] + 1  # a track starts and ends where its object is seen
             present = scan.present[lo:hi]
             if f.absent == "drop" and not all(present):
+                reasons.append(
+                    f"object {oid} absent in {present.count(False)} of {hi - lo} frames, absent='drop'"
+                )
                 continue
             if hi - lo < f.min_frames:
+                reasons.append(f"object {oid} in {hi - lo} frame(s), min_frames is {f.min_frames}")
                 continue
             sel = names[lo:hi]
             tracks.append(
@@ -307,21 +335,49 @@ class VideoDataset:
                     layout=self.layout, binary=binary,
                 )
             )
-        return tracks
+        if tracks:
+            return tracks, None
+        if len(names) < f.min_frames:
+            return [], f"{len(names)} annotated frame(s), min_frames is {f.min_frames}"
+        if not objects:
+            return [], f"no object in its {len(names)} annotated masks"
+        return [], ", ".join(reasons)
+
+    def _scan_all(self) -> list[Track]:
+        """Scan every sequence once: tracks, and the dropped sequences (warned about once)."""
+        if self._tracks is None:
+            out: list[Track] = []
+            dropped: dict[str, str] = {}
+            for seq in self.sequences:
+                tracks, reason = self._scan(seq)
+                out.extend(tracks)
+                if reason is not None:
+                    dropped[seq] = reason
+            self._tracks, self._dropped = out, dropped
+            if dropped and out:
+                warnings.warn(
+                    f"{self.root}: dropped {len(dropped)} of {len(self.sequences)} sequences "
+                    f"(listed in VideoDataset.dropped): {_summary(dropped)}",
+                    DroppedSequenceWarning, stacklevel=3,
+                )
+        return self._tracks
 
     def tracks(self) -> list[Track]:
         """All single-object tracks that pass the filters (scanned once, then remembered)."""
-        if self._tracks is None:
-            out: list[Track] = []
-            for seq in self.sequences:
-                out.extend(self._scan(seq))
-            if not out:
-                raise DatasetError(
-                    f"{self.root}: no tracks (layout {self.layout}, split {self.split}, "
-                    f"{len(self.sequences)} sequences) pass the filters {self.filters}"
-                )
-            self._tracks = out
-        return self._tracks
+        out = self._scan_all()
+        if not out:
+            raise DatasetError(
+                f"{self.root}: no tracks (layout {self.layout}, split {self.split}, "
+                f"{len(self.sequences)} sequences) pass the filters {self.filters}"
+                + (f"; dropped: {_summary(self._dropped)}" if self._dropped else "")
+            )
+        return out
+
+    @property
+    def dropped(self) -> dict[str, str]:
+        """Sequences that yield no track, with the reason: filters, too few frames, no object."""
+        self._scan_all()
+        return dict(self._dropped)
 
     # ---------------------------------------------------------------- pixels
 
@@ -349,6 +405,12 @@ class VideoDataset:
         m = self.raw_mask(track, i)
         v = m == VOID
         return v if v.any() else None
+
+
+def _summary(dropped: dict[str, str], limit: int = 10) -> str:
+    items = [f"{seq}: {why}" for seq, why in list(dropped.items())[:limit]]
+    more = f"; and {len(dropped) - limit} more" if len(dropped) > limit else ""
+    return "; ".join(items) + more
 
 
 def open_dataset(cfg: DataConfig) -> VideoDataset:
