@@ -26,7 +26,10 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
 
 def data_config_from_args(args: argparse.Namespace) -> DataConfig:
     """DataConfig from ``add_data_args`` arguments; generates the synthetic default when --data is absent."""
-    filters = TrackFilter(absent=args.absent, max_box_fraction=args.max_box_fraction)
+    from bmvtrack.config import validate
+
+    filters = validate(TrackFilter(absent=args.absent, max_box_fraction=args.max_box_fraction),
+                       source="--max-box-fraction")
     if args.data is None:
         from bmvtrack.data.synth import ensure_synthetic
 
@@ -36,17 +39,46 @@ def data_config_from_args(args: argparse.Namespace) -> DataConfig:
                       filters=filters)
 
 
+def error_line(exc: BaseException) -> str:
+    """An expected error as one line: ``<path>: <strerror>`` for an OSError that names its file."""
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        where = str(exc.filename) + (f" -> {exc.filename2}" if exc.filename2 is not None else "")
+        return f"{where}: {exc.strerror}"
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    return text or type(exc).__name__
+
+
+def writable_folder(path: str | Path) -> Path:
+    """Create ``path`` and check a file can be written in it now (the OSError names the folder),
+    so that a command fails in its first second rather than after its work is done."""
+    import tempfile
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
+    return path
+
+
 def run_main(main: Callable[[list[str] | None], int]) -> None:
-    """Run a command's ``main``; expected errors print one clear line instead of a traceback."""
+    """Run a command's ``main``; expected errors print one clear line instead of a traceback.
+
+    Expected: bad configs, datasets, priors, checkpoints, output folders in use, and every OSError
+    (missing files, read-only folders, full disks, names too long): ``error: <what>``, exit code 2.
+    """
     from bmvtrack.checkpoint import CheckpointError
     from bmvtrack.config import ConfigError
     from bmvtrack.data.images import DatasetError
     from bmvtrack.motion import PriorError
+    from bmvtrack.run_folder import RunFolderError
 
     try:
         sys.exit(main(None))
-    except (ConfigError, DatasetError, PriorError, CheckpointError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (ConfigError, DatasetError, PriorError, CheckpointError, RunFolderError, OSError) as exc:
+        print(f"error: {error_line(exc)}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

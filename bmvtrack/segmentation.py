@@ -28,8 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bmvtrack.checkpoint import CheckpointError, load_checkpoint
-from bmvtrack.config import ConfigError, from_dict
+from bmvtrack.checkpoint import load_checkpoint, model_entries, network_mismatch
 from bmvtrack.data.patches import CropWindow, crop_image, crop_window, paste_patch
 from bmvtrack.models import ModelConfig, build_model
 from bmvtrack.models.preprocess import patches_to_tensor
@@ -43,26 +42,6 @@ PRIOR_KEYS = ("encoder.bottleneck.prior_mean", "encoder.bottleneck.prior_cov", "
 # ------------------------------------------------------------------------------------ loading
 
 
-def _mismatch_summary(model: nn.Module, state: dict[str, Any]) -> str:
-    """One line: how many keys are missing / unexpected / of another shape, with an example."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
-        for k in own
-        if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(own[k].shape)
-    ]
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-    if shapes:
-        parts.append(f"{len(shapes)} of another shape (e.g. {shapes[0]})")
-    return "; ".join(parts) or "state dict rejected"
-
-
 def load_segmenter(checkpoint_path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelConfig]:
     """The full βMVAE / βMVUnet of a pretraining checkpoint, in eval mode on ``device``, and its config.
 
@@ -72,34 +51,18 @@ def load_segmenter(checkpoint_path: str | Path, device: str | torch.device = "cp
     """
     path = Path(checkpoint_path)
     ckpt = load_checkpoint(path, kind="bmvae")
-    for key in ("model", "model_config"):
-        if key not in ckpt:
-            raise CheckpointError(f"{path}: checkpoint has no '{key}' entry (keys: {sorted(ckpt)})")
-    state = ckpt["model"]
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path}: 'model' is not a state dict ({type(state).__name__})")
-    try:
-        cfg = from_dict(ModelConfig, dict(ckpt["model_config"]), source=f"{path} [model_config]")
-    except (ConfigError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: bad model_config: {exc}") from None
+    cfg, state = model_entries(ckpt, path)
     missing_prior = [k for k in PRIOR_KEYS[:2] if k not in state]
-    if missing_prior:
-        raise CheckpointError(
-            f"{path}: weights have no prior buffer {missing_prior[0]}; not a full βMVAE/βMVUnet state dict "
-            "(an encoder-only or foreign checkpoint?)"
-        )
+    if missing_prior:  # an encoder-only or foreign state dict: list what is missing
+        raise network_mismatch(path, cfg, state)
     try:
         model = build_model(cfg, state[PRIOR_KEYS[0]], state[PRIOR_KEYS[1]], state.get(PRIOR_KEYS[2]))
-    except ValueError as exc:
-        raise CheckpointError(f"{path}: cannot build the model from its prior/config: {exc}") from None
+    except (ValueError, RuntimeError, TypeError) as exc:
+        raise network_mismatch(path, cfg, state, cause=exc) from None
     try:
         model.load_state_dict(state, strict=True)
-    except RuntimeError:
-        raise CheckpointError(
-            f"{path}: weights do not fit the architecture of its model_config "
-            f"(arch={cfg.arch}, base_width={cfg.base_width}, decoder_width={cfg.decoder_width}, "
-            f"bottleneck={cfg.bottleneck}, part_size={cfg.part_size}): {_mismatch_summary(model, state)}"
-        ) from None
+    except (RuntimeError, KeyError, TypeError) as exc:  # torch's text is many lines: say it in one
+        raise network_mismatch(path, cfg, state, expected=model.state_dict(), cause=exc) from None
     model.requires_grad_(False)
     return model.to(device).eval(), cfg
 

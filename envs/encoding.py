@@ -42,8 +42,7 @@ from gymnasium import spaces
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
 from bmvtrack.adaptation import AdaptedModels
-from bmvtrack.checkpoint import load_checkpoint
-from bmvtrack.config import from_dict
+from bmvtrack.checkpoint import load_checkpoint, model_entries, network_mismatch
 from bmvtrack.models import ModelConfig, build_encoder, build_model
 from bmvtrack.models.preprocess import patches_to_tensor
 from bmvtrack.data.patches import CropWindow
@@ -133,9 +132,18 @@ class StateEncoder:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, kind: ObsKind = "features", device: str = "cpu") -> "StateEncoder":
+        """The encoder of a pretraining checkpoint. Why so guarded: ``--encoder`` takes any file, and
+        every problem with it (unreadable, unsafe, another kind, weights that do not fit their own
+        config) must be one line naming it (``CheckpointError``), not torch's multi-line text."""
+        if kind not in OBS_KINDS:
+            raise ValueError(f"observation kind must be one of {OBS_KINDS}, got {kind!r}")
+        torch.device(device)  # a bad device is the caller's error, not the file's
         ckpt = load_checkpoint(path, kind="bmvae")
-        cfg = from_dict(ModelConfig, ckpt["model_config"], source=f"{path} [model_config]")
-        return cls(cfg, ckpt["model"], kind, device=device)
+        cfg, state = model_entries(ckpt, path)
+        try:
+            return cls(cfg, state, kind, device=device)
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:
+            raise network_mismatch(path, cfg, state, encoder_only=kind not in DECODER_KINDS, cause=exc) from None
 
     @classmethod
     def untrained(cls, model_cfg: ModelConfig, prior: MotionPrior, kind: ObsKind = "features", seed: int = 0) -> "StateEncoder":
