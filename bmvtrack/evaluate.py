@@ -5,6 +5,13 @@ losses of track, fps) and writes ``overall.{md,csv}``, ``sequences.{md,csv}``, `
 and the predicted boxes per sequence (``results/``) into ``--out``, with the exact command.
 ``--rescore DIR`` recomputes the report from saved results without running any tracker.
 Protocol: see ``bmvtrack.tracking``.
+
+No result is lost or mixed up (``bmvtrack.run_folder``): ``--out`` is locked while the command
+writes it (a second command on it stops at once); a folder that already holds an evaluation is
+refused unless ``--overwrite`` is given, and then its previous report and per-tracker results are
+deleted before anything runs, so none of them can leak into the new report. Each evaluation
+records what it ran in ``manifest.json``; ``--rescore`` reads only the result files listed there
+(others found beside them are left out with a warning) and refuses an unfinished run.
 """
 from __future__ import annotations
 
@@ -17,17 +24,58 @@ from bmvtrack.adaptation import AdaptConfig
 from bmvtrack.cli import add_data_args, data_config_from_args, run_main
 from bmvtrack.data.readers import VideoDataset
 from bmvtrack.io import atomic_write_text
-from bmvtrack.tracking import evaluate_trackers, load_results, markdown_table, rescore, write_report
+from bmvtrack.run_folder import RunFolder, RunFolderError, claim_run_folder
+from bmvtrack.tracking import (
+    EVALUATION_OUTPUTS,
+    RESULTS_DIR,
+    EvaluationResults,
+    evaluate_trackers,
+    evaluation_folder,
+    load_run_results,
+    markdown_table,
+    read_manifest,
+    rescore,
+    tracker_slug_clashes,
+    write_manifest,
+    write_report,
+)
 
 DEFAULT_TRACKERS = "zero,mil,kcf,csrt,oracle"
+
+
+def claim_report_folder(out: Path, overwrite: bool) -> RunFolder:
+    """Lock ``--out``; an earlier evaluation there is refused, or removed with ``--overwrite``."""
+    try:
+        earlier = read_manifest(out) or {}
+    except RunFolderError:
+        earlier = {}
+    what = "unfinished evaluation" if earlier.get("status") == "running" else "evaluation"
+    folder = claim_run_folder(out, EVALUATION_OUTPUTS, overwrite=overwrite, what=what, resume_flag=None)
+    if folder.removed:
+        print(f"--overwrite: removed the previous evaluation's {', '.join(p.name for p in folder.removed)} from {out}",
+              file=sys.stderr)
+    return folder
+
+
+def _check_rescore_target(source: Path, out: Path) -> None:
+    """Rescoring never writes into the folder it reads (--overwrite there would delete its results)."""
+    run, o = evaluation_folder(source).resolve(), out.resolve()
+    src = source.resolve()
+    if o in (run, src) or o.is_relative_to(src) or src.is_relative_to(o / RESULTS_DIR):
+        raise RunFolderError(f"{out}: --out must be another folder than the run being rescored ({source}); "
+                             "the new report goes beside it, never over it")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bmvtrack.evaluate", description=__doc__.splitlines()[0])
     add_data_args(p)
-    p.add_argument("--trackers", default=DEFAULT_TRACKERS,
-                   help=f"comma-separated registered tracker names (default {DEFAULT_TRACKERS})")
-    p.add_argument("--out", type=Path, default=Path("outputs/evaluate"), help="report folder")
+    p.add_argument("--trackers", default=None,
+                   help=f"comma-separated registered tracker names (default {DEFAULT_TRACKERS}); with --rescore: "
+                        "report only these of the run's trackers")
+    p.add_argument("--out", type=Path, default=Path("outputs/evaluate"),
+                   help="report folder (refused if it holds an evaluation, unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the evaluation --out holds: its report and per-tracker results are deleted first")
     p.add_argument("--max-tracks", type=int, default=None, help="evaluate only the first N tracks")
     p.add_argument("--box-method", default="minarearect", choices=["minarearect", "principal"],
                    help="ground-truth rotated box from the mask (the axis-aligned headline does not depend on it)")
@@ -35,10 +83,15 @@ def main(argv: list[str] | None = None) -> int:
                    help="first box of axis-aligned trackers (OpenCV): the mask's tight bounds (OTB, default) "
                         "or the bounds of the rotated ground-truth box")
     p.add_argument("--rescore", type=Path, default=None, metavar="DIR",
-                   help="recompute the report from sequence results saved in DIR (no tracker is run)")
+                   help="recompute the report of the evaluation in DIR (its --out, or its results/) from the "
+                        "sequence results its manifest lists (no tracker is run); the report goes to --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--policy", action="append", default=[], metavar="NAME=MODEL_ZIP",
-                   help="a trained agent (train_sac's model.zip) evaluated as tracker NAME (repeatable)")
+    p.add_argument("--policy", action="append", default=[], metavar="NAME=RUN",
+                   help="a trained agent (a train_sac run folder, or one of its checkpoints) evaluated as tracker "
+                        "NAME (repeatable)")
+    p.add_argument("--allow-other-encoder", action="store_true",
+                   help="let an agent read states of an encoder file other than the one it was trained with "
+                        "(--segmenter does not change an agent's encoder; this is for a retrained checkpoint file)")
     p.add_argument("--segmenter", type=Path, default=None,
                    help="βMVUnet checkpoint of the segmentation trackers (default runs/pretrain_vae/checkpoint.pt); "
                         "'segmentation' fits the box to the mask pieces touching the previous box, "
@@ -46,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                         "first on frame 0's box (bmvtrack.adaptation); 'segmentation-csrt' is 'segmentation-adapt' "
                         "with CSRT's box taking over wherever the mask's box disagrees with it (bmvtrack.proposals), "
                         "'segmentation-csrt-principal' the same with the principal-axes box fitted to the mask")
-    p.add_argument("--policy-adapt", action="append", default=[], metavar="NAME=MODEL_ZIP",
+    p.add_argument("--policy-adapt", action="append", default=[], metavar="NAME=RUN",
                    help="like --policy, but the decoder proposing the agent's motion cue is fine-tuned on "
                         "frame 0's box first (the encoder, hence the rest of the state, is unchanged)")
     p.add_argument("--adapt-steps", type=int, default=AdaptConfig.steps,
@@ -76,39 +129,62 @@ def main(argv: list[str] | None = None) -> int:
     cfg = data_config_from_args(args)
     ds = VideoDataset.from_config(cfg)
     title = f"Tracking on {cfg.root} ({ds.layout}, {ds.resolution or ''} split {cfg.split or 'all'})"
+    command = "python -m bmvtrack.evaluate " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     if args.rescore is not None:
-        results = rescore(load_results(args.rescore), ds, args.box_method)
-        save_sequences = False
-    else:
-        from agents.baselines import available_trackers, make_tracker
+        _check_rescore_target(args.rescore, args.out)
+        chosen = None if args.trackers is None else [n.strip().lower() for n in args.trackers.split(",") if n.strip()]
+        loaded = load_run_results(args.rescore, chosen)  # read (and checked) before --out is touched
+        folder = claim_report_folder(args.out, args.overwrite)
+        with folder:
+            results = rescore(loaded, ds, args.box_method)
+            paths = write_report(results, args.out, title, save_sequences=False)
+            atomic_write_text(args.out / "command.txt", command + "\n")
+            write_manifest(args.out, status="finished", trackers=results.trackers,
+                           tracks=sorted({r.sequence for r in loaded}), kind="rescore",
+                           source=str(evaluation_folder(args.rescore)), command=command)
+            _print_and_log(results, paths, args, title)
+        return 0
+    from agents.baselines import available_trackers, make_tracker
 
-        names = [n.strip().lower() for n in args.trackers.split(",") if n.strip()]
-        from agents.loading import learned_tracker_factories
+    names = [n.strip().lower() for n in (args.trackers or DEFAULT_TRACKERS).split(",") if n.strip()]
+    from agents.loading import learned_tracker_factories
 
-        learned, names = learned_tracker_factories(args.policy, names, args.segmenter, adapt, args.policy_adapt)
-        unknown = [n for n in names if n not in available_trackers()]
-        if not (names or learned) or unknown:
-            p.error(f"unknown tracker(s) {unknown}; registered: {', '.join(available_trackers())}")
-        for n in names:  # fail now (e.g. an OpenCV build without contrib), not after other trackers ran
-            try:
-                make_tracker(n)
-            except (RuntimeError, ValueError) as exc:
-                p.error(f"tracker {n!r}: {exc}")
-        tracks = ds.tracks()[: args.max_tracks]
-        factories = {n: (lambda n=n: make_tracker(n)) for n in names}
-        factories.update(learned)
+    learned, names = learned_tracker_factories(args.policy, names, args.segmenter, adapt, args.policy_adapt,
+                                               allow_other_encoder=args.allow_other_encoder)
+    unknown = [n for n in names if n not in available_trackers()]
+    if not (names or learned) or unknown:
+        p.error(f"unknown tracker(s) {unknown}; registered: {', '.join(available_trackers())}")
+    for n in names:  # fail now (e.g. an OpenCV build without contrib), not after other trackers ran
+        try:
+            make_tracker(n)
+        except (RuntimeError, ValueError) as exc:
+            p.error(f"tracker {n!r}: {exc}")
+    tracks = ds.tracks()[: args.max_tracks]
+    factories = {n: (lambda n=n: make_tracker(n)) for n in names}
+    factories.update(learned)
+    clashes = tracker_slug_clashes(factories)
+    if clashes:
+        p.error(f"tracker names {clashes[0]} would share one results folder; rename one")
+    with claim_report_folder(args.out, args.overwrite):
+        # "running" until every result and the report exist: --rescore refuses an interrupted run
+        record = {"command": command, "data": cfg.root, "split": cfg.split}
+        write_manifest(args.out, status="running", trackers=list(factories), tracks=[t.name for t in tracks], **record)
         results = evaluate_trackers(factories, ds, tracks, progress=not args.no_progress,
                                     box_method=args.box_method, axis_aligned_init=args.axis_aligned_init)
-        save_sequences = True
-    paths = write_report(results, args.out, title, save_sequences=save_sequences)
-    command = "python -m bmvtrack.evaluate " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    atomic_write_text(args.out / "command.txt", command + "\n")
+        paths = write_report(results, args.out, title, save_sequences=True)
+        atomic_write_text(args.out / "command.txt", command + "\n")
+        write_manifest(args.out, status="finished", trackers=list(factories), tracks=[t.name for t in tracks],
+                       results=results, **record)
+        _print_and_log(results, paths, args, title)
+    return 0
+
+
+def _print_and_log(results: EvaluationResults, paths: dict, args: argparse.Namespace, title: str) -> None:
     n_tracks = max((len(r) for r in results.runs.values()), default=0)
     print(f"{title}: {n_tracks} tracks\n")
     print(markdown_table(results.overall()))
     print(f"wrote {', '.join(str(v) for v in paths.values())} and {args.out / 'command.txt'}")
     log_report(results, paths, args, title)
-    return 0
 
 
 def log_report(results, paths: dict, args: argparse.Namespace, title: str) -> None:

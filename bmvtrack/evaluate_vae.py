@@ -5,6 +5,10 @@ N stochastic masks per frame by J with the annotation), labelled as such. ``--cr
 crops: ``gt`` (the paper's, from the annotation), ``perturbed`` (noisy annotated box) or
 ``tracking`` (at the box of the previous predicted mask). Writes ``vae_eval_<crop>.md`` and
 ``.csv`` into ``--out`` and logs ``eval/…`` scalars to W&B (offline by default).
+
+One ``--out`` may collect the reports of several crop modes (one file pair each); a report of the
+same crop mode already there is never replaced without ``--overwrite``, and the folder is locked
+while the command writes it (``bmvtrack.run_folder``). Without ``--out`` each run gets a new folder.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from bmvtrack.cli import add_data_args, data_config_from_args, run_main
 from bmvtrack.data.readers import VideoDataset
 from bmvtrack.logging_wandb import RunLogger, WandbConfig, run_name
 from bmvtrack.paths import DEFAULT_VAE_CHECKPOINT, RUNS_DIR
+from bmvtrack.run_folder import RunFolder, RunFolderError, claim_run_folder
 from bmvtrack.segmentation import load_segmenter
 from bmvtrack.vae_eval import (
     CROP_MODES,
@@ -27,6 +32,7 @@ from bmvtrack.vae_eval import (
     config_dict,
     evaluate,
     report_markdown,
+    report_stem,
     wandb_metrics,
     write_report,
 )
@@ -64,7 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--threads", type=int, default=1,
                    help="CPU threads for torch (default 1: on a shared 2-core machine more threads are far slower)")
     o = p.add_argument_group("output")
-    o.add_argument("--out", type=Path, default=None, help="output folder (default runs/evaluate_vae/<run name>)")
+    o.add_argument("--out", type=Path, default=None,
+                   help="output folder (default: a new runs/evaluate_vae/<run name>); a report of the same --crop "
+                        "there is refused unless --overwrite")
+    o.add_argument("--overwrite", action="store_true", help="replace the report of this --crop that --out holds")
     o.add_argument("--no-wandb", action="store_true", help="do not log to Weights & Biases")
     o.add_argument("--quiet", action="store_true", help="no per-track progress lines")
     return p
@@ -94,7 +103,39 @@ def main(argv: list[str] | None = None) -> int:
     data_cfg = data_config_from_args(args)
     ds = VideoDataset.from_config(data_cfg)
     name = run_name("evaluate_vae", args.crop)
-    out = args.out or RUNS_DIR / "evaluate_vae" / name
+    stem = report_stem(cfg)
+    outputs = [f"{stem}.md", f"{stem}.csv"]
+    what = f"{cfg.crop}-crop VAE evaluation"
+    if args.out is not None:
+        out = args.out
+        folder = claim_run_folder(out, outputs, overwrite=args.overwrite, what=what, resume_flag=None)
+    else:
+        out, folder = claim_fresh_folder(RUNS_DIR / "evaluate_vae" / name, outputs, what)
+    with folder:
+        if folder.removed:
+            print(f"--overwrite: replacing {', '.join(str(p) for p in folder.removed)}", file=sys.stderr)
+        return _run(args, cfg, model, model_cfg, data_cfg, ds, device, name, out, argv)
+
+
+def claim_fresh_folder(path: Path, outputs: list[str], what: str, tries: int = 100) -> tuple[Path, RunFolder]:
+    """Claim ``path``, or ``path-2``, ``path-3``… : the first that does not exist yet.
+
+    The default ``--out`` is named by the second; two runs started within one second must not
+    share it (the loser of a race for one name takes the next).
+    """
+    for n in range(1, tries + 1):
+        candidate = path if n == 1 else path.with_name(f"{path.name}-{n}")
+        if candidate.exists():
+            continue
+        try:
+            return candidate, claim_run_folder(candidate, outputs, what=what, resume_flag=None)
+        except RunFolderError:
+            continue
+    raise RunFolderError(f"{path}: no free output folder after {tries} tries; pass --out")
+
+
+def _run(args: argparse.Namespace, cfg: VaeEvalConfig, model, model_cfg, data_cfg, ds: VideoDataset, device: str,
+         name: str, out: Path, argv: list[str] | None) -> int:
     argv_list = sys.argv[1:] if argv is None else list(argv)
     info = {
         "checkpoint": str(args.checkpoint), "arch": model_cfg.arch, "bottleneck": model_cfg.bottleneck,
@@ -107,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report = evaluate(model, ds, cfg, progress=None if args.quiet else (lambda s: print(s, file=sys.stderr)),
                           info=info)
-        md, cs = write_report(report, out)
+        md, cs = write_report(report, out, report_stem(cfg))
         logger.log(wandb_metrics(report))
         logger.log_table("eval/per_sequence", report.columns(),
                          [[row[c] for c in report.columns()] for row in report.rows()])

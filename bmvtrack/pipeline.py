@@ -4,6 +4,11 @@ generate → analyse motion → pretrain the βMVUnet → train MV-SAC → evalu
 → render a rollout video. Each step is the same command a user runs by hand (called in-process),
 each prints where its artefacts are, and a finished step is not redone when its output exists
 (``--force`` redoes everything). ``--quick`` is a ≤ 3-minute smoke version with tiny budgets.
+The commands refuse to replace earlier results on their own (``bmvtrack.run_folder``); the pipeline
+owns its output folders, so a step it decides to (re)do passes ``--overwrite``: a skipped step's
+outputs are kept, a redone step's are replaced (an unfinished one from an interrupted pipeline, or
+everything with ``--force``), and the evaluation and the video, redone every time, never keep
+results of an earlier model.
 Outputs go under ``./data`` and ``./runs`` (``BMVTRACK_DATA_DIR`` / ``BMVTRACK_RUNS_DIR`` move them);
 ``--quick`` writes under ``runs/quick`` so that its tiny prior and checkpoint are never taken for
 the full job's finished steps.
@@ -64,9 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     t0 = _step("2/6 motion prior (training split)")
     robust = prior.with_name("prior_robust.json")
     if args.force or not prior.is_file():
-        analyze_motion.main([*data_args, "--split", "train", "--out", str(prior)])
+        analyze_motion.main([*data_args, "--split", "train", "--out", str(prior), "--overwrite"])
     if args.force or not robust.is_file():  # the bulk of the motion (for agent.prior_file=...; the default cue agent uses the env prior)
-        analyze_motion.main([*data_args, "--split", "train", "--fit", "robust", "--out", str(robust)])
+        analyze_motion.main([*data_args, "--split", "train", "--fit", "robust", "--out", str(robust), "--overwrite"])
     _done(t0, prior, prior.with_suffix(".png"), robust)
 
     t0 = _step("3/6 pretrain the βMVUnet")
@@ -76,31 +81,34 @@ def main(argv: list[str] | None = None) -> int:
                 f"out_dir={vae_dir}", f"seed={args.seed}"]
         if budget["pretrain_steps"]:
             sets.append(f"max_steps={budget['pretrain_steps']}")
-        pretrain_vae.main([*sum((["--set", s] for s in sets), []), *wandb])
+        # no checkpoint: at most an interrupted run's logs are there; --force: redo it
+        pretrain_vae.main([*sum((["--set", s] for s in sets), []), *wandb, "--overwrite"])
     _done(t0, ckpt)
 
     t0 = _step("4/6 train MV-SAC")
     agent_dir = runs / "train_sac" / f"mvsac-s{args.seed}"
-    if args.force or not (agent_dir / "model.zip").is_file():
+    if args.force or not (agent_dir / "checkpoints" / "latest").is_file():
         sets = [f"env.data.root={data_root}", "env.data.layout=davis2017", f"env.prior={prior}",
                 f"agent.learning_starts={budget['learning_starts']}", f"eval_every={budget['eval_every']}",
                 f"checkpoint_every={budget['eval_every']}"]
         train_sac.main(["--encoder", str(ckpt), "--timesteps", str(budget["rl_steps"]), "--time-budget",
                         str(budget["rl_min"]), "--seed", str(args.seed), "--out", str(agent_dir),
-                        *sum((["--set", s] for s in sets), []), *wandb])
-    _done(t0, agent_dir / "model.zip")
+                        *sum((["--set", s] for s in sets), []), *wandb, "--overwrite"])
+    _done(t0, agent_dir)
 
     t0 = _step("5/6 evaluate against the baselines (held-out synthetic videos)")
     eval_dir = runs / "evaluate" / name
     trackers = "zero,kcf,csrt,segmentation,oracle" if args.quick else "zero,mil,kcf,csrt,segmentation,oracle"
     evaluate.main([*data_args, "--split", "val", "--trackers", trackers, "--segmenter", str(ckpt),
-                   "--policy", f"mvsac={agent_dir / 'model.zip'}", "--out", str(eval_dir), "--no-progress", *wandb])
+                   "--policy", f"mvsac={agent_dir}", "--out", str(eval_dir), "--no-progress", *wandb,
+                   "--overwrite"])
     _done(t0, eval_dir / "overall.md", eval_dir / "success.png")
 
     t0 = _step("6/6 rollout video")
     vis_dir = runs / "visualize"
-    visualize.main([*data_args, "--split", "val", "--policy", f"mvsac={agent_dir / 'model.zip'}",
-                    "--trackers", "csrt,segmentation", "--segmenter", str(ckpt), "--out", str(vis_dir), *wandb])
+    visualize.main([*data_args, "--split", "val", "--policy", f"mvsac={agent_dir}",
+                    "--trackers", "csrt,segmentation", "--segmenter", str(ckpt), "--out", str(vis_dir), *wandb,
+                    "--overwrite"])
     _done(t0, vis_dir)
     print(f"\npipeline finished in {(time.time() - start) / 60:.1f} min", file=sys.stderr)
     return 0

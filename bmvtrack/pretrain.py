@@ -14,6 +14,9 @@ What a run does (one ``Trainer``):
   overwritten by a diverged state;
 - ``time_budget_min`` stops the run cleanly (final validation and checkpoint included) before the
   budget is spent; it counts from the start of ``Trainer`` (data preparation included);
+- rank 0 first claims ``out_dir`` (``claim_out_dir``): locked against a second writer for the whole
+  run; a folder holding another run (checkpoint.pt, best.pt, a run folder) is refused unless
+  ``overwrite`` — a new run's first validation would otherwise replace the old ``best.pt``;
 - rank 0 logs (``RunLogger``: ``metrics.jsonl`` always, W&B when enabled), shows a tqdm bar, writes
   ``<out_dir>/checkpoint.pt`` (latest) and ``<out_dir>/best.pt`` (best validation J), per-epoch
   sample-mask grids, and at the end the loss curves (the paper's Figs 11–12).
@@ -21,7 +24,8 @@ What a run does (one ``Trainer``):
 The checkpoint is the contract the RL environment reads (``load_checkpoint(path, kind="bmvae")``,
 then ``ckpt["model"]`` and ``ckpt["model_config"]``); everything in it is a plain type or a tensor,
 so ``weights_only=True`` loads it. Keys: kind, version, model, model_config, prior, config, epoch,
-epoch_step, step, optimizer, scheduler, rng, best_val, val, wandb_id, run_name, world_size.
+epoch_step, step, optimizer, scheduler, rng, best_val, val, wandb_id, run_name, run_id (a random id
+that tells two runs apart even when their names, made of the start second, coincide), world_size.
 
 Distributed (launched by ``torchrun``; ``WORLD_SIZE > 1`` in the environment): gloo on CPU, nccl on
 CUDA, a ``DistributedSampler``, the model wrapped in ``DistributedDataParallel``; rank 0 alone
@@ -47,6 +51,7 @@ import os
 import random
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +76,7 @@ from bmvtrack.models import ModelConfig, build_model, count_parameters, loss_fro
 from bmvtrack.models.preprocess import patches_to_tensor
 from bmvtrack.motion import MotionPrior
 from bmvtrack.motion_stats import fit_prior, measure_dataset, motion_samples
+from bmvtrack.run_folder import RunFolder, RunFolderError, claim_run_folder
 
 COMMAND = "pretrain_vae"
 CHECKPOINT_VERSION = 1
@@ -99,48 +105,41 @@ class PretrainConfig:
     val_split: str | None = "val"  # held-out split of `data` for validation (None: no validation, no best.pt)
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # box jitter, flips, colour noise
     wandb: WandbConfig = field(default_factory=WandbConfig)  # W&B (offline by default)
-    batch_size: int = 32  # patches per step and per process (paper: 32)
+    batch_size: int = field(default=32, metadata={"ge": 1})  # patches per step and per process (paper: 32)
     # Paper: RAdam, cyclical LR between 5e-5 and 1e-4 (920 epochs on a GPU). A 10-minute CPU run
     # from scratch needs larger steps: after 150 steps on the synthetic default, val J 0.35 with the
     # paper's range, 0.55 with this one, 0.56 with 1e-3…4e-3 (noisier); see configs/pretrain_default.yaml.
-    lr_min: float = 5e-4  # lower bound of the cyclical learning rate (paper: 5e-5)
-    lr_max: float = 2e-3  # upper bound of the cyclical learning rate (paper: 1e-4)
-    cycle_steps: int = 400  # steps of one full LR cycle (up and down; Smith: 4–20 epochs' worth)
+    lr_min: float = field(default=5e-4, metadata={"gt": 0.0})  # lower bound of the cyclical learning rate (paper: 5e-5)
+    lr_max: float = field(default=2e-3, metadata={"gt": 0.0})  # upper bound of the cyclical learning rate (paper: 1e-4)
+    cycle_steps: int = field(default=400, metadata={"ge": 2})  # steps of one full LR cycle (up and down; Smith: 4–20 epochs' worth)
     cycle_mode: Literal["triangular", "triangular2"] = "triangular"  # triangular2 halves the amplitude every cycle
-    weight_decay: float = 0.0  # RAdam weight decay
+    weight_decay: float = field(default=0.0, metadata={"ge": 0.0})  # RAdam weight decay
     # RAdam's first ~5 steps are un-adapted SGD steps (lr × gradient); β·KL against a strongly
     # correlated prior has curvature ~1e4, so unclipped they diverge (measured: loss 284 → inf in 4 steps).
-    grad_clip: float = 1.0  # clip the global gradient norm to this (0 = no clipping; the norm is always checked)
-    epochs: int = 30  # passes over the training patches (the time budget may stop the run earlier)
-    max_steps: int = 0  # stop after this many optimiser steps in all (0 = no limit)
-    time_budget_min: float = 9.0  # wall-clock budget of one invocation, final validation included (0 = none)
-    seed: int = 0  # model init, shuffling and jitter
-    num_workers: int = 0  # DataLoader worker processes (0 = load in the training process)
-    threads: int = 0  # torch intra-op threads, set by the command (0 = torch's default)
+    grad_clip: float = field(default=1.0, metadata={"ge": 0.0})  # clip the global gradient norm to this (0 = no clipping; the norm is always checked)
+    epochs: int = field(default=30, metadata={"ge": 1})  # passes over the training patches (the time budget may stop the run earlier)
+    max_steps: int = field(default=0, metadata={"ge": 0})  # stop after this many optimiser steps in all (0 = no limit)
+    time_budget_min: float = field(default=9.0, metadata={"ge": 0.0})  # wall-clock budget of one invocation, final validation included (0 = none)
+    seed: int = field(default=0, metadata={"ge": 0})  # model init, shuffling and jitter
+    num_workers: int = field(default=0, metadata={"ge": 0})  # DataLoader worker processes (0 = load in the training process)
+    threads: int = field(default=0, metadata={"ge": 0})  # torch intra-op threads, set by the command (0 = torch's default)
     device: str = "auto"  # auto (cuda if available) | cpu | cuda | cuda:N
     out_dir: str = str(paths.DEFAULT_VAE_DIR)  # checkpoint.pt / best.pt here, the run folder below it
     prior: str = str(paths.DEFAULT_PRIOR)  # prior file; measured on the training data and saved if absent; "paper" = paper's prior
     box_method: Literal["minarearect", "principal"] = "minarearect"  # rotated box of a mask (patches and prior)
-    checkpoint_every: int = 200  # also save every N steps (0 = only at epoch ends and at the end)
-    log_every: int = 10  # log training scalars every N steps (means over those steps)
-    val_max_patches: int = 1024  # validation patches (evenly spaced subset when more; 0 = all)
-    sample_masks: int = 8  # patches in the per-epoch sample-mask grid (0 = none)
+    checkpoint_every: int = field(default=200, metadata={"ge": 0})  # also save every N steps (0 = only at epoch ends and at the end)
+    log_every: int = field(default=10, metadata={"ge": 1})  # log training scalars every N steps (means over those steps)
+    val_max_patches: int = field(default=1024, metadata={"ge": 0})  # validation patches (evenly spaced subset when more; 0 = all)
+    sample_masks: int = field(default=8, metadata={"ge": 0})  # patches in the per-epoch sample-mask grid (0 = none)
     tag: str = ""  # run-name tag: pretrain_vae-<tag>-<time>
 
     def __post_init__(self) -> None:
-        positive = ("batch_size", "cycle_steps", "epochs", "log_every")
-        for key in positive:
-            if getattr(self, key) <= 0:
-                raise ConfigError(f"pretrain config: {key} must be positive, got {getattr(self, key)}")
-        non_negative = ("max_steps", "time_budget_min", "num_workers", "threads", "checkpoint_every",
-                        "val_max_patches", "sample_masks", "weight_decay", "grad_clip")
-        for key in non_negative:
-            if getattr(self, key) < 0:
-                raise ConfigError(f"pretrain config: {key} must be >= 0, got {getattr(self, key)}")
-        if not 0 < self.lr_min <= self.lr_max:
+        """Ranges (field metadata) and the checks that involve two fields, also for configs built in code."""
+        from bmvtrack.config import validate
+
+        validate(self, source="pretrain config")
+        if not self.lr_min <= self.lr_max:
             raise ConfigError(f"pretrain config: need 0 < lr_min <= lr_max, got {self.lr_min}, {self.lr_max}")
-        if self.cycle_steps < 2:
-            raise ConfigError(f"pretrain config: cycle_steps must be >= 2, got {self.cycle_steps}")
         dev = self.device
         if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
             raise ConfigError(f"pretrain config: device must be auto, cpu, cuda or cuda:N, got {dev!r}")
@@ -165,6 +164,64 @@ def load_pretrain_config(path: str | Path | None = None, overrides: list[str] | 
 def checkpoint_path(out_dir: str | Path) -> Path:
     """The latest checkpoint of a run folder (the environment's default)."""
     return Path(out_dir) / "checkpoint.pt"
+
+
+# What makes an out_dir hold a run: its checkpoints and its run folders (logs, samples, command).
+RUN_OUTPUTS = ("checkpoint.pt", "best.pt", f"{COMMAND}-*/")
+
+
+def _identity(ckpt: dict[str, Any]) -> tuple[str, str | None]:
+    """What tells runs apart: ``run_id`` (random, per run), else (older checkpoints) ``run_name``."""
+    return ("run_id", ckpt["run_id"]) if ckpt.get("run_id") else ("run_name", ckpt.get("run_name") or None)
+
+
+def _same_run(a: dict[str, Any], path: Path) -> bool:
+    """Whether the checkpoint at ``path`` belongs to the run of checkpoint ``a`` (unreadable: no)."""
+    try:
+        b = load_checkpoint(path, kind="bmvae")
+    except CheckpointError:
+        return False
+    if a.get("run_id") and b.get("run_id"):
+        return a["run_id"] == b["run_id"]
+    return bool(a.get("run_name")) and a.get("run_name") == b.get("run_name")
+
+
+def claim_out_dir(out_dir: str | Path, resume_ckpt: dict[str, Any] | None = None,
+                  resume_path: str | Path | None = None, overwrite: bool = False) -> RunFolder:
+    """Lock ``out_dir`` for this run; refuse to replace another run's checkpoints without ``overwrite``.
+
+    A new run needs a folder without checkpoints or run folders (``--overwrite`` removes them).
+    A resumed run may write into the folder only when the checkpoints there are its own (the
+    same ``run_id``, or ``run_name`` for older checkpoints) or there are none: continuing run A into a folder holding run B would
+    replace B's ``checkpoint.pt`` and ``best.pt`` just as a new run would. ``--overwrite`` never
+    removes the checkpoint being resumed.
+    """
+    out_dir = Path(out_dir)
+    resume_path = Path(resume_path) if resume_path is not None else None
+    outputs = list(RUN_OUTPUTS)
+    if resume_path is not None and resume_path.resolve().parent == out_dir.resolve() and resume_path.name in outputs:
+        outputs.remove(resume_path.name)  # e.g. --resume <out>/best.pt --overwrite: keep what is resumed
+    same = False
+    if resume_ckpt is not None:
+        mine = resume_ckpt.get("run_name")
+        others = []
+        for name in ("checkpoint.pt", "best.pt"):
+            path = out_dir / name
+            if not path.is_file() or (resume_path is not None and path.resolve() == resume_path.resolve()):
+                continue
+            if not _same_run(resume_ckpt, path):
+                others.append(name)
+        same = not others
+        if same and overwrite:
+            raise RunFolderError(f"{out_dir}: --overwrite would delete the run that --resume continues ({mine}); "
+                                 "pass only one of them")
+        if others and not overwrite:
+            raise RunFolderError(f"{out_dir}: holds another pretraining run ({', '.join(others)}) than the one "
+                                 f"--resume continues ({mine}); pass --overwrite to replace it, or choose another --out")
+    # --resume auto is a way on only where there is a checkpoint to continue
+    hint = "--resume auto" if checkpoint_path(out_dir).is_file() else None
+    return claim_run_folder(out_dir, outputs, resume=same, overwrite=overwrite, what="pretraining run",
+                            resume_flag=hint)
 
 
 def resolve_config(
@@ -413,10 +470,12 @@ class Trainer:
     """One pretraining run (new or resumed). ``fit()`` trains; ``train_step`` is one optimiser step."""
 
     def __init__(self, cfg: PretrainConfig, resume: str | Path | None = None, command: str | None = None,
-                 progress: bool = True) -> None:
+                 progress: bool = True, overwrite: bool = False) -> None:
         self.t0 = time.perf_counter()
         self.cfg = cfg
         self.progress = progress
+        self.overwrite = overwrite
+        self.folder: RunFolder | None = None
         self.ctx, self.device = init_distributed(cfg.device)
         try:
             self._setup(resume, command)
@@ -436,6 +495,15 @@ class Trainer:
         ckpt = load_checkpoint(self.resume_path, kind="bmvae") if self.resume_path else None
         if ckpt is not None:
             self._check_model_config(ckpt)
+        # the output folder before anything is written (or minutes are spent preparing data):
+        # locked against a second writer, and never holding another run that this one would replace
+        if ctx.is_main:
+            self.folder = claim_out_dir(cfg.out_dir, ckpt, self.resume_path, self.overwrite)
+            if self.folder.removed:
+                self.say(f"--overwrite: removed the previous run's {', '.join(p.name for p in self.folder.removed)} "
+                         f"from {cfg.out_dir}")
+            if self.folder.removed_tmp:
+                self.say(f"removed {len(self.folder.removed_tmp)} temporary file(s) left by an interrupted write")
 
         # data: rank 0 first (it may generate the synthetic default)
         with ctx.main_first():
@@ -495,6 +563,7 @@ class Trainer:
         self.last_val: dict[str, float] = {}
         self.wandb_id: str | None = None
         self.run_name = run_name(COMMAND, cfg.tag)
+        self.run_id = uuid.uuid4().hex  # os.urandom: no seeded RNG is touched
         if ckpt is not None:
             self._load_state(ckpt)
         elif ctx.rank > 0:  # same initial weights (DDP also broadcasts rank 0's), own bottleneck noise
@@ -514,9 +583,6 @@ class Trainer:
         self.last_saved_step: int | None = self.step if ckpt is not None else None
         self.logger: RunLogger | None = None
         if ctx.is_main:
-            if ckpt is None and self.ckpt_path.is_file():
-                self.say(f"note: starting a new run; {self.ckpt_path} (a previous run's) will be replaced "
-                         "(use --resume auto to continue that run instead)")
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.run_dir / "config.yaml")
             self._record_command(command)
@@ -606,6 +672,7 @@ class Trainer:
         self.last_val = dict(ckpt.get("val") or {})
         self.wandb_id = ckpt.get("wandb_id")
         self.run_name = ckpt.get("run_name") or self.run_name
+        self.run_id = ckpt.get("run_id") or self.run_id
         if self.ctx.rank == 0 and ckpt.get("rng"):
             set_rng_state(ckpt["rng"])
         else:
@@ -735,6 +802,7 @@ class Trainer:
             "val": dict(self.last_val),
             "wandb_id": self.wandb_id,
             "run_name": self.run_name,
+            "run_id": self.run_id,
             "world_size": self.ctx.world,
             "params": dict(self.params),
         }
@@ -926,15 +994,23 @@ class Trainer:
         if logger is not None:
             logger.finish()
             self.logger = None
+        folder = getattr(self, "folder", None)
+        if folder is not None:
+            folder.release()
+            self.folder = None
         if getattr(self, "ctx", None) is not None and self.ctx.owns_group and dist.is_initialized():
             dist.destroy_process_group()
             self.ctx.owns_group = False
 
 
 def train(cfg: PretrainConfig, resume: str | Path | None = None, command: str | None = None,
-          progress: bool = True) -> PretrainResult:
-    """Run one pretraining (new, or resumed from the checkpoint ``resume``); see ``Trainer``."""
-    return Trainer(cfg, resume=resume, command=command, progress=progress).fit()
+          progress: bool = True, overwrite: bool = False) -> PretrainResult:
+    """Run one pretraining (new, or resumed from the checkpoint ``resume``); see ``Trainer``.
+
+    ``cfg.out_dir`` is claimed first (``claim_out_dir``): a folder holding another run is refused
+    with ``RunFolderError`` unless ``overwrite`` (its checkpoints and run folders are removed).
+    """
+    return Trainer(cfg, resume=resume, command=command, progress=progress, overwrite=overwrite).fit()
 
 
 # --------------------------------------------------------------------------- loss curves

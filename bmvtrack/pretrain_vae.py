@@ -4,8 +4,13 @@ With no arguments it trains the small βMVUnet (configs/pretrain_default.yaml, t
 defaults) on the synthetic default dataset (generated if absent) within the time budget, and
 leaves the checkpoint the RL environment reads at runs/pretrain_vae/checkpoint.pt.
 
-    python -m bmvtrack.pretrain_vae [--config YAML] [--set key=value ...] [--resume auto|PATH]
+    python -m bmvtrack.pretrain_vae [--config YAML] [--set key=value ...] [--resume auto|PATH | --overwrite]
     torchrun --nproc_per_node=2 -m bmvtrack.pretrain_vae ...     # DistributedDataParallel
+
+The output folder is claimed before anything is written (``bmvtrack.run_folder``): while a run
+writes it, a second command on it stops at once; a folder that holds a run (checkpoint.pt,
+best.pt or a run folder) is refused unless ``--resume auto`` continues that run or
+``--overwrite`` replaces it, so running the command twice never silently replaces a trained model.
 
 All logic lives in ``bmvtrack.pretrain``; this module parses arguments and reports.
 """
@@ -34,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="config override, repeatable (e.g. --set model.beta=0 --set lr_max=1e-3)")
     p.add_argument("--resume", default=None, metavar="auto|PATH",
                    help="continue a run: 'auto' = <out_dir>/checkpoint.pt if present, or a checkpoint path")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run the output folder holds (its checkpoint.pt, best.pt and run folders are "
+                        "deleted first); without it such a folder is refused")
     g = p.add_argument_group("data (override the config's training dataset)")
     g.add_argument("--data", default=None, help="dataset folder (layout detected unless --layout)")
     g.add_argument("--layout", default=None, choices=["auto", "davis2016", "davis2017", "youtube-vos"])
@@ -100,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg, resume = resolve_config(args.config, overrides, args.resume, say=say)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        result = train(cfg, resume=resume, command=command_line(argv), progress=not args.quiet)
+        result = train(cfg, resume=resume, command=command_line(argv), progress=not args.quiet,
+                       overwrite=args.overwrite)
     except CheckpointError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

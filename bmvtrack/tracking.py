@@ -45,6 +45,7 @@ import io
 import json
 import math
 import re
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -66,8 +67,15 @@ from bmvtrack.metrics import (
 )
 from bmvtrack.motion import MIN_SIDE, BoxMethod, RBox, aabb_iou, rbox_ellipse_xyxy, rbox_to_xyxy, rotated_iou
 from bmvtrack.motion_stats import track_boxes
+from bmvtrack.run_folder import RunFolderError, writer_pid
 
 RESULT_FORMAT = "bmvtrack.tracking/sequence-result/v1"
+MANIFEST_FORMAT = "bmvtrack.evaluate/manifest/v1"
+MANIFEST_NAME = "manifest.json"
+RESULTS_DIR = "results"
+# What an evaluation writes into its --out: any of these present means the folder holds one.
+EVALUATION_OUTPUTS = (MANIFEST_NAME, RESULTS_DIR, "overall.md", "overall.csv", "sequences.md", "sequences.csv",
+                      "success.png", "command.txt", "metrics.jsonl")
 
 # Columns of the tables, in order: (key, header, format).
 _METRIC_COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -137,6 +145,19 @@ def track_ground_truth(ds: VideoDataset, track: Track, method: BoxMethod = "mina
 
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "unnamed"
+
+
+def result_file(results_dir: str | Path, tracker: str, sequence: str) -> Path:
+    """Where a sequence result is saved: ``<results_dir>/<tracker>/<track>.json`` (names made file-safe)."""
+    return Path(results_dir) / _slug(tracker) / f"{_slug(sequence)}.json"
+
+
+def tracker_slug_clashes(names: Iterable[str]) -> list[list[str]]:
+    """Groups of tracker names that would share a results folder (``a b`` and ``a_b``)."""
+    groups: dict[str, list[str]] = {}
+    for n in names:
+        groups.setdefault(_slug(n), []).append(n)
+    return [g for g in groups.values() if len(g) > 1]
 
 
 def _box_row(box: Any) -> np.ndarray:
@@ -407,7 +428,7 @@ def evaluate_trackers(
                 init_box = aabb_to_rbox(gt.aabbs[0])
             result = run_tracker(tracker, ds, track, gt.rboxes, name=name, init_box=init_box)
             if results_dir is not None:
-                result.save(Path(results_dir) / _slug(name) / f"{_slug(track.name)}.json")
+                result.save(result_file(results_dir, name, track.name))
             out.add(result, score_sequence(result, gt.rboxes, gt.aabbs, loss_threshold))
             bar.update(1)
     bar.close()
@@ -419,7 +440,7 @@ def save_results(results: EvaluationResults, results_dir: str | Path) -> list[Pa
     paths = []
     for name, runs in results.runs.items():
         for res, _ in runs:
-            p = Path(results_dir) / _slug(name) / f"{_slug(res.sequence)}.json"
+            p = result_file(results_dir, name, res.sequence)
             res.save(p)
             paths.append(p)
     return paths
@@ -434,6 +455,131 @@ def load_results(results_dir: str | Path) -> list[SequenceResult]:
     if not found:
         raise FileNotFoundError(f"{root}: no sequence results (*.json) in it")
     return [SequenceResult.load(p) for p in found]
+
+
+# ----------------------------------------------------------------------------- run manifest
+#
+# An evaluation's own record of what it ran. `evaluate` writes it when it starts (status
+# "running") and again when every result and the report are written (status "finished", with the
+# result file of each tracker and track). `--rescore` reads exactly the files it lists, so a result
+# file left in the folder by an earlier evaluation, or copied in, never enters a report.
+
+
+def write_manifest(out_dir: str | Path, *, status: Literal["running", "finished"], trackers: Sequence[str],
+                   tracks: Sequence[str] = (), results: EvaluationResults | None = None,
+                   **info: Any) -> Path:
+    """Write ``<out_dir>/manifest.json`` (atomically): the trackers run, the tracks, the result files.
+
+    ``info`` adds plain fields (command, data, ``kind="rescore"`` and ``source`` for a rescored report).
+    """
+    out = Path(out_dir)
+    files: dict[str, list[str]] = {}
+    if results is not None:
+        for name, runs in results.runs.items():
+            files[name] = [result_file(RESULTS_DIR, name, res.sequence).as_posix() for res, _ in runs]
+    doc = {"format": MANIFEST_FORMAT, "kind": "evaluation", "status": status, "trackers": list(trackers),
+           "tracks": list(tracks), "results": files, "written": time.strftime("%Y-%m-%d %H:%M:%S"), **info}
+    path = out / MANIFEST_NAME
+    atomic_write_text(path, json.dumps(doc, indent=1) + "\n")
+    return path
+
+
+def read_manifest(run_dir: str | Path) -> dict[str, Any] | None:
+    """The manifest of an evaluation folder (None when it has none); errors name the file."""
+    path = Path(run_dir) / MANIFEST_NAME
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise RunFolderError(f"{path}: unreadable run manifest ({exc})") from None
+    if not isinstance(doc, dict) or doc.get("format") != MANIFEST_FORMAT:
+        raise RunFolderError(f"{path}: not an evaluate manifest (format {doc.get('format') if isinstance(doc, dict) else None!r})")
+    return doc
+
+
+def evaluation_folder(path: str | Path) -> Path:
+    """The run folder of ``--rescore PATH``: PATH itself, or its parent when PATH is its ``results/``."""
+    path = Path(path)
+    if not (path / MANIFEST_NAME).is_file() and path.name == RESULTS_DIR and (path.parent / MANIFEST_NAME).is_file():
+        return path.parent
+    return path
+
+
+def _warn(msg: str) -> None:
+    print(f"warning: {msg}", file=sys.stderr)
+
+
+def load_run_results(path: str | Path, trackers: Sequence[str] | None = None,
+                     warn: Callable[[str], None] = _warn) -> list[SequenceResult]:
+    """The sequence results an evaluation folder's own manifest says it produced (for ``--rescore``).
+
+    ``path``: the folder ``evaluate --out`` wrote, or its ``results/``. Only the files the
+    manifest lists are read; other result files under it (stale, or copied in) are left out with
+    a warning, never reported. A run still being written (its lock is held), one that did not
+    finish, and a listed file that is missing or holds another tracker's result are errors.
+    ``trackers`` narrows the report to some of the run's trackers. A folder without a manifest
+    (results written before evaluate recorded one) cannot tell a stale file from a fresh one, so
+    ``trackers`` must name the trackers to report there.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: results folder not found")
+    run_dir = evaluation_folder(path)
+    pid = writer_pid(run_dir)
+    if pid is not None:
+        raise RunFolderError(f"{run_dir}: is still being written (process {pid}); rescore it when that evaluation is done")
+    manifest = read_manifest(run_dir)
+    if manifest is None:
+        return _load_unrecorded(path, trackers, warn)
+    if manifest.get("kind") == "rescore":
+        raise RunFolderError(f"{run_dir}: holds a report rescored from {manifest.get('source')}, not results of its "
+                             "own; rescore that folder instead")
+    if manifest.get("status") != "finished":
+        raise RunFolderError(f"{run_dir}: its evaluation did not finish (manifest status {manifest.get('status')!r}), "
+                             "so its results are incomplete; evaluate again with --overwrite")
+    listed: dict[str, list[str]] = manifest.get("results") or {}
+    chosen = list(listed)
+    if trackers is not None:
+        unknown = [t for t in trackers if t not in listed]
+        if unknown:
+            raise RunFolderError(f"{run_dir}: its evaluation did not run {', '.join(unknown)} "
+                                 f"(it ran {', '.join(listed) or 'nothing'})")
+        chosen = list(trackers)
+    out: list[SequenceResult] = []
+    for name in chosen:
+        for rel in listed[name]:
+            file = run_dir / rel
+            if not file.is_file():
+                raise RunFolderError(f"{file}: listed in {run_dir / MANIFEST_NAME} but missing; the run is damaged, "
+                                     "evaluate again with --overwrite")
+            res = SequenceResult.load(file)
+            if res.tracker != name:
+                raise RunFolderError(f"{file}: holds a result of {res.tracker!r}, but the manifest lists it for "
+                                     f"{name!r}; the run was modified after it finished")
+            out.append(res)
+    known = {(run_dir / rel).resolve() for files in listed.values() for rel in files}
+    stray = [p for p in sorted((run_dir / RESULTS_DIR).rglob("*.json")) if p.resolve() not in known]
+    if stray:
+        warn(f"{run_dir}: left out {len(stray)} result file(s) its manifest does not list "
+             f"(e.g. {stray[0].relative_to(run_dir)}): not part of this evaluation")
+    return out
+
+
+def _load_unrecorded(path: Path, trackers: Sequence[str] | None, warn: Callable[[str], None]) -> list[SequenceResult]:
+    """Results of a folder without a manifest: only the trackers the user names."""
+    root = path / RESULTS_DIR if (path / RESULTS_DIR).is_dir() else path
+    found = load_results(root)
+    names = sorted({r.tracker for r in found})
+    if trackers is None:
+        raise RunFolderError(f"{path}: has no {MANIFEST_NAME} (written before evaluate recorded its trackers, or "
+                             f"gathered by hand), so stale results cannot be told apart; pass --trackers to choose "
+                             f"from {', '.join(names)}")
+    missing = [t for t in trackers if t not in names]
+    if missing:
+        raise RunFolderError(f"{path}: no results of {', '.join(missing)} (found {', '.join(names)})")
+    warn(f"{path}: no {MANIFEST_NAME}; reporting every result of {', '.join(trackers)} found there")
+    return [r for r in found if r.tracker in trackers]
 
 
 def rescore(results: Iterable[SequenceResult], ds: VideoDataset, box_method: BoxMethod = "minarearect",

@@ -554,10 +554,15 @@ def report_markdown(report: VaeEvalReport) -> str:
     return "\n".join(lines) + "\n"
 
 
+def report_stem(cfg: VaeEvalConfig) -> str:
+    """File stem of a report: ``vae_eval_<crop>`` (what ``evaluate_vae`` claims before it runs)."""
+    return f"vae_eval_{cfg.crop}"
+
+
 def write_report(report: VaeEvalReport, out_dir: str | Path, stem: str | None = None) -> tuple[Path, Path]:
     """Write ``<stem>.md`` and ``<stem>.csv`` atomically (stem defaults to ``vae_eval_<crop>``)."""
     out = Path(out_dir)
-    stem = stem or f"vae_eval_{report.config.crop}"
+    stem = stem or report_stem(report.config)
     md, cs = out / f"{stem}.md", out / f"{stem}.csv"
     atomic_write_text(cs, report_csv(report))
     atomic_write_text(md, report_markdown(report))

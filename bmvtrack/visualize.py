@@ -3,30 +3,45 @@
 Each panel shows the frame, the annotated rotated box (green), the tracker's box, its IoU, running
 mean IoU and the five action values (for every tracker, the G_t that moved its box from the
 previous frame: the agent's own action for a policy). Several trackers are tiled side by side.
+
+``--out`` collects the videos of many sequences (files named after the track); an earlier video of
+the same track is not replaced without ``--overwrite``, and the folder is locked while the command
+writes it (``bmvtrack.run_folder``).
 """
 from __future__ import annotations
 
 import argparse
+import glob
 from pathlib import Path
 
 import numpy as np
 
-from bmvtrack.cli import add_data_args, data_config_from_args, run_main
+from bmvtrack.cli import add_data_args, data_config_from_args, run_main, writable_folder
+from bmvtrack.config import ConfigError
 from bmvtrack.data.readers import Track, VideoDataset
 from bmvtrack.motion import motion_between
 from bmvtrack.paths import RUNS_DIR
+from bmvtrack.run_folder import claim_run_folder
 from bmvtrack.tracking import SequenceResult, run_tracker, score_sequence, track_ground_truth
 from bmvtrack.video import PALETTE, overlay, tile, write_gif, write_mp4
 
+MAX_LISTED = 20  # sequence names an unknown --sequence lists
+
 
 def pick_track(ds: VideoDataset, sequence: str | None) -> Track:
+    """The track named ``sequence`` (a track ``video/object`` or a video's first track); a name that
+    matches nothing is a one-line ConfigError listing the valid names (the first few when many)."""
     tracks = ds.tracks()
+    if not tracks:
+        raise ConfigError(f"--sequence: the dataset at {ds.root} has no tracks to show")
     if sequence is None:
         return tracks[0]
     for t in tracks:
         if sequence in (t.name, t.sequence):
             return t
-    raise ValueError(f"sequence {sequence!r} not found; available: {[t.name for t in tracks][:20]}")
+    names = list(dict.fromkeys(n for t in tracks for n in (t.sequence, t.name)))
+    shown = ", ".join(names[:MAX_LISTED]) + (f", … ({len(names) - MAX_LISTED} more)" if len(names) > MAX_LISTED else "")
+    raise ConfigError(f"--sequence {sequence!r}: no such sequence or track; valid: {shown}")
 
 
 def render_rollouts(ds: VideoDataset, track: Track, results: list[SequenceResult], ious: list[np.ndarray],
@@ -71,8 +86,10 @@ def plot_iou(results: list[SequenceResult], ious: list[np.ndarray], path: Path, 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bmvtrack.visualize", description=__doc__.splitlines()[0])
     add_data_args(p)
-    p.add_argument("--policy", action="append", default=[], metavar="NAME=MODEL_ZIP",
-                   help="a trained agent shown as NAME (repeatable)")
+    p.add_argument("--policy", action="append", default=[], metavar="NAME=RUN",
+                   help="a trained agent (a train_sac run folder) shown as NAME (repeatable)")
+    p.add_argument("--allow-other-encoder", action="store_true",
+                   help="let an agent read states of an encoder file other than the one it was trained with")
     p.add_argument("--trackers", default="", help="other trackers side by side, e.g. zero,csrt,segmentation,oracle")
     p.add_argument("--segmenter", type=Path, default=None, help="checkpoint of the 'segmentation' tracker")
     p.add_argument("--sequence", default=None, help="sequence or track name (default: the first track)")
@@ -81,19 +98,36 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--columns", type=int, default=0, help="panels per row (0 = one row)")
     p.add_argument("--no-gif", action="store_true")
     p.add_argument("--no-wandb", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier video of the same track in --out")
     args = p.parse_args(argv)
+    if args.fps < 1:
+        p.error(f"--fps must be at least 1, got {args.fps}")
+    if args.columns < 0:
+        p.error(f"--columns must be >= 0, got {args.columns}")
 
     from agents.baselines import make_tracker
     from agents.loading import learned_tracker_factories
 
     names = [n.strip().lower() for n in args.trackers.split(",") if n.strip()]
-    factories, names = learned_tracker_factories(args.policy, names, args.segmenter)
+    factories, names = learned_tracker_factories(args.policy, names, args.segmenter,
+                                                   allow_other_encoder=args.allow_other_encoder)
     factories.update({n: (lambda n=n: make_tracker(n)) for n in names})
     if not factories:
-        p.error("nothing to show: give --policy NAME=MODEL_ZIP and/or --trackers")
+        p.error("nothing to show: give --policy NAME=RUN and/or --trackers")
 
     ds = VideoDataset.from_config(data_config_from_args(args))
     track = pick_track(ds, args.sequence)
+    writable_folder(args.out)  # fail now, not after every tracker has run
+    base = track.name.replace("/", "_")
+    own = [f"{base}.mp4", f"{base}.gif", f"{base}_iou.png"]
+    # locked while writing; temporaries: bmvtrack.io's .<name>.*.tmp and video.write_mp4's .<stem>.*.mp4
+    with claim_run_folder(args.out, own, overwrite=args.overwrite, what=f"video of {track.name}", resume_flag=None,
+                          temporaries=[".*.tmp", f".{glob.escape(base)}.*.mp4"]):
+        return _render(args, ds, track, factories)
+
+
+def _render(args: argparse.Namespace, ds: VideoDataset, track: Track, factories: dict) -> int:
+    """Run the trackers on ``track`` and write the video, GIF and IoU plot into the claimed ``--out``."""
     gt = track_ground_truth(ds, track)
     results, ious = [], []
     for name, factory in factories.items():
@@ -101,10 +135,10 @@ def main(argv: list[str] | None = None) -> int:
         results.append(res)
         ious.append(score_sequence(res, gt.rboxes, gt.aabbs).iou_rot)
     frames = render_rollouts(ds, track, results, ious, args.columns)
-    stem = args.out / track.name.replace("/", "_")
-    mp4 = write_mp4(frames, stem.with_suffix(".mp4"), args.fps)
-    gif = None if args.no_gif else write_gif(frames, stem.with_suffix(".gif"), args.fps)
-    png = stem.with_name(stem.name + "_iou.png")
+    base = track.name.replace("/", "_")  # the names main() claimed (no with_suffix: a name may hold a dot)
+    mp4 = write_mp4(frames, args.out / f"{base}.mp4", args.fps)
+    gif = None if args.no_gif else write_gif(frames, args.out / f"{base}.gif", args.fps)
+    png = args.out / f"{base}_iou.png"
     plot_iou(results, ious, png, f"{track.name}: rotated IoU per frame")
 
     from bmvtrack.logging_wandb import RunLogger, WandbConfig, run_name

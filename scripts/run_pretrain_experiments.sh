@@ -6,25 +6,28 @@
 #   python scripts/summarize_pretrain.py runs/pexp
 # Environment: PARALLEL (runs at a time, default 1), STEPS (default 1600 = 4 LR cycles),
 # DAVIS (default ../shared/data/davis2016), PY (default .venv/bin/python), EXP_DIR (default runs/pexp),
-# EXTRA (arguments added to every run, e.g. "--device cuda").
+# EXTRA (arguments added to every run, e.g. "--device cuda"), OVERWRITE (set to 1 to replace the runs and
+# reports of an earlier invocation; without it a run whose folder already holds one is refused, rc=2).
 #   bash scripts/run_pretrain_experiments.sh [configs/experiments/pretrain_davis.txt]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PY=${PY:-.venv/bin/python} STEPS=${STEPS:-1600} DAVIS=${DAVIS:-../shared/data/davis2016}
-export EXP_DIR=${EXP_DIR:-runs/pexp} EXTRA=${EXTRA:-}
+export EXP_DIR=${EXP_DIR:-runs/pexp} EXTRA=${EXTRA:-} OVERWRITE=${OVERWRITE:-}
 list=${1:-configs/experiments/pretrain_davis.txt}
 mkdir -p "$EXP_DIR"
 run_one() {
   name=$1; shift
   dir="$EXP_DIR/$name"
+  echo "=== $(date '+%F %T') ===" >> "$dir.log"  # appended: a refused re-run never erases a run's log
   # shellcheck disable=SC2086
   $PY -m bmvtrack.pretrain_vae --no-wandb --quiet --out "$dir" --max-steps "$STEPS" --time-budget 0 \
-    --set epochs=100000 --set data.root="$DAVIS" --set threads=1 "$@" $EXTRA > "$dir.log" 2>&1
+    --set epochs=100000 --set data.root="$DAVIS" --set threads=1 ${OVERWRITE:+--overwrite} "$@" $EXTRA >> "$dir.log" 2>&1
   rc=$?
   for crop in gt perturbed; do
     # shellcheck disable=SC2086
     $PY -m bmvtrack.evaluate_vae --checkpoint "$dir/checkpoint.pt" --data "$DAVIS" --resolution 240p \
-      --split dev/val --crop $crop --threads 1 --out "$dir/eval" --no-wandb --quiet $EXTRA >> "$dir.log" 2>&1
+      --split dev/val --crop $crop --threads 1 --out "$dir/eval" --no-wandb --quiet ${OVERWRITE:+--overwrite} $EXTRA \
+      >> "$dir.log" 2>&1
   done
   echo "$name train rc=$rc"
 }

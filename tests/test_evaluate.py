@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +17,7 @@ from agents.baselines import make_tracker
 from bmvtrack import evaluate
 from bmvtrack.data import TrackFilter, VideoDataset
 from bmvtrack.motion import RBox
+from bmvtrack.run_folder import RunFolderError
 from bmvtrack.tracking import (
     SequenceResult,
     aabb_to_rbox,
@@ -220,3 +224,101 @@ def test_axis_aligned_trackers_start_from_the_tight_bounds(davis2016_root):
     assert Recorder.got == gt.rboxes[0]
     with pytest.raises(ValueError, match="axis_aligned_init"):
         evaluate_trackers({"rec": Recorder}, ds, [short], progress=False, axis_aligned_init="loose")
+
+
+# ----------------------------------------------------------------------------- the output folder and the manifest
+
+
+def _overall_trackers(folder: Path) -> list[str]:
+    with open(folder / "overall.csv", newline="") as fh:
+        return sorted(r["tracker"] for r in csv.DictReader(fh))
+
+
+def test_evaluate_never_mixes_an_earlier_run_into_its_report(square, tmp_path, capsys):
+    ds, _ = square
+    out = tmp_path / "out"
+    data = ["--data", str(ds.root), "--resolution", "240p", "--no-progress", "--no-wandb"]
+    out.mkdir()
+    (out / ".overall.csv.abc.tmp").write_text("a write a kill interrupted")
+    assert evaluate.main(data + ["--trackers", "zero,oracle", "--out", str(out)]) == 0
+    assert not list(out.rglob(".*.tmp"))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "finished" and manifest["trackers"] == ["zero", "oracle"]
+    assert manifest["results"] == {"zero": ["results/zero/square_1.json"], "oracle": ["results/oracle/square_1.json"]}
+    before = (out / "overall.csv").read_bytes()
+    # a new evaluation into it is refused (one line, how to go on), and nothing is touched
+    with pytest.raises(RunFolderError) as err:
+        evaluate.main(data + ["--trackers", "kcf", "--out", str(out)])
+    msg = str(err.value)
+    assert "\n" not in msg and "already holds an evaluation" in msg and "--overwrite" in msg and "--resume" not in msg
+    assert (out / "overall.csv").read_bytes() == before and (out / "results" / "oracle").is_dir()
+    # --overwrite: the old per-tracker results are gone before the new run; the report has its trackers only
+    assert evaluate.main(data + ["--trackers", "zero", "--out", str(out), "--overwrite"]) == 0
+    assert sorted(p.name for p in (out / "results").iterdir()) == ["zero"]
+    assert _overall_trackers(out) == ["zero"]
+    capsys.readouterr()
+    # a stale result planted beside the run (e.g. by an older evaluate) is left out of a rescore, with a warning
+    stale = out / "results" / "oracle" / "square_1.json"
+    stale.parent.mkdir()
+    stale.write_text(json.dumps(SequenceResult.load(out / "results" / "zero" / "square_1.json").to_dict()
+                                | {"tracker": "oracle"}))
+    assert evaluate.main(data + ["--rescore", str(out), "--out", str(tmp_path / "again")]) == 0
+    assert _overall_trackers(tmp_path / "again") == ["zero"]
+    assert "left out 1 result file(s) its manifest does not list (e.g. results/oracle/square_1.json)" in capsys.readouterr().err
+    again = json.loads((tmp_path / "again" / "manifest.json").read_text())
+    assert again["kind"] == "rescore" and again["trackers"] == ["zero"]
+    # a rescored report holds no results of its own
+    with pytest.raises(RunFolderError, match="holds a report rescored from"):
+        evaluate.main(data + ["--rescore", str(tmp_path / "again"), "--out", str(tmp_path / "third")])
+    # --trackers narrows a rescore to trackers the run evaluated, and only those
+    with pytest.raises(RunFolderError, match="did not run oracle"):
+        evaluate.main(data + ["--rescore", str(out), "--trackers", "oracle", "--out", str(tmp_path / "fourth")])
+
+
+def test_rescore_refuses_what_it_cannot_trust(square, tmp_path):
+    ds, _ = square
+    out = tmp_path / "out"
+    data = ["--data", str(ds.root), "--resolution", "240p", "--no-progress", "--no-wandb"]
+    assert evaluate.main(data + ["--trackers", "zero,oracle", "--out", str(out)]) == 0
+    report = (out / "overall.csv").read_bytes()
+    # never into the folder it reads: --overwrite there would delete the results being rescored
+    for target in (out, out / "results", out / "results" / "sub"):
+        with pytest.raises(RunFolderError, match="must be another folder than the run being rescored"):
+            evaluate.main(data + ["--rescore", str(out / "results"), "--out", str(target), "--overwrite"])
+    assert (out / "overall.csv").read_bytes() == report and (out / "results" / "zero" / "square_1.json").is_file()
+    # a listed result that went missing, or holds another tracker's boxes: the run is damaged
+    moved = out / "results" / "oracle" / "square_1.json"
+    keep = moved.read_text()
+    moved.unlink()
+    with pytest.raises(RunFolderError, match=r"square_1\.json: listed in .*manifest\.json but missing"):
+        evaluate.main(data + ["--rescore", str(out), "--out", str(tmp_path / "r1")])
+    moved.write_text(keep.replace('"tracker": "oracle"', '"tracker": "zero"'))
+    with pytest.raises(RunFolderError, match="the run was modified after it finished"):
+        evaluate.main(data + ["--rescore", str(out), "--out", str(tmp_path / "r2")])
+    moved.write_text(keep)
+    # an interrupted evaluation (manifest still "running") has incomplete results
+    manifest = json.loads((out / "manifest.json").read_text())
+    (out / "manifest.json").write_text(json.dumps(manifest | {"status": "running"}))
+    with pytest.raises(RunFolderError, match="did not finish"):
+        evaluate.main(data + ["--rescore", str(out), "--out", str(tmp_path / "r3")])
+    # one being written right now (its lock held by another process)
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from bmvtrack.run_folder import claim_run_folder;"
+                               "claim_run_folder(sys.argv[1], []); print('held', flush=True); time.sleep(60)", str(out)],
+                              stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunFolderError, match=f"is still being written \\(process {holder.pid}\\)"):
+            evaluate.main(data + ["--rescore", str(out), "--out", str(tmp_path / "r4")])
+        with pytest.raises(RunFolderError, match=f"another process \\(pid {holder.pid}\\) is writing this folder"):
+            evaluate.main(data + ["--trackers", "zero", "--out", str(out), "--overwrite"])
+    finally:
+        holder.kill()
+        holder.wait()
+    assert (out / "overall.csv").read_bytes() == report
+    # a folder from before manifests: stale results cannot be told apart, so the user names the trackers
+    (out / "manifest.json").unlink()
+    with pytest.raises(RunFolderError, match=r"has no manifest\.json .* pass --trackers to choose from oracle, zero"):
+        evaluate.main(data + ["--rescore", str(out), "--out", str(tmp_path / "r5")])
+    assert evaluate.main(data + ["--rescore", str(out), "--trackers", "oracle", "--out", str(tmp_path / "r5")]) == 0
+    assert _overall_trackers(tmp_path / "r5") == ["oracle"]

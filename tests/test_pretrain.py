@@ -32,6 +32,7 @@ from bmvtrack.pretrain import (
     train,
 )
 from bmvtrack.pretrain_vae import main as pretrain_main
+from bmvtrack.run_folder import RunFolderError
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -306,3 +307,149 @@ def test_ddp_resume(tiny_data: Path, tmp_path: Path) -> None:
     proc = _torchrun(["--resume", "auto", "--out", str(tmp_path), "--max-steps", "5", "--quiet"], env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert load_checkpoint(tmp_path / "checkpoint.pt", kind="bmvae")["step"] == 5
+
+
+# --------------------------------------------------------------------------- the output folder
+
+
+def _cli(data: Path, out: Path, **extra: object) -> list[str]:
+    return [a for o in tiny_overrides(data, out, **extra) for a in ("--set", o)] + ["--quiet"]
+
+
+def test_a_finished_run_is_never_replaced_without_being_asked(tiny_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".checkpoint.pt.abc.tmp").write_bytes(b"half a checkpoint")  # a killed write's leftover
+    assert pretrain_main(_cli(tiny_data, out, max_steps=3)) == 0
+    assert not (out / ".checkpoint.pt.abc.tmp").exists()
+    files = {p.name: p.read_bytes() for p in (out / "checkpoint.pt", out / "best.pt")}
+    first_run = [p.name for p in out.glob("pretrain_vae-*")]
+    # the same command again (e.g. pretrain_vae twice with no arguments): refused, nothing touched
+    with pytest.raises(RunFolderError) as err:
+        pretrain_main(_cli(tiny_data, out, max_steps=3))
+    msg = str(err.value)
+    assert "\n" not in msg and "already holds a pretraining run" in msg and "(checkpoint.pt, best.pt, pretrain_vae-" in msg
+    assert "--resume auto" in msg and "--overwrite" in msg and "another --out" in msg
+    assert {n: (out / n).read_bytes() for n in files} == files
+    # continuing a *different* run into it would replace its checkpoints just the same
+    other = train(tiny_cfg(tiny_data, tmp_path / "other", max_steps=2), progress=False)
+    with pytest.raises(RunFolderError, match=r"holds another pretraining run .* than the one --resume continues"):
+        pretrain_main(["--resume", str(other.checkpoint), "--out", str(out), "--quiet"])
+    with pytest.raises(RunFolderError, match="pass only one of them"):
+        pretrain_main(["--resume", "auto", "--out", str(out), "--overwrite", "--quiet"])
+    assert {n: (out / n).read_bytes() for n in files} == files and [p.name for p in out.glob("pretrain_vae-*")] == first_run
+    # --resume auto continues it; --overwrite replaces it (the old run folder goes with it)
+    assert pretrain_main(["--resume", "auto", "--out", str(out), "--max-steps", "4", "--quiet"]) == 0
+    assert load_checkpoint(out / "checkpoint.pt", kind="bmvae")["step"] == 4
+    time.sleep(1.1)  # run folders are named by the second
+    assert pretrain_main(_cli(tiny_data, out, max_steps=2) + ["--overwrite"]) == 0
+    runs = [p.name for p in out.glob("pretrain_vae-*")]
+    assert len(runs) == 1 and runs != first_run
+    assert load_checkpoint(out / "checkpoint.pt", kind="bmvae")["step"] == 2
+
+
+def _pretrain_process(args: list[str]) -> subprocess.Popen[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, "-m", "bmvtrack.pretrain_vae", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+
+
+def _wait_for(cond, proc: subprocess.Popen[str], what: str, timeout: float = 120.0) -> None:
+    end = time.time() + timeout
+    while not cond():
+        if proc.poll() is not None:
+            raise AssertionError(f"process ended before {what}: " + proc.stdout.read()[-2000:] + proc.stderr.read()[-2000:])
+        assert time.time() < end, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_two_processes_on_one_out_dir(tiny_data: Path, tmp_path: Path) -> None:
+    """The second pretrain_vae on a folder being written stops at once; the first's run is intact."""
+    from bmvtrack.run_folder import writer_pid
+
+    out = tmp_path / "run"
+    # the first runs on its time budget (about 20 s), long past the second's start
+    first = _pretrain_process(_cli(tiny_data, out, epochs=100000, time_budget_min=0.35, checkpoint_every=5))
+    try:
+        _wait_for(lambda: writer_pid(out) == str(first.pid), first, "the first run's lock")
+        t = time.perf_counter()
+        second = _pretrain_process(_cli(tiny_data, out, max_steps=2))
+        _, err = second.communicate(timeout=120)
+        second_s = time.perf_counter() - t
+        assert first.poll() is None, "the first run ended before the second was refused: make it longer"
+    finally:
+        out_first, err_first = first.communicate(timeout=300)
+    assert second.returncode == 2, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: ") and f"another process (pid {first.pid}) is writing this folder" in last, err
+    assert "Traceback" not in err
+    assert first.returncode == 0, err_first[-3000:]
+    assert second_s < 60  # refused before any data preparation or training (imports dominate)
+    # the first run's files are its own and whole: one run folder, steps logged once each, in order
+    runs = list(out.glob("pretrain_vae-*"))
+    assert len(runs) == 1
+    ckpt = load_checkpoint(out / "checkpoint.pt", kind="bmvae")
+    steps = [r["step"] for r in read_metrics(runs[0]) if "train/loss" in r]
+    assert steps == list(range(1, ckpt["step"] + 1))
+    assert ckpt["run_name"] == runs[0].name and load_checkpoint(out / "best.pt", kind="bmvae")["run_name"] == runs[0].name
+
+
+def test_a_killed_run_resumes_exactly_through_the_command(tiny_data: Path, tmp_path: Path) -> None:
+    """SIGKILL mid-run (stale .lock, maybe a half-written checkpoint), then --resume auto: the same weights."""
+    straight = train(tiny_cfg(tiny_data, tmp_path / "straight", max_steps=12, epochs=6, checkpoint_every=1),
+                     progress=False)
+    out = tmp_path / "killed"
+    proc = _pretrain_process(_cli(tiny_data, out, max_steps=12, epochs=6, checkpoint_every=1))
+
+    def saved_step() -> int:
+        try:
+            return load_checkpoint(out / "checkpoint.pt", kind="bmvae")["step"]
+        except CheckpointError:
+            return -1
+
+    try:
+        _wait_for(lambda: saved_step() >= 3, proc, "a checkpoint at step 3")
+    finally:
+        proc.kill()
+        proc.communicate(timeout=60)
+    killed_at = saved_step()
+    assert 3 <= killed_at < 12
+    (out / ".checkpoint.pt.zz9.tmp").write_bytes(b"a write the kill interrupted")
+    assert pretrain_main(["--resume", "auto", "--out", str(out), "--quiet"]) == 0
+    assert not list(out.glob(".*.tmp"))
+    a = load_checkpoint(straight.checkpoint, kind="bmvae")
+    b = load_checkpoint(out / "checkpoint.pt", kind="bmvae")
+    assert b["step"] == 12, killed_at
+    for k in a["model"]:
+        torch.testing.assert_close(b["model"][k], a["model"][k], rtol=0, atol=0, msg=k)
+
+
+def test_an_interrupted_run_without_checkpoint_is_refused_without_suggesting_resume(tmp_path: Path) -> None:
+    from bmvtrack.pretrain import claim_out_dir
+
+    (tmp_path / "pretrain_vae-20250101-000000" / "samples").mkdir(parents=True)  # killed before its first checkpoint
+    with pytest.raises(RunFolderError) as err:
+        claim_out_dir(tmp_path)
+    assert "(pretrain_vae-20250101-000000); pass --overwrite" in str(err.value) and "--resume" not in str(err.value)
+    with claim_out_dir(tmp_path, overwrite=True) as folder:
+        assert [p.name for p in folder.removed] == ["pretrain_vae-20250101-000000"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock"]
+
+
+def test_runs_with_the_same_name_are_still_told_apart(tiny_data: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run names are made of the start second: two runs started together share one; run_id does not."""
+    from bmvtrack import pretrain
+
+    monkeypatch.setattr(pretrain, "run_name", lambda command, tag="": "pretrain_vae-20250101-000000")
+    a = train(tiny_cfg(tiny_data, tmp_path / "a", max_steps=2), progress=False)
+    b = train(tiny_cfg(tiny_data, tmp_path / "b", max_steps=2), progress=False)
+    ids = [load_checkpoint(r.checkpoint, kind="bmvae")["run_id"] for r in (a, b)]
+    assert a.run_dir.name == b.run_dir.name and ids[0] != ids[1]
+    before = a.checkpoint.read_bytes()
+    with pytest.raises(RunFolderError, match=r"holds another pretraining run \(checkpoint\.pt, best\.pt\)"):
+        train(tiny_cfg(tiny_data, tmp_path / "a", max_steps=3), resume=b.checkpoint, progress=False)
+    assert a.checkpoint.read_bytes() == before
+    # its own checkpoint resumes (run_id kept)
+    again = train(tiny_cfg(tiny_data, tmp_path / "a", max_steps=3), resume=a.checkpoint, progress=False)
+    assert again.step == 3 and load_checkpoint(a.checkpoint, kind="bmvae")["run_id"] == ids[0]
