@@ -1,4 +1,4 @@
-"""Loading a trained agent run as a tracker: model zip + the run's resolved config + its encoder."""
+"""Loading a trained agent run as a tracker: the agent's files, its resolved config and its encoder."""
 from __future__ import annotations
 
 import json
@@ -8,40 +8,46 @@ from typing import Callable, Sequence
 
 from agents.policy_tracker import PolicyTracker
 from bmvtrack.adaptation import AdaptConfig, SharedAdaptation
-from bmvtrack.config import load_config
+from bmvtrack.config import from_dict
 from bmvtrack.paths import DEFAULT_VAE_CHECKPOINT
 from envs.encoding import StateEncoder
 
 
-def load_agent(model_path: str | Path):
-    """An SB3 model (MV-SAC or SAC) from its zip; the class is read from the run's config."""
-    from stable_baselines3 import SAC
-
-    from agents.mvsac import MVSAC
+def load_agent(path: str | Path):
+    """``(model, config)`` of a train_sac run folder or checkpoint folder; nothing is unpickled."""
+    from agents.agent_file import load_agent as load_files
     from agents.training import TrainConfig
 
-    model_path = Path(model_path)
-    if not model_path.is_file():
-        raise FileNotFoundError(f"{model_path}: agent model not found")
-    cfg_path = model_path.with_name("config.yaml")
-    cfg = load_config(TrainConfig, cfg_path) if cfg_path.is_file() else TrainConfig()
-    cls = SAC if cfg.agent.algo == "sac" else MVSAC
-    return cls.load(model_path, device="cpu"), cfg
+    model, meta, folder = load_files(path)
+    return model, from_dict(TrainConfig, meta["config"], source=str(folder / "agent.json"))
 
 
 def policy_tracker_factory(model_path: str | Path, encoder: str | Path | None = None,
                            name: str | None = None, adapt: AdaptConfig | None = None,
-                           shared: dict[str, SharedAdaptation] | None = None) -> Callable[[], PolicyTracker]:
+                           shared: dict[str, SharedAdaptation] | None = None,
+                           allow_other_encoder: bool = False) -> Callable[[], PolicyTracker]:
     """A zero-argument factory of PolicyTrackers sharing one loaded model and encoder.
+
+    The encoder (``encoder``, else the one the agent was trained with) must be the very file the
+    agent was trained on (SHA-256), unless ``allow_other_encoder``.
 
     An agent trained on adapted states (its config's ``adapt.steps > 0``) always adapts as it was
     trained, whatever ``adapt`` says: its state means nothing without it. With ``shared``,
     agents of the same encoder file and ``AdaptConfig`` share each track's adapted copy.
     """
+    from agents.agent_file import read_meta, resolve_agent
+    from agents.training import check_encoder
+
     model, cfg = load_agent(model_path)
     if cfg.adapt.steps > 0:
         adapt = cfg.adapt
     enc_path = Path(encoder or cfg.encoder or DEFAULT_VAE_CHECKPOINT)
+    folder = resolve_agent(model_path)
+    if not enc_path.is_file():
+        from bmvtrack.checkpoint import CheckpointError
+
+        raise CheckpointError(f"{enc_path}: encoder checkpoint of agent {folder} not found")
+    check_encoder(read_meta(folder), enc_path, str(folder), allow_other_encoder)
     one = None
     if shared is not None and adapt is not None and adapt.steps > 0:
         key = json.dumps([str(enc_path.resolve()), asdict(adapt)], sort_keys=True)
@@ -69,10 +75,11 @@ SEGMENTATION_TRACKERS: dict[str, dict] = {
 
 def learned_tracker_factories(policies: list[str], names: list[str], segmenter: Path | None = None,
                               adapt: AdaptConfig | None = None,
-                              adapted_policies: Sequence[str] = ()) -> tuple[dict, list[str]]:
+                              adapted_policies: Sequence[str] = (),
+                              allow_other_encoder: bool = False) -> tuple[dict, list[str]]:
     """Factories of the learned trackers, and the names left for the registry (``make_tracker``).
 
-    Learned trackers are the agents given as ``NAME=model.zip`` and the βMVUnet segmentation
+    Learned trackers are the agents given as ``NAME=RUN_FOLDER`` (a train_sac run) and the βMVUnet segmentation
     trackers among ``names`` (keys of ``SEGMENTATION_TRACKERS``), which share one loaded
     ``segmenter`` checkpoint (default: the default pretraining checkpoint). ``adapt`` configures
     first-frame adaptation: of ``segmentation-adapt`` (all weights) and of the agents given in
@@ -84,11 +91,12 @@ def learned_tracker_factories(policies: list[str], names: list[str], segmenter: 
     for item, adapted in [(p, False) for p in policies] + [(p, True) for p in adapted_policies]:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
-            raise ValueError(f"--policy expects NAME=MODEL_ZIP, got {item!r}")
+            raise ValueError(f"--policy expects NAME=RUN_FOLDER, got {item!r}")
         if name in out:
             raise ValueError(f"tracker name {name!r} given twice")
         out[name] = policy_tracker_factory(
-            path, name=name, adapt=replace(adapt, params="decoder") if adapted else None, shared=shared)
+            path, name=name, adapt=replace(adapt, params="decoder") if adapted else None, shared=shared,
+            allow_other_encoder=allow_other_encoder)
     segs = [n for n in names if n in SEGMENTATION_TRACKERS]
     if segs:
         from agents.baselines.segmentation import SegmentationTracker

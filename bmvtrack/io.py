@@ -56,3 +56,21 @@ def atomic_save(path: Path | str, writer: Callable[[io.BytesIO], Any]) -> None:
     buf = io.BytesIO()
     writer(buf)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def file_sha256(path: Path | str, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes: what ties an agent to the exact encoder it was trained on."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fsync_dir(path: Path | str) -> None:
+    """Make a rename inside ``path`` durable (POSIX: the directory entry itself must be synced)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

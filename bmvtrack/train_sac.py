@@ -13,8 +13,7 @@ from bmvtrack.cli import run_main
 from bmvtrack.config import load_config
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bmvtrack.train_sac", description=__doc__.splitlines()[0])
     p.add_argument("--config", type=Path, default=None, help="YAML file (configs/train_*.yaml)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -25,19 +24,46 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--time-budget", type=float, default=None, help="minutes (shortcut for time_budget_min)")
     p.add_argument("--encoder", default=None, help="pretrained βMVUnet checkpoint")
     p.add_argument("--out", default=None, help="run folder")
-    p.add_argument("--resume", default=None, help="model.zip of an interrupted run to continue")
+    p.add_argument("--resume", default=None, metavar="RUN",
+                   help="continue the run in folder RUN (or one of its checkpoints) exactly where it stopped; "
+                        "its own config is used, --set / shortcuts may change only its length and logging")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished or interrupted run in --out")
+    p.add_argument("--allow-other-encoder", action="store_true",
+                   help="resume with an encoder file other than the one the agent was trained with (says so)")
     p.add_argument("--no-wandb", action="store_true", help="do not log to W&B")
-    args = p.parse_args(argv)
+    return p
 
-    from agents.training import TrainConfig, train
+
+def resolve(args: argparse.Namespace):
+    """The run's config from the flags: a YAML file and overrides, or (``--resume``) the run's own."""
+    from agents.training import TrainConfig, resume_config
+    from bmvtrack.config import ConfigError
 
     shortcuts = {"agent.algo": args.algo, "seed": args.seed, "agent.total_timesteps": args.timesteps,
                  "time_budget_min": args.time_budget, "encoder": args.encoder, "out_dir": args.out}
-    overrides = [f"{k}={v}" for k, v in shortcuts.items() if v is not None] + args.overrides
+    # flag values are typed already (a folder name like "run #1" is never parsed as YAML)
+    overrides = [(k, v) for k, v in shortcuts.items() if v is not None] + args.overrides
     if args.no_wandb:
-        overrides.append("wandb.enabled=false")
-    cfg = load_config(TrainConfig, args.config, overrides)
-    out = train(cfg, resume=args.resume, argv=argv)
+        overrides.append(("wandb.enabled", False))
+    if args.resume:
+        if args.config is not None:
+            raise ConfigError("--config cannot be combined with --resume: the run's own config is used")
+        if args.overwrite:
+            raise ConfigError("--overwrite cannot be combined with --resume")
+        cfg = resume_config(args.resume, overrides)
+    else:
+        cfg = load_config(TrainConfig, args.config, overrides)
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser().parse_args(argv)
+    from agents.training import train
+
+    cfg = resolve(args)
+    out = train(cfg, resume=args.resume, argv=argv, overwrite=args.overwrite,
+                allow_other_encoder=args.allow_other_encoder)
     final = out["final"]
     print(f"run folder: {out['run_dir']}")
     if final:

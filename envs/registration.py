@@ -1,6 +1,8 @@
 """Factories behind ``gymnasium.make("bmvtrack/Track-v0")`` and ``gymnasium.make_vec``."""
 from __future__ import annotations
 
+import copy
+
 import warnings
 from pathlib import Path
 from typing import Any
@@ -29,8 +31,8 @@ def resolve_env_config(config: EnvConfig | dict | str | Path | None = None, **ov
         cfg = load_config(EnvConfig, config)
     elif isinstance(config, dict):
         cfg = from_dict(EnvConfig, config, source="env config")
-    else:
-        cfg = config or EnvConfig()
+    else:  # a copy: resolving (and what callers set on the result) never changes the caller's config
+        cfg = copy.deepcopy(config) if config is not None else EnvConfig()
     data_keys = {k: overrides.pop(k) for k in list(overrides) if k in ("root", "layout", "resolution", "split")}
     if data_keys:
         cfg.data = from_dict(DataConfig, {**to_dict(cfg.data), **data_keys}, source="env data options")

@@ -105,15 +105,15 @@ class EnvConfig:
     extra_data: list[DataConfig] = field(default_factory=list)  # more datasets whose tracks join data's (training only)
     prior: str | None = None  # prior file from analyze_motion; None = the paper's prior
     box_method: Literal["minarearect", "principal"] = "minarearect"  # how annotated boxes are made from masks
-    crop_size: int = 64  # side of the crops fed to the encoder
-    context: float = 0.25  # crop padding per side as a fraction of (w + h) (paper: 1/4)
+    crop_size: int = field(default=64, metadata={"ge": 1})  # side of the crops fed to the encoder
+    context: float = field(default=0.25, metadata={"ge": 0.0})  # crop padding per side as a fraction of (w + h) (paper: 1/4)
     template: bool = True  # add the first frame's crop at the annotated box
-    action_n_std: float = 6.0  # action bounds: prior mean ± this many stds (real motion is heavy-tailed: 4σ clips 4 % of DAVIS steps)
+    action_n_std: float = field(default=6.0, metadata={"gt": 0.0})  # action bounds: prior mean ± this many stds (real motion is heavy-tailed: 4σ clips 4 % of DAVIS steps)
     reward: Literal["iou", "iou_delta", "iou_success"] = "iou"  # reward shaping (see the docstring)
-    lost_iou: float = 0.0  # IoU at or below this counts as a lost frame
-    lost_frames: int = 5  # terminate after this many consecutive lost frames (0 = never)
+    lost_iou: float = field(default=0.0, metadata={"ge": 0.0, "lt": 1.0})  # IoU at or below this counts as a lost frame
+    lost_frames: int = field(default=5, metadata={"ge": 0})  # terminate after this many consecutive lost frames (0 = never)
     order: Literal["random", "sequential"] = "random"  # track sampling; sequential for evaluation
-    max_tracks: int = 0  # use only the first N tracks (0 = all)
+    max_tracks: int = field(default=0, metadata={"ge": 0})  # use only the first N tracks (0 = all)
     proposal: Proposal = "none"  # a classical tracker's box in the observation (bmvtrack.proposals; ours)
     proposal_cache: str | None = None  # folder keeping the proposal boxes across runs (None = memory only)
 
@@ -265,7 +265,7 @@ class TrackingEnv(gym.Env):
             self._next_index += 1
         else:
             idx = int(self.np_random.integers(len(self.tracks)))
-        self.track = self.tracks[idx]
+        self.track, self._track_index = self.tracks[idx], idx
         self._gt = self.gt_boxes(self.track)
         self._t = 0
         self._lost = 0
@@ -302,6 +302,25 @@ class TrackingEnv(gym.Env):
         terminated = self.cfg.lost_frames > 0 and self._lost >= self.cfg.lost_frames
         truncated = self._t >= len(self.track) - 1 and not terminated
         return self._observation(), float(reward), bool(terminated), bool(truncated), self._info(iou)
+
+    def get_state(self) -> dict[str, Any]:
+        """The episode's position and the RNG, as plain data: what an exact resume restores."""
+        if self.track is None:
+            return {"rng": self.np_random.bit_generator.state, "next_index": self._next_index}
+        return {"rng": self.np_random.bit_generator.state, "next_index": self._next_index,
+                "track_index": self._track_index, "t": self._t, "lost": self._lost,
+                "box": self.box.as_array().tolist(), "last_iou": self._last_iou}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Continue exactly where :meth:`get_state` was taken (same dataset and config)."""
+        self.np_random.bit_generator.state = state["rng"]
+        self._next_index = int(state["next_index"])
+        if "track_index" not in state:
+            return
+        self.reset(options={"track_index": int(state["track_index"])})
+        self.np_random.bit_generator.state = state["rng"]  # reset with a track index draws nothing; stay safe
+        self._t, self._lost, self._last_iou = int(state["t"]), int(state["lost"]), float(state["last_iou"])
+        self.box = RBox(*map(float, state["box"]))
 
     def render(self) -> np.ndarray | None:
         """RGB frame t with the annotated box (green), the agent's box (red), IoU and step."""

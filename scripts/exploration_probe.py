@@ -1,6 +1,6 @@
 """What does exploration cost a trained agent? A diagnostic, not a tracker.
 
-    python scripts/exploration_probe.py runs/exp7/mvsac-adapt-s0/model.zip [...] [--samples 3]
+    python scripts/exploration_probe.py runs/exp7/mvsac-adapt-s0 [...] [--samples 3]
 
 For each agent it rebuilds the held-out environment of its training run (same encoder, same adapted
 states, ``eval_split`` tracks in order, no termination) and prints the mean IoU of the
@@ -21,7 +21,7 @@ from agents.training import evaluate_in_env, held_out_env, training_setup
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("models", nargs="+", help="model.zip files of train_sac runs")
+    p.add_argument("models", nargs="+", help="train_sac run folders")
     p.add_argument("--samples", type=int, default=3, help="sampled passes per agent")
     p.add_argument("--split", default=None, help="held-out split (default: the run's eval_split)")
     p.add_argument("--threads", type=int, default=1)

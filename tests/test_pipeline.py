@@ -15,7 +15,7 @@ def test_quick_pipeline_end_to_end(tmp_path: Path):
     runs = tmp_path / "runs" / "quick"  # apart from the full job's outputs, which it must not stand in for
     assert not (tmp_path / "runs" / "prior").exists() and not (tmp_path / "runs" / "pretrain_vae").exists()
     for path in ("prior/prior.json", "prior/prior.png", "pretrain_vae/checkpoint.pt",
-                 "train_sac/mvsac-s0/model.zip", "evaluate/synth-quick/overall.md",
+                 "train_sac/mvsac-s0/checkpoints/latest", "evaluate/synth-quick/overall.md",
                  "evaluate/synth-quick/success.png"):
         assert (runs / path).is_file(), path
     assert list((runs / "visualize").glob("*.mp4")) and list((runs / "visualize").glob("*_iou.png"))

@@ -9,6 +9,7 @@ import torch
 
 from agents.policy_tracker import PolicyTracker
 from agents.training import AgentConfig, TrainConfig, train
+from agents.agent_file import latest_checkpoint
 from agents.loading import policy_tracker_factory
 from bmvtrack.adaptation import AdaptConfig, AdaptedModels, SharedAdaptation
 from bmvtrack.checkpoint import save_checkpoint
@@ -55,7 +56,8 @@ def test_mvsac_trains_checkpoints_and_resumes(setup):
     cfg = tiny_cfg(root, data, demo_episodes=1, bc_epochs=1)
     out = train(cfg)
     run = out["run_dir"]
-    assert (run / "model.zip").is_file() and (run / "replay_buffer.pkl").is_file()
+    ckpt = latest_checkpoint(run)
+    assert ckpt is not None and (ckpt / "weights.pt").is_file() and (ckpt / "replay_buffer.npz").is_file()
     assert 0.0 <= out["final"]["eval/mean_iou"] <= 1.0 and len(out["history"]) >= 2
     keys = {k for row in read_metrics(run) for k in row}
     assert {"eval/mean_iou", "eval/success_auc", "eval/stochastic_mean_iou", "train/actor_loss",
@@ -64,7 +66,7 @@ def test_mvsac_trains_checkpoints_and_resumes(setup):
     assert 0.0 <= last["eval/stochastic_mean_iou"] <= 1.0
     assert last["eval/stochastic_mean_iou"] != last["eval/mean_iou"]
     cfg.agent.total_timesteps = 240
-    again = train(cfg, resume=str(run / "model.zip"))
+    again = train(cfg, resume=str(run))
     assert again["model"].num_timesteps >= 240
 
 
@@ -188,10 +190,10 @@ def test_training_on_adapted_states_adapts_each_track_once_and_tracks_adapted(se
                                                            filters=KEEP_ALL)).tracks()) for split in ("train", "val"))
     (folder,) = (root / "adapt_cache").iterdir()
     assert len(list(folder.glob("*.pt"))) == n_tracks
-    tracker = policy_tracker_factory(out["run_dir"] / "model.zip")()
+    tracker = policy_tracker_factory(out["run_dir"])()
     assert tracker.adapt == cfg.adapt
     registry: dict = {}  # two agents of one encoder and AdaptConfig (as evaluate loads them) share adaptations
-    one, two = (policy_tracker_factory(out["run_dir"] / "model.zip", shared=registry)() for _ in range(2))
+    one, two = (policy_tracker_factory(out["run_dir"], shared=registry)() for _ in range(2))
     assert one.shared is not None and one.shared is two.shared and len(registry) == 1
 
     def refuse(*args, **kwargs):
@@ -201,7 +203,8 @@ def test_training_on_adapted_states_adapts_each_track_once_and_tracks_adapted(se
     cfg.out_dir = str(root / "run_adapt2")
     assert train(cfg)["run_dir"].is_dir()
     with pytest.raises(ValueError, match="decoder"):
-        train(TrainConfig(**{**cfg.__dict__, "obs": "features", "agent": AgentConfig(prior_source="global")}))
+        train(TrainConfig(**{**cfg.__dict__, "obs": "features", "agent": AgentConfig(prior_source="global"),
+                             "out_dir": str(root / "run_adapt3")}))
 
 
 def test_motion_cue_stays_within_the_agents_own_action_bounds(setup):
@@ -215,7 +218,7 @@ def test_motion_cue_stays_within_the_agents_own_action_bounds(setup):
     low, high = out["model"].action_space.low, out["model"].action_space.high
     enc = StateEncoder.from_checkpoint(root / "enc.pt", kind="features_motion")
     assert np.all(enc.cue_bounds[1] > high + 1e-3)  # the default would let the cue go further
-    tracker = policy_tracker_factory(out["run_dir"] / "model.zip")()
+    tracker = policy_tracker_factory(out["run_dir"])()
     assert np.array_equal(tracker.encoder.cue_bounds[0], low) and np.array_equal(tracker.encoder.cue_bounds[1], high)
     env = TrackingEnv(EnvConfig(data=cfg.env.data, crop_size=32, lost_frames=0), prior=MotionPrior.load(root / "prior.json"))
     obs, _ = env.reset(options={"track_index": 0})
