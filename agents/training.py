@@ -17,12 +17,10 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 import numpy as np
-from stable_baselines3 import SAC
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.logger import CSVOutputFormat, KVWriter, Logger
 
 from bmvtrack.adaptation import AdaptConfig, AdaptedModels, cache_folder
-from bmvtrack.checkpoint import CheckpointError
 from bmvtrack.config import ConfigError, ranged, save_config, to_dict, validate
 from bmvtrack.data.readers import DataConfig, TrackFilter
 from bmvtrack.io import atomic_write_text, file_sha256
