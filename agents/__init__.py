@@ -1,5 +1,5 @@
 """Agents acting in the bmvtrack environment: MV-SAC (an SB3 extension) and, later, baseline trackers."""
 
-from agents.mvsac import MVSAC, MVSACPolicy
+from bmvtrack.agents.mvsac import MVSAC, MVSACPolicy
 
 __all__ = ["MVSAC", "MVSACPolicy"]

@@ -130,7 +130,7 @@ def make_agent(algo: str, env: Any, kwargs: dict[str, Any]):
     """SB3 SAC or MV-SAC from JSON-able constructor arguments (what ``agent.json`` stores)."""
     from stable_baselines3 import SAC
 
-    from agents.mvsac import MVSAC
+    from bmvtrack.agents.mvsac import MVSAC
 
     cls = SAC if algo == "sac" else MVSAC
     return cls("MlpPolicy", env, **kwargs)

@@ -6,17 +6,17 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
-from agents.policy_tracker import PolicyTracker
+from bmvtrack.agents.policy_tracker import PolicyTracker
 from bmvtrack.adaptation import AdaptConfig, SharedAdaptation
 from bmvtrack.config import from_dict
 from bmvtrack.paths import DEFAULT_VAE_CHECKPOINT
-from envs.encoding import StateEncoder
+from bmvtrack.envs.encoding import StateEncoder
 
 
 def load_agent(path: str | Path):
     """``(model, config)`` of a train_sac run folder or checkpoint folder; nothing is unpickled."""
-    from agents.agent_file import load_agent as load_files
-    from agents.training import TrainConfig
+    from bmvtrack.agents.agent_file import load_agent as load_files
+    from bmvtrack.agents.train_sac import TrainConfig
 
     model, meta, folder = load_files(path)
     return model, from_dict(TrainConfig, meta["config"], source=str(folder / "agent.json"))
@@ -35,8 +35,8 @@ def policy_tracker_factory(model_path: str | Path, encoder: str | Path | None = 
     trained, whatever ``adapt`` says: its state means nothing without it. With ``shared``,
     agents of the same encoder file and ``AdaptConfig`` share each track's adapted copy.
     """
-    from agents.agent_file import read_meta, resolve_agent
-    from agents.training import check_encoder
+    from bmvtrack.agents.agent_file import read_meta, resolve_agent
+    from bmvtrack.agents.train_sac import check_encoder
 
     model, cfg = load_agent(model_path)
     if cfg.adapt.steps > 0:
@@ -99,7 +99,7 @@ def learned_tracker_factories(policies: list[str], names: list[str], segmenter: 
             allow_other_encoder=allow_other_encoder)
     segs = [n for n in names if n in SEGMENTATION_TRACKERS]
     if segs:
-        from agents.baselines.segmentation import SegmentationTracker
+        from bmvtrack.agents.baselines.segmentation_tracker import SegmentationTracker
         from bmvtrack.segmentation import load_segmenter
 
         model, _ = load_segmenter(segmenter or DEFAULT_VAE_CHECKPOINT)  # loaded once, shared

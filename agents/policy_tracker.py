@@ -19,8 +19,8 @@ from bmvtrack.adaptation import AdaptConfig, SharedAdaptation, adapt_to_box
 from bmvtrack.data.patches import crop_image, crop_window
 from bmvtrack.motion import RBox, apply_motion, keep_in_reach
 from bmvtrack.proposals import Proposal, make_proposal_tracker
-from envs.encoding import DECODER_KINDS, StateEncoder
-from envs.tracking_env import box_geometry, window_features
+from bmvtrack.envs.encoding import DECODER_KINDS, StateEncoder
+from bmvtrack.envs.tracking_env import box_geometry, window_features
 
 
 class PolicyTracker:

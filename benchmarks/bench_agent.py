@@ -17,14 +17,14 @@ import numpy as np
 import torch
 from stable_baselines3 import SAC
 
-from agents.mvsac import MVSAC
-from agents.policy_tracker import PolicyTracker
+from bmvtrack.agents.mvsac import MVSAC
+from bmvtrack.agents.policy_tracker import PolicyTracker
 from bmvtrack.data.readers import TrackFilter, VideoDataset
 from bmvtrack.models import ModelConfig
 from bmvtrack.motion import MotionPrior
 from bmvtrack.proposals import PROPOSALS, make_proposal_tracker
-from envs.encoding import StateEncoder
-from envs.registration import make_sb3_vec_env, resolve_env_config
+from bmvtrack.envs.encoding import StateEncoder
+from bmvtrack.envs.registration import make_sb3_vec_env, resolve_env_config
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "davis2016"
 
@@ -84,7 +84,7 @@ def main() -> None:
     ds = VideoDataset(davis, resolution="480p", filters=TrackFilter(absent="keep", max_box_fraction=1.0))
     track = ds.tracks()[0]
     frames = [np.array(ds.frame(track, i)) for i in range(len(track))]  # decoded up front: not timed
-    from bmvtrack.tracking import track_ground_truth
+    from bmvtrack.evaluate import track_ground_truth
 
     box0 = track_ground_truth(ds, track).rboxes[0]
     tracker = PolicyTracker(mv_kl, enc, mv.action_space.low, mv.action_space.high, name="mvsac",

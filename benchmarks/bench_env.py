@@ -16,9 +16,9 @@ import torch
 from bmvtrack.data.readers import DataConfig, TrackFilter
 from bmvtrack.models import ModelConfig
 from bmvtrack.motion import MotionPrior
-from envs.encoding import StateEncoder
-from envs.registration import make_sb3_vec_env, resolve_env_config
-from envs.tracking_env import EnvConfig
+from bmvtrack.envs.encoding import StateEncoder
+from bmvtrack.envs.registration import make_sb3_vec_env, resolve_env_config
+from bmvtrack.envs.tracking_env import EnvConfig
 
 
 def main() -> None:

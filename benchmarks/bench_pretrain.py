@@ -25,7 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from bmvtrack.models import count_parameters, loss_from_config
 from bmvtrack.models.preprocess import patches_to_tensor
-from bmvtrack.pretrain import Trainer, load_pretrain_config
+from bmvtrack.pretrain_vae import Trainer, load_pretrain_config
 
 
 def matmul_flops(n: int = 1024, reps: int = 8) -> float:

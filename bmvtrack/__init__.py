@@ -11,6 +11,6 @@ __version__ = "0.1.0"
 if "bmvtrack/Track-v0" not in _gym.registry:
     _gym.register(
         id="bmvtrack/Track-v0",
-        entry_point="envs.registration:make_tracking_env",
-        vector_entry_point="envs.registration:make_tracking_vector_env",
+        entry_point="bmvtrack.envs.registration:make_tracking_env",
+        vector_entry_point="bmvtrack.envs.registration:make_tracking_vector_env",
     )

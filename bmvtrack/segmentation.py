@@ -1,7 +1,7 @@
 """Segment an object-centred crop with a pretrained βMVAE / βMVUnet and fit a rotated box to the mask.
 
-Shared by the VAE evaluation (``bmvtrack.vae_eval``) and the segmentation tracker baseline
-(``agents.baselines.segmentation``), so both place crops, read the network and fit boxes the
+Shared by the VAE evaluation (``bmvtrack.evaluate_vae``) and the segmentation tracker baseline
+(``bmvtrack.agents.baselines.segmentation_tracker``), so both place crops, read the network and fit boxes the
 same way:
 
 - ``load_segmenter``: checkpoint → eval-mode network and its ``ModelConfig`` (errors name the file).

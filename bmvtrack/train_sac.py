@@ -36,7 +36,7 @@ def parser() -> argparse.ArgumentParser:
 
 def resolve(args: argparse.Namespace):
     """The run's config from the flags: a YAML file and overrides, or (``--resume``) the run's own."""
-    from agents.training import TrainConfig, resume_config
+    from bmvtrack.agents.train_sac import TrainConfig, resume_config
     from bmvtrack.config import ConfigError
 
     shortcuts = {"agent.algo": args.algo, "seed": args.seed, "agent.total_timesteps": args.timesteps,
@@ -59,7 +59,7 @@ def resolve(args: argparse.Namespace):
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
-    from agents.training import train
+    from bmvtrack.agents.train_sac import train
 
     cfg = resolve(args)
     out = train(cfg, resume=args.resume, argv=argv, overwrite=args.overwrite,

@@ -22,7 +22,7 @@ from bmvtrack.data.readers import Track, VideoDataset
 from bmvtrack.motion import motion_between
 from bmvtrack.paths import RUNS_DIR
 from bmvtrack.run_folder import claim_run_folder
-from bmvtrack.tracking import SequenceResult, run_tracker, score_sequence, track_ground_truth
+from bmvtrack.evaluate import SequenceResult, run_tracker, score_sequence, track_ground_truth
 from bmvtrack.video import PALETTE, overlay, tile, write_gif, write_mp4
 
 MAX_LISTED = 20  # sequence names an unknown --sequence lists
@@ -105,8 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.columns < 0:
         p.error(f"--columns must be >= 0, got {args.columns}")
 
-    from agents.baselines import make_tracker
-    from agents.loading import learned_tracker_factories
+    from bmvtrack.agents.baselines import make_tracker
+    from bmvtrack.agents.loading import learned_tracker_factories
 
     names = [n.strip().lower() for n in args.trackers.split(",") if n.strip()]
     factories, names = learned_tracker_factories(args.policy, names, args.segmenter,

@@ -50,7 +50,7 @@ from bmvtrack.data.readers import Track
 from bmvtrack.motion import STAY_ACTION, MotionPrior, RBox, motion_between, motion_within
 from bmvtrack.proposals import agreement, fuse_boxes
 from bmvtrack.segmentation import Keep, box_in_window, foreground_prob
-from envs.tracking_env import EnvConfig, TrackingEnv, track_key
+from bmvtrack.envs.tracking_env import EnvConfig, TrackingEnv, track_key
 
 ObsKind = Literal["posterior", "features", "features_mask", "features_motion"]
 OBS_KINDS = ("posterior", "features", "features_mask", "features_motion")

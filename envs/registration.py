@@ -14,8 +14,8 @@ from bmvtrack.data.readers import DataConfig, VideoDataset
 from bmvtrack.models import ModelConfig
 from bmvtrack.motion import MotionPrior
 from bmvtrack.paths import DEFAULT_PRIOR, DEFAULT_VAE_CHECKPOINT, SYNTH_DIR
-from envs.encoding import EncodedObservation, ObsKind, StateEncoder, TrackStates, VectorEncodedObservation
-from envs.tracking_env import EnvConfig, TrackingEnv
+from bmvtrack.envs.encoding import EncodedObservation, ObsKind, StateEncoder, TrackStates, VectorEncodedObservation
+from bmvtrack.envs.tracking_env import EnvConfig, TrackingEnv
 
 ENV_ID = "bmvtrack/Track-v0"
 
@@ -114,7 +114,7 @@ def make_sb3_vec_env(num_envs: int = 2, config: EnvConfig | dict | str | Path | 
     from stable_baselines3.common.monitor import Monitor
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
-    from envs.encoding import VecEncodedObservation
+    from bmvtrack.envs.encoding import VecEncodedObservation
 
     cfg = resolve_env_config(config, **overrides)
     probe = TrackingEnv(cfg)

@@ -2,7 +2,7 @@
 
 ``TrackingEnv`` is the raw environment: it emits image crops and the agent's box geometry.
 The states the agent learns from are made by the frozen βMVUnet encoder in an observation
-wrapper (``envs.encoding``), so that vectorised copies share one batched encoder forward
+wrapper (``bmvtrack.envs.encoding``), so that vectorised copies share one batched encoder forward
 instead of running the network once per copy per step. ``gymnasium.make("bmvtrack/Track-v0")``
 returns the encoded environment.
 

@@ -11,11 +11,11 @@ import argparse
 import numpy as np
 import torch
 
-from agents.training import TrainConfig, build_agent, collect_demonstrations, evaluate_in_env
+from bmvtrack.agents.train_sac import TrainConfig, build_agent, collect_demonstrations, evaluate_in_env
 from bmvtrack.motion import STAY_ACTION, MotionPrior
-from envs.encoding import EncodedObservation
-from envs.registration import make_sb3_vec_env, resolve_encoder, resolve_env_config
-from envs.tracking_env import TrackingEnv
+from bmvtrack.envs.encoding import EncodedObservation
+from bmvtrack.envs.registration import make_sb3_vec_env, resolve_encoder, resolve_env_config
+from bmvtrack.envs.tracking_env import TrackingEnv
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--obs", default="features_motion")

@@ -15,8 +15,8 @@ import argparse
 import numpy as np
 import torch
 
-from agents.loading import load_agent
-from agents.training import evaluate_in_env, held_out_env, training_setup
+from bmvtrack.agents.loading import load_agent
+from bmvtrack.agents.train_sac import evaluate_in_env, held_out_env, training_setup
 
 
 def main() -> None:

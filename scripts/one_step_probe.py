@@ -22,7 +22,7 @@ from bmvtrack.cli import add_data_args, data_config_from_args
 from bmvtrack.data.readers import VideoDataset
 from bmvtrack.motion import RBox, rotated_iou
 from bmvtrack.segmentation import load_segmenter, track_step
-from bmvtrack.tracking import track_ground_truth
+from bmvtrack.evaluate import track_ground_truth
 
 
 def blend(box: RBox, measured: RBox | None, k: float) -> RBox:

@@ -29,10 +29,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from agents.training import TrainConfig, training_setup
+    from bmvtrack.agents.train_sac import TrainConfig, training_setup
     from bmvtrack.config import load_config
-    from envs.registration import resolve_env_config
-    from envs.tracking_env import TrackingEnv, track_key
+    from bmvtrack.envs.registration import resolve_env_config
+    from bmvtrack.envs.tracking_env import TrackingEnv, track_key
 
     torch.set_num_threads(args.threads)
     cfg = load_config(TrainConfig, args.config, args.overrides)

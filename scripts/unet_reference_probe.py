@@ -4,7 +4,7 @@ Why: issue 3 compares the βMVUnet with "a plain 2 M-parameter U-Net trained for
 (DESIGN.md: J&F 59 on the official val split). Our β = 0 βMVUnet is not that network (ResNet stem,
 stride-4 first skip, pooled bottleneck). This script trains the textbook one (double 3×3 convs at
 five resolutions, full-resolution first stage, BCE + Dice) on the same patches, for a fixed wall
-time, and scores it with the same evaluation code (``bmvtrack.vae_eval``), so that the two can be
+time, and scores it with the same evaluation code (``bmvtrack.evaluate_vae``), so that the two can be
 read side by side on DAVIS dev/val.
 
     python scripts/unet_reference_probe.py --minutes 10 --threads 2 --out runs/unet_ref
@@ -26,8 +26,8 @@ from torch.utils.data import DataLoader, RandomSampler
 from bmvtrack.data.readers import DataConfig, TrackFilter, VideoDataset
 from bmvtrack.data.patch_sampler import AugmentConfig, PatchSampler
 from bmvtrack.models.preprocess import patches_to_tensor
-from bmvtrack.pretrain import PatchDataset
-from bmvtrack.vae_eval import VaeEvalConfig, evaluate
+from bmvtrack.pretrain_vae import PatchDataset
+from bmvtrack.evaluate_vae import VaeEvalConfig, evaluate
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:

@@ -11,7 +11,7 @@ import torch
 from test_segmentation_tracker import run_tracker
 from test_vae_eval import open_ds, tiny_model
 
-from agents.baselines.segmentation import SegmentationTracker
+from bmvtrack.agents.baselines.segmentation_tracker import SegmentationTracker
 from bmvtrack.adaptation import (IGNORE, AdaptConfig, AdaptedModels, adapt_segmenter, adapt_to_box, cache_folder,
                                  pseudo_label)
 from bmvtrack.data.patch_sampler import AugmentConfig, augmented_patch

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-import agents.agent_file as agent_file
-from agents.agent_file import AgentFileError, latest_checkpoint, load_agent
-from agents.loading import learned_tracker_factories, policy_tracker_factory
-from agents.training import train
+import bmvtrack.agents.agent_file as agent_file
+from bmvtrack.agents.agent_file import AgentFileError, latest_checkpoint, load_agent
+from bmvtrack.agents.loading import learned_tracker_factories, policy_tracker_factory
+from bmvtrack.agents.train_sac import train
 from bmvtrack.checkpoint import CheckpointError, save_checkpoint
 from bmvtrack.config import ConfigError, to_dict
 from bmvtrack.models import build_model

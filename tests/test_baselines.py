@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from agents.baselines import (
+from bmvtrack.agents.baselines import (
     OpenCVTracker,
     Tracker,
     ZeroMotionTracker,
@@ -17,10 +17,10 @@ from agents.baselines import (
     rbox_to_cv_rect,
     register_tracker,
 )
-from agents.baselines import base as registry
+from bmvtrack.agents.baselines import base as registry
 from bmvtrack.data import TrackFilter, VideoDataset
 from bmvtrack.motion import RBox, apply_motion, motion_between, rotated_iou
-from bmvtrack.tracking import run_tracker, score_sequence, track_ground_truth
+from bmvtrack.evaluate import run_tracker, score_sequence, track_ground_truth
 
 KEEP_ALL = TrackFilter(absent="keep", max_box_fraction=1.0)
 

@@ -22,15 +22,15 @@ from bmvtrack.config import (
     ConfigError, field_bounds, from_dict, load_config, parse_override_value, ranged, save_config, to_dict, validate,
 )
 from bmvtrack.data.readers import DataConfig, TrackFilter
-from bmvtrack.pretrain import PretrainConfig, load_pretrain_config
-from envs.tracking_env import EnvConfig
+from bmvtrack.pretrain_vae import PretrainConfig, load_pretrain_config
+from bmvtrack.envs.tracking_env import EnvConfig
 
 
 # --------------------------------------------------------------------------- the mechanism
 
 
 @dataclass
-class Agent:  # how agents/training.py's AgentConfig adopts ranges
+class Agent:  # how agents/train_sac.py's AgentConfig adopts ranges
     total_timesteps: int = field(default=20_000, metadata={"ge": 1})
     batch_size: int = field(default=256, metadata={"ge": 1})
     learning_rate: float = field(default=3e-4, metadata={"gt": 0.0})
@@ -227,18 +227,18 @@ def test_data_flag_out_of_range_is_a_config_error(tmp_path: Path) -> None:
 def test_train_sac_rejects_meaningless_numbers_in_one_line(argv: list[str], shown: str,
                                                            monkeypatch: pytest.MonkeyPatch,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
-    """Once agents/training.py declares its ranges (``ranged``), these stop before any training."""
+    """Once agents/train_sac.py declares its ranges (``ranged``), these stop before any training."""
     import dataclasses
 
-    import agents.training
-    from agents.training import AgentConfig
+    import bmvtrack.agents.train_sac
+    from bmvtrack.agents.train_sac import AgentConfig
     from bmvtrack import train_sac
     from bmvtrack.cli import run_main
 
     if not field_bounds({f.name: f for f in dataclasses.fields(AgentConfig)}["total_timesteps"]):
-        pytest.skip("agents/training.py's AgentConfig declares no ranges yet")
+        pytest.skip("agents/train_sac.py's AgentConfig declares no ranges yet")
     ran = []
-    monkeypatch.setattr(agents.training, "train", lambda *a, **k: ran.append(1))  # nothing may start
+    monkeypatch.setattr(bmvtrack.agents.train_sac, "train", lambda *a, **k: ran.append(1))  # nothing may start
     monkeypatch.setattr(sys, "argv", ["train_sac", *argv, "--no-wandb"])
     with pytest.raises(SystemExit) as exc:
         run_main(train_sac.main)
@@ -310,7 +310,7 @@ def test_untyped_overrides_keep_text_too() -> None:
 
 def test_train_config_paths_survive_the_command_line_shortcuts(monkeypatch: pytest.MonkeyPatch) -> None:
     """``train_sac --out "/x/run #1" --encoder 007`` reaches the config unchanged."""
-    import agents.training
+    import bmvtrack.agents.train_sac
     from bmvtrack import train_sac
 
     seen = {}
@@ -319,7 +319,7 @@ def test_train_config_paths_survive_the_command_line_shortcuts(monkeypatch: pyte
         seen["cfg"] = cfg
         return {"run_dir": cfg.out_dir, "final": {}}
 
-    monkeypatch.setattr(agents.training, "train", fake_train)
+    monkeypatch.setattr(bmvtrack.agents.train_sac, "train", fake_train)
     assert train_sac.main(["--out", "/x/run #1", "--encoder", "007", "--no-wandb"]) == 0
     assert seen["cfg"].out_dir == "/x/run #1" and seen["cfg"].encoder == "007"
     assert train_sac.main(["--out", "yes: no & *x !y", "--no-wandb"]) == 0

@@ -13,9 +13,9 @@ from bmvtrack.data.synth import SynthConfig, generate_dataset
 from bmvtrack.models import ModelConfig
 from bmvtrack.motion import MotionPrior
 from bmvtrack.adaptation import AdaptConfig, AdaptedModels
-from envs.encoding import OBS_KINDS, EncodedObservation, StateEncoder, TrackStates
-from envs.registration import make_raw_env, make_sb3_vec_env, make_tracking_env, make_tracking_vector_env
-from envs.tracking_env import EnvConfig, TrackingEnv, track_key
+from bmvtrack.envs.encoding import OBS_KINDS, EncodedObservation, StateEncoder, TrackStates
+from bmvtrack.envs.registration import make_raw_env, make_sb3_vec_env, make_tracking_env, make_tracking_vector_env
+from bmvtrack.envs.tracking_env import EnvConfig, TrackingEnv, track_key
 
 TINY_MODEL = ModelConfig(patch_size=32, base_width=8, decoder_width=8, z_channels=8, part_size=4)
 KEEP_ALL = TrackFilter(absent="keep", max_box_fraction=1.0)
@@ -162,7 +162,7 @@ def test_template_encoding_is_reused_not_stale(synth_root, encoder):
 
 def test_expert_on_real_davis_dev_val(davis2016_root, tmp_path):
     """The motion model's upper bound inside the env: ≥ 0.99 mean IoU with the default bounds."""
-    from bmvtrack.motion_stats import fit_prior, measure_dataset
+    from bmvtrack.analyze_motion import fit_prior, measure_dataset
     from bmvtrack.data.readers import VideoDataset
 
     train = VideoDataset(davis2016_root, resolution="240p", split="dev/train", filters=KEEP_ALL)
@@ -217,7 +217,7 @@ def test_mask_motion_cue_recovers_the_expert_motion_from_a_true_mask(synth_root)
     from bmvtrack.data.patches import CropWindow, crop_mask
     from bmvtrack.motion import apply_motion, rotated_iou
     from bmvtrack.segmentation import fill_rbox
-    from envs.encoding import mask_motion_cue
+    from bmvtrack.envs.encoding import mask_motion_cue
 
     env = TrackingEnv(env_cfg(synth_root, crop_size=96))
     mean, std = env.prior.mean, env.prior.std
@@ -253,8 +253,8 @@ def test_mask_motion_cue_beyond_the_bounds_still_leads_to_the_masks_box():
     from bmvtrack.data.patches import crop_mask, crop_window
     from bmvtrack.motion import RBox, apply_motion, motion_between, rotated_iou
     from bmvtrack.segmentation import fill_rbox
-    from envs.encoding import mask_motion_cue
-    from envs.tracking_env import box_geometry, window_features
+    from bmvtrack.envs.encoding import mask_motion_cue
+    from bmvtrack.envs.tracking_env import box_geometry, window_features
 
     hw, prior = (240, 320), MotionPrior.paper()
     low, high = prior.action_bounds(6.0)

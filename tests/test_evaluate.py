@@ -1,4 +1,4 @@
-"""Running, scoring and reporting trackers (bmvtrack.tracking) and the `python -m bmvtrack.evaluate` command."""
+"""Running, scoring and reporting trackers (bmvtrack.evaluate) and the `python -m bmvtrack.evaluate` command."""
 from __future__ import annotations
 
 import csv
@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from agents.baselines import make_tracker
+from bmvtrack.agents.baselines import make_tracker
 from bmvtrack import evaluate
 from bmvtrack.data import TrackFilter, VideoDataset
 from bmvtrack.motion import RBox
 from bmvtrack.run_folder import RunFolderError
-from bmvtrack.tracking import (
+from bmvtrack.evaluate import (
     SequenceResult,
     aabb_to_rbox,
     evaluate_trackers,

@@ -17,8 +17,8 @@ from gymnasium import spaces
 from stable_baselines3.common.distributions import SquashedDiagGaussianDistribution
 from stable_baselines3.common.env_util import make_vec_env
 
-from agents import MVSAC, MVSACPolicy
-from agents.mvsac.distributions import SquashedMultivariateGaussianDistribution, n_offdiag
+from bmvtrack.agents import MVSAC, MVSACPolicy
+from bmvtrack.agents.mvsac.distributions import SquashedMultivariateGaussianDistribution, n_offdiag
 
 SMALL_NET = {"net_arch": [32, 32]}
 

@@ -1,4 +1,4 @@
-"""Pretraining (bmvtrack.pretrain / python -m bmvtrack.pretrain_vae): tiny model, tiny synthetic data.
+"""Pretraining (bmvtrack.pretrain_vae / python -m bmvtrack.pretrain_vae): tiny model, tiny synthetic data.
 
 Every run here is a real one (a 32-px βMVUnet on 3 synthetic videos of 6 frames): the loss must
 fall, checkpoints must load with weights_only and survive a failed write, a resumed run must
@@ -23,7 +23,7 @@ from bmvtrack.config import ConfigError, from_dict, to_dict
 from bmvtrack.data.synth import SynthConfig, generate_dataset
 from bmvtrack.logging_wandb import read_metrics
 from bmvtrack.models import ModelConfig, build_encoder, build_model
-from bmvtrack.pretrain import (
+from bmvtrack.pretrain_vae import (
     PretrainConfig,
     Trainer,
     TrainingDiverged,
@@ -144,7 +144,7 @@ def test_resume_continues_the_uninterrupted_run(tiny_data: Path, tmp_path: Path)
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_data: Path, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    from bmvtrack import pretrain
+    from bmvtrack import pretrain_vae as pretrain
 
     real = pretrain.loss_from_config
     calls = {"n": 0}
@@ -167,7 +167,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_data: Path, tmp_path
 
 def test_nan_through_the_command_exits_nonzero(tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                capsys: pytest.CaptureFixture[str]) -> None:
-    from bmvtrack import pretrain
+    from bmvtrack import pretrain_vae as pretrain
 
     monkeypatch.setattr(pretrain, "loss_from_config", lambda out, t, cfg: {k: out["kl"] * float("nan") for k in
                                                                             ("total", "cons", "ce", "jaccard", "kl")})
@@ -425,7 +425,7 @@ def test_a_killed_run_resumes_exactly_through_the_command(tiny_data: Path, tmp_p
 
 
 def test_an_interrupted_run_without_checkpoint_is_refused_without_suggesting_resume(tmp_path: Path) -> None:
-    from bmvtrack.pretrain import claim_out_dir
+    from bmvtrack.pretrain_vae import claim_out_dir
 
     (tmp_path / "pretrain_vae-20250101-000000" / "samples").mkdir(parents=True)  # killed before its first checkpoint
     with pytest.raises(RunFolderError) as err:
@@ -439,7 +439,7 @@ def test_an_interrupted_run_without_checkpoint_is_refused_without_suggesting_res
 def test_runs_with_the_same_name_are_still_told_apart(tiny_data: Path, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """Run names are made of the start second: two runs started together share one; run_id does not."""
-    from bmvtrack import pretrain
+    from bmvtrack import pretrain_vae as pretrain
 
     monkeypatch.setattr(pretrain, "run_name", lambda command, tag="": "pretrain_vae-20250101-000000")
     a = train(tiny_cfg(tiny_data, tmp_path / "a", max_steps=2), progress=False)

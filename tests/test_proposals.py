@@ -10,8 +10,8 @@ from bmvtrack.models import ModelConfig
 from bmvtrack.motion import MotionPrior, RBox, motion_between
 from bmvtrack.opencv_trackers import OpenCVTracker
 from bmvtrack.proposals import agreement, fuse_boxes, run_proposals
-from envs.encoding import MOTION_CUE, PROPOSAL_CUE, EncodedObservation, StateEncoder, mask_motion_cue
-from envs.tracking_env import EnvConfig, TrackingEnv, track_key
+from bmvtrack.envs.encoding import MOTION_CUE, PROPOSAL_CUE, EncodedObservation, StateEncoder, mask_motion_cue
+from bmvtrack.envs.tracking_env import EnvConfig, TrackingEnv, track_key
 
 TINY_MODEL = ModelConfig(patch_size=32, base_width=8, decoder_width=8, z_channels=8, part_size=4)
 

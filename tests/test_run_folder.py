@@ -212,8 +212,8 @@ def test_evaluate_vae_keeps_each_crops_report(moving_root: Path, tiny_checkpoint
     assert evaluate_vae.main([*base, "--crop", "gt", "--context", "0.5", "--overwrite"]) == 0
     assert (out / "vae_eval_gt.csv").read_bytes() != gt and (out / "vae_eval_perturbed.csv").is_file()
     # without --out: two runs named by the same second get two folders
-    monkeypatch.setattr(evaluate_vae, "RUNS_DIR", tmp_path / "runs")
-    monkeypatch.setattr(evaluate_vae, "run_name", lambda *a, **k: "evaluate_vae-gt-fixed")
+    monkeypatch.setattr(evaluate_vae.command, "RUNS_DIR", tmp_path / "runs")
+    monkeypatch.setattr(evaluate_vae.command, "run_name", lambda *a, **k: "evaluate_vae-gt-fixed")
     base = base[:-2]
     assert evaluate_vae.main([*base, "--crop", "gt"]) == 0
     assert evaluate_vae.main([*base, "--crop", "gt"]) == 0

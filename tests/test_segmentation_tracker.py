@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from test_vae_eval import OracleModel, mask_frames, open_ds, tiny_model
 
-from agents.baselines.base import Tracker
-from agents.baselines.segmentation import SegmentationTracker
+from bmvtrack.agents.baselines.base import Tracker
+from bmvtrack.agents.baselines.segmentation_tracker import SegmentationTracker
 from bmvtrack.checkpoint import CheckpointError, save_checkpoint
 from bmvtrack.config import to_dict
 from bmvtrack.motion import RBox, boxes_from_masks, rbox_from_mask, rbox_to_xyxy, rotated_iou
@@ -100,7 +100,7 @@ def test_csrt_proposal_takes_over_from_an_empty_mask_and_leaves_a_good_one_alone
 
 def test_registered_segmentation_trackers_get_their_options(tmp_path: Path) -> None:
     """Each name of the registry builds the tracker it describes (one loaded network for all)."""
-    from agents.loading import SEGMENTATION_TRACKERS, learned_tracker_factories
+    from bmvtrack.agents.loading import SEGMENTATION_TRACKERS, learned_tracker_factories
 
     m = tiny_model()
     path = tmp_path / "checkpoint.pt"

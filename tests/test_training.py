@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from agents.policy_tracker import PolicyTracker
-from agents.training import AgentConfig, TrainConfig, train
-from agents.agent_file import latest_checkpoint
-from agents.loading import policy_tracker_factory
+from bmvtrack.agents.policy_tracker import PolicyTracker
+from bmvtrack.agents.train_sac import AgentConfig, TrainConfig, train
+from bmvtrack.agents.agent_file import latest_checkpoint
+from bmvtrack.agents.loading import policy_tracker_factory
 from bmvtrack.adaptation import AdaptConfig, AdaptedModels, SharedAdaptation
 from bmvtrack.checkpoint import save_checkpoint
 from bmvtrack.config import load_config, to_dict
@@ -21,8 +21,8 @@ from bmvtrack.logging_wandb import WandbConfig, read_metrics
 from bmvtrack.models import ModelConfig, build_model
 from bmvtrack.models.preprocess import patches_to_tensor
 from bmvtrack.motion import MotionPrior, boxes_from_masks
-from envs.encoding import EncodedObservation, StateEncoder, TrackStates
-from envs.tracking_env import EnvConfig, TrackingEnv
+from bmvtrack.envs.encoding import EncodedObservation, StateEncoder, TrackStates
+from bmvtrack.envs.tracking_env import EnvConfig, TrackingEnv
 
 TINY = ModelConfig(patch_size=32, base_width=8, decoder_width=8, z_channels=8, part_size=4)
 KEEP_ALL = TrackFilter(absent="keep", max_box_fraction=1.0)
@@ -147,7 +147,7 @@ def test_trackers_of_one_encoder_share_each_tracks_adaptation_and_are_charged_fo
     """Two agents sharing a SharedAdaptation adapt a track once, track exactly as an agent that
     adapts alone, and the one that reused the copy still has its making time in its frame-0 time."""
     from bmvtrack import adaptation
-    from bmvtrack.tracking import run_tracker
+    from bmvtrack.evaluate import run_tracker
 
     root, data = setup
     enc = StateEncoder.from_checkpoint(root / "enc.pt", kind="features_motion")

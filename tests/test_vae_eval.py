@@ -30,7 +30,7 @@ from bmvtrack.segmentation import (
     mask_from_prob,
     segment_crop,
 )
-from bmvtrack.vae_eval import VaeEvalConfig, evaluate, report_markdown
+from bmvtrack.evaluate_vae import VaeEvalConfig, evaluate, report_markdown
 
 from bmvtrack.motion import PAPER_COV as PRIOR_COV  # the paper's prior (appendix 2.2) and Table 1
 from bmvtrack.motion import PAPER_MEAN as PRIOR_MEAN

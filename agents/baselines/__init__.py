@@ -5,7 +5,7 @@
 answer, the motion model's upper bound). Other modules add theirs with
 ``register_tracker(name, factory)``.
 """
-from agents.baselines.base import (
+from bmvtrack.agents.baselines.base import (
     Tracker,
     TrackerFactory,
     available_trackers,
@@ -14,8 +14,8 @@ from agents.baselines.base import (
 )
 from bmvtrack.opencv_trackers import KINDS as OPENCV_KINDS
 from bmvtrack.opencv_trackers import OpenCVTracker, cv_rect_to_rbox, rbox_to_cv_rect, seed_opencv
-from agents.baselines.oracle import OracleTracker
-from agents.baselines.zero import ZeroMotionTracker
+from bmvtrack.agents.baselines.oracle import OracleTracker
+from bmvtrack.agents.baselines.zero import ZeroMotionTracker
 
 register_tracker("zero", ZeroMotionTracker)
 register_tracker("oracle", OracleTracker)

@@ -52,8 +52,8 @@ from stable_baselines3.common.utils import polyak_update
 from torch.distributions import MultivariateNormal
 from torch.nn import functional as F
 
-from agents.mvsac.distributions import gaussian_to_unit_box, tril_from_vector
-from agents.mvsac.policies import MVActor, MVSACPolicy
+from bmvtrack.agents.mvsac.distributions import gaussian_to_unit_box, tril_from_vector
+from bmvtrack.agents.mvsac.policies import MVActor, MVSACPolicy
 
 PRIOR_SOURCES = ("global", "state", "cue")
 # Expert actions are clipped into [-BC_ACTION_CLIP, BC_ACTION_CLIP] (policy space) before their

@@ -24,7 +24,7 @@ from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from stable_baselines3.sac.policies import LOG_STD_MAX, LOG_STD_MIN, Actor, SACPolicy
 from torch.nn import functional as F
 
-from agents.mvsac.distributions import SquashedMultivariateGaussianDistribution, tril_to_params
+from bmvtrack.agents.mvsac.distributions import SquashedMultivariateGaussianDistribution, tril_to_params
 
 # The Cholesky factor's strictly-lower entries are soft-bounded to ±e^LOG_STD_MAX, like its
 # diagonal: unbounded, the entropy bonus (and a KL(π ‖ prior) term) can grow them without limit

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from bmvtrack.cli import add_data_args, data_config_from_args, run_main
+from bmvtrack.cli import add_data_args, data_config_from_args
 from bmvtrack.data.readers import VideoDataset
 from bmvtrack.motion import MotionPrior
 from bmvtrack.paths import DEFAULT_PRIOR
 from bmvtrack.run_folder import claim_run_folder
-from bmvtrack.motion_stats import describe, fit_prior, measure_dataset, motion_samples, oracle_replay, plot_prior
+from bmvtrack.analyze_motion import describe, fit_prior, measure_dataset, motion_samples, oracle_replay, plot_prior
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,6 +70,3 @@ def _measure(args: argparse.Namespace, cfg, ds: VideoDataset) -> int:
     print(f"wrote {args.out}" + ("" if args.no_plot else f" and {args.out.with_suffix('.png')}"))
     return 0
 
-
-if __name__ == "__main__":
-    run_main(main)

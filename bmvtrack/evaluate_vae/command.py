@@ -20,13 +20,13 @@ from pathlib import Path
 import torch
 
 from bmvtrack.checkpoint import CheckpointError
-from bmvtrack.cli import add_data_args, data_config_from_args, run_main
+from bmvtrack.cli import add_data_args, data_config_from_args
 from bmvtrack.data.readers import VideoDataset
 from bmvtrack.logging_wandb import RunLogger, WandbConfig, run_name
 from bmvtrack.paths import DEFAULT_VAE_CHECKPOINT, RUNS_DIR
 from bmvtrack.run_folder import RunFolder, RunFolderError, claim_run_folder
 from bmvtrack.segmentation import load_segmenter
-from bmvtrack.vae_eval import (
+from bmvtrack.evaluate_vae import (
     CROP_MODES,
     VaeEvalConfig,
     config_dict,
@@ -159,6 +159,3 @@ def _run(args: argparse.Namespace, cfg: VaeEvalConfig, model, model_cfg, data_cf
     print(f"wrote {md} and {cs}")
     return 0
 
-
-if __name__ == "__main__":
-    run_main(main)

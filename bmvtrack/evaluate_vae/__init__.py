@@ -578,3 +578,6 @@ def wandb_metrics(report: VaeEvalReport) -> dict[str, float]:
 
 def config_dict(cfg: VaeEvalConfig) -> dict[str, Any]:
     return asdict(cfg)
+
+
+from bmvtrack.evaluate_vae.command import main as main  # noqa: E402  (the command line over this library)

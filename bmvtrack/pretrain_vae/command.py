@@ -12,7 +12,7 @@ writes it, a second command on it stops at once; a folder that holds a run (chec
 best.pt or a run folder) is refused unless ``--resume auto`` continues that run or
 ``--overwrite`` replaces it, so running the command twice never silently replaces a trained model.
 
-All logic lives in ``bmvtrack.pretrain``; this module parses arguments and reports.
+All logic lives in ``bmvtrack.pretrain_vae``; this module parses arguments and reports.
 """
 from __future__ import annotations
 
@@ -26,8 +26,7 @@ from pathlib import Path
 import torch
 
 from bmvtrack.checkpoint import CheckpointError
-from bmvtrack.cli import run_main
-from bmvtrack.pretrain import TrainingDiverged, resolve_config, train
+from bmvtrack.pretrain_vae import TrainingDiverged, resolve_config, train
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,6 +129,3 @@ def main(argv: list[str] | None = None) -> int:
                   f"J {v['val/J']:.4f}  Mahalanobis {v['val/mahalanobis']:.4g}")
     return 0
 
-
-if __name__ == "__main__":
-    run_main(main)

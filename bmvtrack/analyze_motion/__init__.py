@@ -119,3 +119,6 @@ def plot_prior(prior: MotionPrior, samples: np.ndarray, path: str | Path, refere
     fig.tight_layout()
     atomic_save(path, lambda buf: fig.savefig(buf, format="png", dpi=90))
     plt.close(fig)
+
+
+from bmvtrack.analyze_motion.command import main as main  # noqa: E402  (the command line over this library)

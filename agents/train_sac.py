@@ -29,11 +29,11 @@ from bmvtrack.metrics import success_auc
 from bmvtrack.motion import MotionPrior
 from bmvtrack.paths import DEFAULT_VAE_CHECKPOINT, RUNS_DIR
 from bmvtrack.run_folder import claim_run_folder
-from agents.agent_file import (BUFFER, CHECKPOINTS, AgentFileError, load_agent, load_buffer, load_training_arrays,
+from bmvtrack.agents.agent_file import (BUFFER, CHECKPOINTS, AgentFileError, load_agent, load_buffer, load_training_arrays,
                                make_agent, read_meta, remove_stale_checkpoints, resolve_agent, save_agent_checkpoint)
-from envs.encoding import DECODER_KINDS, EncodedObservation, ObsKind, StateEncoder, TrackStates
-from envs.registration import make_sb3_vec_env, resolve_encoder, resolve_env_config
-from envs.tracking_env import EnvConfig, TrackingEnv
+from bmvtrack.envs.encoding import DECODER_KINDS, EncodedObservation, ObsKind, StateEncoder, TrackStates
+from bmvtrack.envs.registration import make_sb3_vec_env, resolve_encoder, resolve_env_config
+from bmvtrack.envs.tracking_env import EnvConfig, TrackingEnv
 
 
 @dataclass
@@ -83,7 +83,7 @@ class TrainConfig:
     eval_tracks: int = ranged(0, ge=0)  # evaluate on the first N held-out tracks (0 = all)
     eval_stochastic: bool = True  # also score the sampled (training-time) policy: the cost of exploration
     encoder: str | None = None  # pretrained βMVUnet checkpoint (default runs/pretrain_vae/checkpoint.pt)
-    obs: ObsKind = "features_motion"  # observation kind (envs.encoding); prior_source=cue needs features_motion
+    obs: ObsKind = "features_motion"  # observation kind (bmvtrack.envs.encoding); prior_source=cue needs features_motion
     agent: AgentConfig = field(default_factory=AgentConfig)
     adapt: AdaptConfig = field(default_factory=lambda: AdaptConfig(steps=0))  # state from each track's network adapted on frame 0's box (steps 0 = off)
     adapt_cache: str | None = None  # folder of the adapted copies, reused across runs (default runs/adapt_cache)
@@ -397,8 +397,8 @@ def ensure_encoder(cfg: TrainConfig) -> Path:
 
             raise CheckpointError(f"{path}: encoder checkpoint not found")
         print(f"no pretrained encoder at {path}: pretraining the default βMVUnet first", file=sys.stderr)
-        from bmvtrack.pretrain import PretrainConfig
-        from bmvtrack.pretrain import train as pretrain
+        from bmvtrack.pretrain_vae import PretrainConfig
+        from bmvtrack.pretrain_vae import train as pretrain
 
         pcfg = PretrainConfig()
         pcfg.wandb = cfg.wandb

@@ -4,7 +4,7 @@ Prints the overall table (success AUC, precision@20 px, mean IoU axis-aligned an
 losses of track, fps) and writes ``overall.{md,csv}``, ``sequences.{md,csv}``, ``success.png``
 and the predicted boxes per sequence (``results/``) into ``--out``, with the exact command.
 ``--rescore DIR`` recomputes the report from saved results without running any tracker.
-Protocol: see ``bmvtrack.tracking``.
+Protocol: see ``bmvtrack.evaluate``.
 
 No result is lost or mixed up (``bmvtrack.run_folder``): ``--out`` is locked while the command
 writes it (a second command on it stops at once); a folder that already holds an evaluation is
@@ -21,11 +21,11 @@ import sys
 from pathlib import Path
 
 from bmvtrack.adaptation import AdaptConfig
-from bmvtrack.cli import add_data_args, data_config_from_args, run_main
+from bmvtrack.cli import add_data_args, data_config_from_args
 from bmvtrack.data.readers import VideoDataset
 from bmvtrack.io import atomic_write_text
 from bmvtrack.run_folder import RunFolder, RunFolderError, claim_run_folder
-from bmvtrack.tracking import (
+from bmvtrack.evaluate import (
     EVALUATION_OUTPUTS,
     RESULTS_DIR,
     EvaluationResults,
@@ -144,10 +144,10 @@ def main(argv: list[str] | None = None) -> int:
                            source=str(evaluation_folder(args.rescore)), command=command)
             _print_and_log(results, paths, args, title)
         return 0
-    from agents.baselines import available_trackers, make_tracker
+    from bmvtrack.agents.baselines import available_trackers, make_tracker
 
     names = [n.strip().lower() for n in (args.trackers or DEFAULT_TRACKERS).split(",") if n.strip()]
-    from agents.loading import learned_tracker_factories
+    from bmvtrack.agents.loading import learned_tracker_factories
 
     learned, names = learned_tracker_factories(args.policy, names, args.segmenter, adapt, args.policy_adapt,
                                                allow_other_encoder=args.allow_other_encoder)
@@ -205,6 +205,3 @@ def log_report(results, paths: dict, args: argparse.Namespace, title: str) -> No
         logger.log_image("eval/success_plot", png)
     logger.finish()
 
-
-if __name__ == "__main__":
-    run_main(main)

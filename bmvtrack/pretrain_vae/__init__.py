@@ -75,7 +75,7 @@ from bmvtrack.metrics import mahalanobis_gaussians
 from bmvtrack.models import ModelConfig, build_model, count_parameters, loss_from_config
 from bmvtrack.models.preprocess import patches_to_tensor
 from bmvtrack.motion import MotionPrior
-from bmvtrack.motion_stats import fit_prior, measure_dataset, motion_samples
+from bmvtrack.analyze_motion import fit_prior, measure_dataset, motion_samples
 from bmvtrack.run_folder import RunFolder, RunFolderError, claim_run_folder
 
 COMMAND = "pretrain_vae"
@@ -1063,3 +1063,6 @@ def plot_loss_curves(run_dir: str | Path) -> Path | None:
     atomic_save(out, lambda buf: fig.savefig(buf, format="png", dpi=90))
     plt.close(fig)
     return out
+
+
+from bmvtrack.pretrain_vae.command import main as main  # noqa: E402  (the command line over this library)

@@ -5,7 +5,7 @@ A *run* step drives one tracker over one track and records what it predicted
 predictions with the annotation using the pure-numpy functions of ``bmvtrack.metrics``
 (``score_sequence`` → ``SequenceScore``), so a report can be recomputed from saved results
 without running anything again. Trackers come in as objects with ``init(frame, box)`` and
-``update(frame) -> RBox`` (``agents.baselines`` defines them); this module knows nothing of
+``update(frame) -> RBox`` (``bmvtrack.agents.baselines`` defines them); this module knows nothing of
 who they are.
 
 Protocol and conventions
@@ -66,10 +66,10 @@ from bmvtrack.metrics import (
     success_thresholds,
 )
 from bmvtrack.motion import MIN_SIDE, BoxMethod, RBox, aabb_iou, rbox_ellipse_xyxy, rbox_to_xyxy, rotated_iou
-from bmvtrack.motion_stats import track_boxes
+from bmvtrack.analyze_motion import track_boxes
 from bmvtrack.run_folder import RunFolderError, writer_pid
 
-RESULT_FORMAT = "bmvtrack.tracking/sequence-result/v1"
+RESULT_FORMAT = "bmvtrack.evaluate/sequence-result/v1"
 MANIFEST_FORMAT = "bmvtrack.evaluate/manifest/v1"
 MANIFEST_NAME = "manifest.json"
 RESULTS_DIR = "results"
@@ -708,3 +708,6 @@ def write_report(results: EvaluationResults, out_dir: str | Path, title: str = "
         save_results(results, out / "results")
         paths["results"] = out / "results"
     return paths
+
+
+from bmvtrack.evaluate.command import main as main  # noqa: E402  (the command line over this library)
