@@ -806,6 +806,14 @@ def generate_dataset(
     return out
 
 
+def default_synthetic(progress: bool = True) -> Path:
+    """The embedded synthetic default (``bmvtrack.paths.SYNTH_DIR``, DAVIS 2017 layout), generated
+    on first use: the one place every command and the environment get it from."""
+    from bmvtrack import paths
+
+    return ensure_synthetic(paths.SYNTH_DIR, layout="davis2017", progress=progress)
+
+
 def ensure_synthetic(
     out_dir: str | Path,
     layout: str = "davis2017",
