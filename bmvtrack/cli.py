@@ -31,10 +31,9 @@ def data_config_from_args(args: argparse.Namespace) -> DataConfig:
     filters = validate(TrackFilter(absent=args.absent, max_box_fraction=args.max_box_fraction),
                        source="--max-box-fraction")
     if args.data is None:
-        from bmvtrack.data.synth import ensure_synthetic
+        from bmvtrack.data.synth import default_synthetic
 
-        root = ensure_synthetic(DEFAULT_SYNTH_DIR, layout="davis2017")
-        return DataConfig(root=str(root), layout="davis2017", split=args.split, filters=filters)
+        return DataConfig(root=str(default_synthetic()), layout="davis2017", split=args.split, filters=filters)
     return DataConfig(root=str(args.data), layout=args.layout, resolution=args.resolution, split=args.split,
                       filters=filters)
 

@@ -10,8 +10,9 @@ outputs are kept, a redone step's are replaced (an unfinished one from an interr
 everything with ``--force``), and the evaluation and the video, redone every time, never keep
 results of an earlier model.
 Outputs go under ``./data`` and ``./runs`` (``BMVTRACK_DATA_DIR`` / ``BMVTRACK_RUNS_DIR`` move them);
-``--quick`` writes under ``runs/quick`` so that its tiny prior and checkpoint are never taken for
-the full job's finished steps.
+the full job's videos are the synthetic default's folder (``paths.SYNTH_DIR``, which
+``BMVTRACK_SYNTH_DIR`` moves). ``--quick`` generates its own small set and writes under
+``runs/quick`` so that its tiny prior and checkpoint are never taken for the full job's finished steps.
 """
 from __future__ import annotations
 
@@ -58,11 +59,14 @@ def main(argv: list[str] | None = None) -> int:
     runs = paths.RUNS_DIR / "quick" if args.quick else paths.RUNS_DIR
     prior = runs / paths.DEFAULT_PRIOR.relative_to(paths.RUNS_DIR)
     vae_dir = runs / paths.DEFAULT_VAE_DIR.relative_to(paths.RUNS_DIR)
-    data_root = paths.DATA_DIR / name
-    data_args = ["--data", str(data_root), "--layout", "davis2017"]
+    # the full job runs in the synthetic default's folder (its budget is the default's size, so with
+    # --seed 0 these are the default's videos); --quick on a small set of its own
+    data_root = paths.DATA_DIR / name if args.quick else paths.SYNTH_DIR
+    layout = "davis2017"
+    data_args = ["--data", str(data_root), "--layout", layout]
 
     t0 = _step("1/6 synthetic data")
-    ensure_synthetic(data_root, layout="davis2017", videos=budget["videos"], seed=args.seed,
+    ensure_synthetic(data_root, layout=layout, videos=budget["videos"], seed=args.seed,
                      cfg=SynthConfig(frames=budget["frames"]))
     _done(t0, data_root)
 
@@ -88,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = _step("4/6 train MV-SAC")
     agent_dir = runs / "train_sac" / f"mvsac-s{args.seed}"
     if args.force or not (agent_dir / "checkpoints" / "latest").is_file():
-        sets = [f"env.data.root={data_root}", "env.data.layout=davis2017", f"env.prior={prior}",
+        sets = [f"env.data.root={data_root}", f"env.data.layout={layout}", f"env.prior={prior}",
                 f"agent.learning_starts={budget['learning_starts']}", f"eval_every={budget['eval_every']}",
                 f"checkpoint_every={budget['eval_every']}"]
         train_sac.main(["--encoder", str(ckpt), "--timesteps", str(budget["rl_steps"]), "--time-budget",

@@ -144,7 +144,7 @@ def test_resume_continues_the_uninterrupted_run(tiny_data: Path, tmp_path: Path)
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_data: Path, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    from bmvtrack import pretrain_vae as pretrain
+    from bmvtrack.pretrain_vae import step as pretrain
 
     real = pretrain.loss_from_config
     calls = {"n": 0}
@@ -167,7 +167,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_data: Path, tmp_path
 
 def test_nan_through_the_command_exits_nonzero(tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                capsys: pytest.CaptureFixture[str]) -> None:
-    from bmvtrack import pretrain_vae as pretrain
+    from bmvtrack.pretrain_vae import step as pretrain
 
     monkeypatch.setattr(pretrain, "loss_from_config", lambda out, t, cfg: {k: out["kl"] * float("nan") for k in
                                                                             ("total", "cons", "ce", "jaccard", "kl")})
@@ -439,7 +439,7 @@ def test_an_interrupted_run_without_checkpoint_is_refused_without_suggesting_res
 def test_runs_with_the_same_name_are_still_told_apart(tiny_data: Path, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """Run names are made of the start second: two runs started together share one; run_id does not."""
-    from bmvtrack import pretrain_vae as pretrain
+    from bmvtrack.pretrain_vae import trainer as pretrain
 
     monkeypatch.setattr(pretrain, "run_name", lambda command, tag="": "pretrain_vae-20250101-000000")
     a = train(tiny_cfg(tiny_data, tmp_path / "a", max_steps=2), progress=False)
