@@ -14,10 +14,12 @@ import numpy as np
 import pytest
 import torch as th
 from gymnasium import spaces
+from stable_baselines3 import SAC
 from stable_baselines3.common.distributions import SquashedDiagGaussianDistribution
 from stable_baselines3.common.env_util import make_vec_env
 
 from bmvtrack.agents import MVSAC, MVSACPolicy
+from bmvtrack.agents.mvsac import ActionPrior, sac_train
 from bmvtrack.agents.mvsac.distributions import SquashedMultivariateGaussianDistribution, n_offdiag
 
 SMALL_NET = {"net_arch": [32, 32]}
@@ -54,6 +56,25 @@ class TargetEnv(gym.Env):
     def step(self, action):
         reward = -float(np.sum((np.asarray(action, np.float64) - self.target) ** 2))
         return self._obs(), reward, True, False, {"expert_action": self.target.copy()}
+
+
+class EpisodicTargetEnv(TargetEnv):
+    """TargetEnv whose episodes last ``length`` steps (a new target at each step), so that the
+    critic's target bootstraps (one-step episodes end every transition)."""
+
+    def __init__(self, length: int = 5):
+        super().__init__(dim=2)
+        self.length, self.t = length, 0
+
+    def reset(self, *, seed=None, options=None):
+        self.t = 0
+        return super().reset(seed=seed, options=options)
+
+    def step(self, action):
+        reward = -float(np.sum((np.asarray(action, np.float64) - self.target) ** 2))
+        self.t += 1
+        self.target = self.np_random.uniform(-1, 1, self.dim).astype(np.float32)
+        return self._obs(), reward, False, self.t >= self.length, {"expert_action": self.target.copy()}
 
 
 # Per-state posterior Cholesky factor (env units).
@@ -312,6 +333,17 @@ def test_save_load_restores_policy_and_prior(tmp_path, source):
     loaded.learn(10)  # training resumes
 
 
+def test_action_prior_maps_the_global_prior_into_the_policy_space_like_sb3():
+    env = boxed_env()
+    prior = ActionPrior(env.action_space, env.observation_space, mean=PRIOR_MEAN, cov=PRIOR_COV)
+    mean, tril = prior.params(th.zeros(3, 2))
+    assert mean.shape == (3, 2) and tril.shape == (3, 2, 2)
+    expected_mean = make_model(env).policy.scale_action(PRIOR_MEAN)
+    np.testing.assert_allclose(mean.numpy(), np.broadcast_to(expected_mean, (3, 2)), atol=1e-6)
+    scale = np.diag(2.0 / (ACTION_HIGH - ACTION_LOW))
+    np.testing.assert_allclose((tril[0] @ tril[0].T).numpy(), scale @ PRIOR_COV @ scale, rtol=1e-5)
+
+
 def _warmup_actions(model: MVSAC, n: int) -> np.ndarray:
     model.learn(n)  # learning_starts > n: warm-up only
     return model.policy.unscale_action(model.replay_buffer.actions[:n, 0])
@@ -414,6 +446,53 @@ def test_prior_kl_is_zero_at_prior_and_positive_elsewhere():
             make_model(env, prior_mean=PRIOR_MEAN, prior_cov=narrow_cov).prior_kl(obs).mean().item()
             > 1.0
         )
+
+
+def _update_state(model: MVSAC) -> dict[str, th.Tensor]:
+    """Every number an update changes: networks, optimiser states, entropy coefficient, RNGs."""
+    out = {f"policy/{k}": v for k, v in model.policy.state_dict().items()}
+    optimizers = {"actor": model.actor.optimizer, "critic": model.critic.optimizer,
+                  "ent_coef": model.ent_coef_optimizer}
+    for name, optimizer in optimizers.items():
+        for i, state in ({} if optimizer is None else optimizer.state_dict()["state"]).items():
+            out.update({f"{name}_optimizer/{i}/{k}": th.as_tensor(v) for k, v in state.items()})
+    if model.log_ent_coef is not None:
+        out["log_ent_coef"] = model.log_ent_coef
+    out["torch_rng"] = th.get_rng_state()
+    out["numpy_rng"] = th.as_tensor(np.random.get_state()[1].astype(np.int64))
+    return {k: v.detach().clone() for k, v in out.items()}
+
+
+@pytest.mark.parametrize(
+    "options", [{}, {"ent_coef": 0.2, "target_update_interval": 2}], ids=["learned-ent-coef", "fixed-ent-coef"]
+)
+def test_train_copy_with_the_kl_term_off_is_sb3_sac_train(options):
+    """MV-SAC's copy of SAC.train (``sac_train``, what ``train`` runs when the KL term is on), forced
+    through with the term off (prior_kl_coef=0), is bit for bit the installed SB3's SAC.train: same
+    parameters, optimiser states, logs and RNG consumption, from the same state and RNG."""
+    def updated(update) -> MVSAC:
+        model = make_model(EpisodicTargetEnv(), prior_mean=np.zeros(2), prior_cov=0.1 * np.eye(2), prior_init=True,
+                           learning_starts=10**6, **options)
+        model.learn(200)  # warm-up only: fills the replay buffer, no update yet
+        th.manual_seed(11)
+        np.random.seed(11)  # SB3's replay buffer samples with numpy's global generator
+        update(model)
+        return model
+
+    assert updated(lambda m: None).prior_kl_coef == 0.0
+    before = _update_state(updated(lambda m: None))
+    sb3 = updated(lambda m: SAC.train(m, gradient_steps=8, batch_size=32))
+    expected = _update_state(sb3)
+    assert not th.equal(expected["policy/actor.mu.weight"], before["policy/actor.mu.weight"])  # it learnt
+    for name, update in (("copy", lambda m: sac_train(m, gradient_steps=8, batch_size=32, term=None)),
+                         ("MVSAC.train", lambda m: m.train(gradient_steps=8, batch_size=32))):
+        model = updated(update)
+        state = _update_state(model)
+        assert state.keys() == expected.keys(), name
+        for key, value in expected.items():
+            assert th.equal(state[key], value), (name, key)
+        assert model.logger.name_to_value == sb3.logger.name_to_value, name
+        assert model._n_updates == sb3._n_updates == 8
 
 
 @pytest.mark.parametrize("source", ["global", "state"])
