@@ -6,11 +6,12 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
+from bmvtrack.agents.baselines import make_tracker, segmentation_trackers
 from bmvtrack.agents.policy_tracker import PolicyTracker
 from bmvtrack.adaptation import AdaptConfig, SharedAdaptation
 from bmvtrack.config import from_dict
 from bmvtrack.paths import DEFAULT_VAE_CHECKPOINT
-from bmvtrack.envs.encoding import StateEncoder
+from bmvtrack.envs.state_encoder import StateEncoder
 
 
 def load_agent(path: str | Path):
@@ -62,17 +63,6 @@ def policy_tracker_factory(model_path: str | Path, encoder: str | Path | None = 
                                  proposal=cfg.env.proposal)
 
 
-# βMVUnet segmentation tracker names → SegmentationTracker options: the mask pieces the box is fitted
-# to, first-frame adaptation, a classical tracker whose box is fused with the mask's (bmvtrack.proposals),
-# the box fitted to the mask
-SEGMENTATION_TRACKERS: dict[str, dict] = {
-    "segmentation": dict(keep="overlap"), "segmentation-all": dict(keep="all"),
-    "segmentation-largest": dict(keep="largest"), "segmentation-adapt": dict(keep="overlap", adapt=True),
-    "segmentation-csrt": dict(keep="overlap", adapt=True, proposal="csrt"),
-    "segmentation-csrt-principal": dict(keep="overlap", adapt=True, proposal="csrt", box_method="principal"),
-}
-
-
 def learned_tracker_factories(policies: list[str], names: list[str], segmenter: Path | None = None,
                               adapt: AdaptConfig | None = None,
                               adapted_policies: Sequence[str] = (),
@@ -80,7 +70,7 @@ def learned_tracker_factories(policies: list[str], names: list[str], segmenter: 
     """Factories of the learned trackers, and the names left for the registry (``make_tracker``).
 
     Learned trackers are the agents given as ``NAME=RUN_FOLDER`` (a train_sac run) and the βMVUnet segmentation
-    trackers among ``names`` (keys of ``SEGMENTATION_TRACKERS``), which share one loaded
+    trackers among ``names`` (the registry's ``segmentation_trackers()``), which share one loaded
     ``segmenter`` checkpoint (default: the default pretraining checkpoint). ``adapt`` configures
     first-frame adaptation: of ``segmentation-adapt`` (all weights) and of the agents given in
     ``adapted_policies`` (their cue's decoder only, so the state they were trained on is unchanged).
@@ -97,14 +87,11 @@ def learned_tracker_factories(policies: list[str], names: list[str], segmenter: 
         out[name] = policy_tracker_factory(
             path, name=name, adapt=replace(adapt, params="decoder") if adapted else None, shared=shared,
             allow_other_encoder=allow_other_encoder)
-    segs = [n for n in names if n in SEGMENTATION_TRACKERS]
+    segs = [n for n in names if n in segmentation_trackers()]
     if segs:
-        from bmvtrack.agents.baselines.segmentation_tracker import SegmentationTracker
         from bmvtrack.segmentation import load_segmenter
 
         model, _ = load_segmenter(segmenter or DEFAULT_VAE_CHECKPOINT)  # loaded once, shared
         for name in segs:
-            opts = dict(SEGMENTATION_TRACKERS[name])
-            opts["adapt"] = adapt if opts.get("adapt") else None
-            out[name] = lambda name=name, opts=opts: SegmentationTracker(model, name=name, **opts)
-    return out, [n for n in names if n not in SEGMENTATION_TRACKERS]
+            out[name] = lambda name=name: make_tracker(name, model=model, adapt=adapt)
+    return out, [n for n in names if n not in segs]

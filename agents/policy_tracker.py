@@ -1,7 +1,8 @@
 """A trained policy as a tracker (``init(frame, box)`` / ``update(frame)``), outside any environment.
 
-It rebuilds exactly the observation the environment gives (search crop at the current box,
-template crop, box geometry, encoded by the same frozen encoder), so a policy is evaluated by the
+It builds the observation the way the environment does (``bmvtrack.envs.observation``: search
+crop at the current box, template crop, box geometry, encoded by the same frozen encoder) and moves
+its box by the environment's step (``bmvtrack.motion.step_box``), so a policy is evaluated by the
 same one-pass protocol as every baseline tracker.
 
 With ``adapt`` the network is fine-tuned on frame 0's box before tracking (``bmvtrack.adaptation``).
@@ -16,11 +17,10 @@ from __future__ import annotations
 import numpy as np
 
 from bmvtrack.adaptation import AdaptConfig, SharedAdaptation, adapt_to_box
-from bmvtrack.data.patches import crop_image, crop_window
-from bmvtrack.motion import RBox, apply_motion, keep_in_reach
+from bmvtrack.motion import RBox, step_box
 from bmvtrack.proposals import Proposal, make_proposal_tracker
-from bmvtrack.envs.encoding import DECODER_KINDS, StateEncoder
-from bmvtrack.envs.tracking_env import box_geometry, window_features
+from bmvtrack.envs.observation import crop_at, raw_observation
+from bmvtrack.envs.state_encoder import DECODER_KINDS, StateEncoder
 
 
 class PolicyTracker:
@@ -46,11 +46,6 @@ class PolicyTracker:
             raise ValueError(f"proposal {proposal!r} does not match the encoder's proposal flag {encoder.proposal}")
         self.proposal = None if proposal == "none" else make_proposal_tracker(proposal)
 
-    def _crop(self, frame: np.ndarray, box: RBox) -> tuple[np.ndarray, np.ndarray]:
-        """The crop at ``box`` and its window row [x0, y0, x1, y1, W, H] (as the env gives)."""
-        win = crop_window(box, frame.shape[:2], self.encoder.patch_size, self.context)
-        return crop_image(frame, win), window_features(win, frame.shape[:2])
-
     def init(self, frame: np.ndarray, box: RBox) -> None:
         self.box, self.first, self.cache = box, True, None
         if self.adapt is not None and self.adapt.steps > 0:  # a per-track copy; the shared encoder is untouched
@@ -59,22 +54,20 @@ class PolicyTracker:
             else:
                 net = adapt_to_box(self.base_encoder.net, frame, box, self.adapt)
             self.encoder = self.base_encoder.with_net(net)
-        self.template_crop = self._crop(frame, box)[0] if self.template else None
+        self.template_crop = (crop_at(frame, box, frame.shape[:2], self.encoder.patch_size, self.context)[0]
+                              if self.template else None)
         if self.proposal is not None:
             self.proposal.init(frame, box)
 
     def update(self, frame: np.ndarray) -> RBox:
-        search, window = self._crop(frame, self.box)
-        crops = [search] + ([self.template_crop] if self.template else [])
-        geom = box_geometry(self.box, frame.shape[:2], self.first)
-        prop = None if self.proposal is None else self.proposal.update(frame).as_array()[None].astype(np.float32)
-        obs, self.cache = self.encoder.encode(np.stack(crops)[None], geom[None], self.cache, window[None], prop)
+        proposal = None if self.proposal is None else self.proposal.update(frame)
+        raw = raw_observation(frame, self.box, frame.shape[:2], self.encoder.patch_size, self.context,
+                              self.template_crop, self.first, proposal)
+        obs, self.cache = self.encoder.encode_raw(raw, self.cache)
         action, _ = self.model.predict(obs, deterministic=True)
-        action = np.asarray(action, np.float64).reshape(-1)
         self.first = False
-        if action.shape != (5,) or not np.all(np.isfinite(action)):
+        try:
+            self.box = step_box(self.box, action, self.low, self.high, frame.shape[:2])
+        except ValueError:  # not 5 finite numbers: the box stays
             self.invalid_actions += 1
-            return self.box
-        h, w = frame.shape[:2]
-        self.box = keep_in_reach(apply_motion(self.box, np.clip(action, self.low, self.high), w, h), (h, w))
         return self.box

@@ -31,9 +31,11 @@ from bmvtrack.paths import DEFAULT_VAE_CHECKPOINT, RUNS_DIR
 from bmvtrack.run_folder import claim_run_folder
 from bmvtrack.agents.agent_file import (BUFFER, CHECKPOINTS, AgentFileError, load_agent, load_buffer, load_training_arrays,
                                make_agent, read_meta, remove_stale_checkpoints, resolve_agent, save_agent_checkpoint)
-from bmvtrack.envs.encoding import DECODER_KINDS, EncodedObservation, ObsKind, StateEncoder, TrackStates
-from bmvtrack.envs.registration import make_sb3_vec_env, resolve_encoder, resolve_env_config
+from bmvtrack.agents.expert import collect_demonstrations
+from bmvtrack.envs.registration import make_sb3_vec_env, resolve_env_config
+from bmvtrack.envs.state_encoder import DECODER_KINDS, DEFAULT_OBS, ObsKind, StateEncoder, TrackStates
 from bmvtrack.envs.tracking_env import EnvConfig, TrackingEnv
+from bmvtrack.envs.wrappers import EncodedObservation
 
 
 @dataclass
@@ -62,6 +64,8 @@ class AgentConfig:
     demo_episodes: int = ranged(0, ge=0)  # expert episodes (info['expert_action']) pushed into the replay buffer
     demo_noise: float = ranged(0.0, ge=0.0)  # execute expert + noise (this × the prior's std) while recording the expert (DART)
     bc_epochs: int = ranged(0, ge=0)  # behaviour-cloning warm start on those demonstrations (0 = off)
+    full_covariance: bool = True  # mvsac: learn the Cholesky factor's off-diagonal (False: the diagonal ablation)
+    cholesky_diag: Literal["exp", "softplus"] = "exp"  # mvsac: how the actor's output becomes the Cholesky diagonal
 
     def __post_init__(self) -> None:
         try:
@@ -83,7 +87,7 @@ class TrainConfig:
     eval_tracks: int = ranged(0, ge=0)  # evaluate on the first N held-out tracks (0 = all)
     eval_stochastic: bool = True  # also score the sampled (training-time) policy: the cost of exploration
     encoder: str | None = None  # pretrained βMVUnet checkpoint (default runs/pretrain_vae/checkpoint.pt)
-    obs: ObsKind = "features_motion"  # observation kind (bmvtrack.envs.encoding); prior_source=cue needs features_motion
+    obs: ObsKind = DEFAULT_OBS  # observation kind (bmvtrack.envs.state_encoder); prior_source=cue needs features_motion
     agent: AgentConfig = field(default_factory=AgentConfig)
     adapt: AdaptConfig = field(default_factory=lambda: AdaptConfig(steps=0))  # state from each track's network adapted on frame 0's box (steps 0 = off)
     adapt_cache: str | None = None  # folder of the adapted copies, reused across runs (default runs/adapt_cache)
@@ -279,36 +283,6 @@ def restore_training_state(model, venv, callback: TrackingCallback, state: dict,
         model.train(batch_size=model.batch_size, gradient_steps=model.gradient_steps)
 
 
-def collect_demonstrations(env: EncodedObservation, episodes: int, seed: int,
-                          noise: float = 0.0) -> dict[str, np.ndarray]:
-    """Expert episodes: the env's ``info['expert_action']`` recorded at every step.
-
-    ``noise`` > 0 executes the expert action plus Gaussian noise with ``noise²·Σ`` (Σ the env's
-    prior) while still recording the expert's action, so that the demonstrations also show how
-    to come back from boxes that are off the object (DART; a policy cloned from perfect
-    trajectories never sees its own mistakes).
-    """
-    obs_l, act_l, exe_l, rew_l, nxt_l, done_l, trunc_l = [], [], [], [], [], [], []
-    rng = np.random.default_rng(seed)
-    raw: TrackingEnv = env.unwrapped
-    tril = np.linalg.cholesky(raw.prior.cov) * noise
-    for e in range(episodes):
-        obs, info = env.reset(seed=seed + e if e == 0 else None)
-        done = False
-        while not done:
-            act = info["expert_action"]
-            executed = act if noise <= 0 else np.clip(act + tril @ rng.standard_normal(len(act)),
-                                                      env.action_space.low, env.action_space.high)
-            nxt, r, term, trunc, info = env.step(executed.astype(np.float32))
-            done = term or trunc
-            obs_l.append(obs); act_l.append(act); exe_l.append(executed); rew_l.append(r); nxt_l.append(nxt)
-            done_l.append(done); trunc_l.append(trunc and not term)
-            obs = nxt
-    return {k: np.asarray(v) for k, v in
-            dict(obs=obs_l, actions=act_l, executed=exe_l, rewards=rew_l, next_obs=nxt_l, dones=done_l,
-                 truncated=trunc_l).items()}
-
-
 def agent_kwargs(cfg: TrainConfig, prior_mean: np.ndarray, prior_cov: np.ndarray, layout: dict[str, slice],
                  cue: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
     """The SAC / MV-SAC constructor arguments of ``cfg``, as JSON-able data (what an agent file stores);
@@ -337,6 +311,7 @@ def agent_kwargs(cfg: TrainConfig, prior_mean: np.ndarray, prior_cov: np.ndarray
     def span(key: str) -> list[int] | None:
         return [layout[key].start, layout[key].stop] if state else None
 
+    common["policy_kwargs"].update(full_covariance=a.full_covariance, cholesky_diag=a.cholesky_diag)
     return dict(
         prior_mean=np.asarray(prior_mean, dtype=np.float64).tolist(),
         prior_cov=np.asarray(prior_cov, dtype=np.float64).tolist(), prior_source=a.prior_source,
@@ -365,23 +340,28 @@ def track_states(cfg: TrainConfig, encoder: StateEncoder, enc_path: Path) -> Tra
 def training_setup(cfg: TrainConfig) -> tuple[Path, EnvConfig, MotionPrior, StateEncoder, TrackStates | None]:
     """The encoder file, the training environment's config and prior, the state encoder (its motion
     cue kept within the action bounds) and the per-track adapted states: what training and its
-    diagnostics (scripts/exploration_probe.py) build their environments from."""
+    diagnostics (scripts/exploration_probe.py) build their environments from.
+
+    Everything is resolved and loaded here, once: the environment's config (its data root, prior
+    file and the encoder's crop size filled in), its prior, and the encoder from its checkpoint;
+    the environments are built from these objects (``make_sb3_vec_env``, ``held_out_env``)."""
     enc_path = ensure_encoder(cfg)
     env_cfg = resolve_env_config(cfg.env)
     if env_cfg.proposal != "none" and env_cfg.proposal_cache is None:
         env_cfg.proposal_cache = str(RUNS_DIR / "proposal_cache")
-    probe = TrackingEnv(env_cfg)
-    encoder = resolve_encoder(str(enc_path), cfg.obs, probe.prior, env_cfg.proposal != "none")
-    encoder.cue_bounds = (probe.action_space.low, probe.action_space.high)  # the cue stays within reach
+    prior = env_cfg.motion_prior()
+    encoder = StateEncoder.from_checkpoint(enc_path, kind=cfg.obs)
+    encoder.proposal = env_cfg.proposal != "none"
+    encoder.cue_bounds = prior.action_bounds(env_cfg.action_n_std)  # the cue stays within the action bounds
     env_cfg.crop_size = encoder.patch_size
-    return enc_path, env_cfg, probe.prior, encoder, track_states(cfg, encoder, enc_path)
+    return enc_path, env_cfg, prior, encoder, track_states(cfg, encoder, enc_path)
 
 
 def held_out_env(cfg: TrainConfig, env_cfg: EnvConfig, prior: MotionPrior, encoder: StateEncoder,
                  per_track: TrackStates | None) -> EncodedObservation:
-    """The ``eval_split`` tracks in order, without termination, in the training states."""
-    ecfg = resolve_env_config(env_cfg, split=cfg.eval_split, order="sequential", lost_frames=0, extra_data=[])
-    raw = TrackingEnv(ecfg, prior=prior)
+    """The ``eval_split`` tracks in order, without termination, in the training states (``env_cfg``,
+    ``prior`` and ``encoder`` as ``training_setup`` made them)."""
+    raw = TrackingEnv(env_cfg.held_out(cfg.eval_split), prior=prior)
     if per_track is not None:
         per_track.prepare(raw)
     raw.prepare_proposals()

@@ -21,9 +21,8 @@ from bmvtrack.agents.mvsac import MVSAC
 from bmvtrack.agents.policy_tracker import PolicyTracker
 from bmvtrack.data.readers import TrackFilter, VideoDataset
 from bmvtrack.models import ModelConfig
-from bmvtrack.motion import MotionPrior
 from bmvtrack.proposals import PROPOSALS, make_proposal_tracker
-from bmvtrack.envs.encoding import StateEncoder
+from bmvtrack.envs.state_encoder import DEFAULT_OBS, StateEncoder
 from bmvtrack.envs.registration import make_sb3_vec_env, resolve_env_config
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "davis2016"
@@ -42,14 +41,14 @@ def main() -> None:
     p.add_argument("--updates", type=int, default=50)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--davis", default=str(SHARED))
-    p.add_argument("--obs", default="features_motion", help="observation kind (default: the agents' default)")
+    p.add_argument("--obs", default=DEFAULT_OBS, help="observation kind (default: the agents' default)")
     p.add_argument("--proposal", default="none", choices=PROPOSALS,
                    help="a classical tracker's box in the state (env.proposal); its time alone is printed too")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = resolve_env_config(proposal=args.proposal)
-    prior = MotionPrior.load(cfg.prior) if cfg.prior else MotionPrior.paper()
+    prior = cfg.motion_prior()
     enc = (StateEncoder.from_checkpoint(args.checkpoint, kind=args.obs) if args.checkpoint
            else StateEncoder.untrained(ModelConfig(), prior, kind=args.obs))
     venv = make_sb3_vec_env(2, cfg, encoder=enc, seed=0)

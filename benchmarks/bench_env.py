@@ -15,8 +15,7 @@ import torch
 
 from bmvtrack.data.readers import DataConfig, TrackFilter
 from bmvtrack.models import ModelConfig
-from bmvtrack.motion import MotionPrior
-from bmvtrack.envs.encoding import StateEncoder
+from bmvtrack.envs.state_encoder import StateEncoder
 from bmvtrack.envs.registration import make_sb3_vec_env, resolve_env_config
 from bmvtrack.envs.tracking_env import EnvConfig
 
@@ -39,7 +38,7 @@ def main() -> None:
     if args.data:
         overrides = dict(root=args.data, resolution=args.resolution, split=args.split)
     cfg = resolve_env_config(EnvConfig(data=DataConfig(filters=TrackFilter(absent="keep", max_box_fraction=1.0))), **overrides)
-    prior = MotionPrior.load(cfg.prior) if cfg.prior else MotionPrior.paper()
+    prior = cfg.motion_prior()
     enc = (StateEncoder.from_checkpoint(args.checkpoint, kind=args.obs) if args.checkpoint
            else StateEncoder.untrained(ModelConfig(), prior, kind=args.obs))
     print(f"encoder patch {enc.patch_size}, obs {args.obs}, torch threads {torch.get_num_threads()}")

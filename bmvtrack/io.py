@@ -45,10 +45,16 @@ def atomic_write_text(path: Path | str, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def file_slug(name: str) -> str:
+    """``name`` safe as a file name: each run of characters other than letters, digits, ``.``, ``_``
+    and ``-`` becomes one ``_`` (a track ``bear/1`` → ``bear_1``)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+
+
 def per_track_file(folder: Path | str, name: str, ident: str, suffix: str) -> Path:
     """``folder/<name, filesystem-safe>-<10 hex digits of sha1(ident)><suffix>``: one cached file per track."""
     digest = hashlib.sha1(ident.encode()).hexdigest()[:10]
-    return Path(folder) / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}-{digest}{suffix}"
+    return Path(folder) / f"{file_slug(name)}-{digest}{suffix}"
 
 
 def atomic_save(path: Path | str, writer: Callable[[io.BytesIO], Any]) -> None:

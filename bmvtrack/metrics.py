@@ -12,11 +12,8 @@ Tracking (OTB-2015 toolkit / got10k ``utils/metrics.py`` / pysot):
 * Per-frame inputs are 1-D arrays of length N. A frame whose ground truth is absent (object
   fully occluded or out of view) is coded as ``NaN`` in ``ious`` / ``errors`` and is excluded from
   numerator *and* denominator — it is neither a success nor a failure.
-* Axis-aligned boxes are ``[x, y, w, h]``: ``(x, y)`` the top-left corner, continuous pixel
-  coordinates, the box covering ``[x, x + w) × [y, y + h)`` with area ``w·h`` (got10k's
-  convention; no OTB-MATLAB "+1"). The centre is ``(x + w/2, y + h/2)``; centre *errors* do
-  not depend on this choice (got10k's ``x + (w-1)/2`` shifts both centres equally). Rotated
-  boxes are the motion module's business: pass their IoUs and centres here.
+* Boxes, axis-aligned or rotated, are the motion module's business (``bmvtrack.motion``:
+  ``aabb_iou``, ``rotated_iou``): pass their per-frame IoUs and centres here.
 * Success curve: fraction of frames with IoU **strictly greater** than each threshold of
   ``0, 0.05, …, 1.0``; success AUC is the mean of that curve. Because nothing exceeds 1.0, a
   perfect tracker scores 20/21 ≈ 0.952 with the default thresholds — this is the OTB/got10k
@@ -46,13 +43,10 @@ __all__ = [
     "success_thresholds",
     "success_curve",
     "success_auc",
-    "rect_centres",
-    "rect_iou",
     "center_errors",
     "precision_at",
     "precision_curve",
     "count_losses",
-    "summarize_tracking",
     "paired_bootstrap",
     "jaccard",
     "seg2bmap",
@@ -101,38 +95,6 @@ def success_auc(ious: ArrayLike, thresholds: ArrayLike | None = None) -> float:
     return float(np.mean(success_curve(ious, thresholds)))
 
 
-def rect_centres(boxes: ArrayLike) -> NDArray[np.float64]:
-    """Centres ``(x + w/2, y + h/2)`` of ``[x, y, w, h]`` boxes, shape ``(..., 2)``."""
-    b = np.asarray(boxes, dtype=np.float64)
-    if b.shape[-1] != 4:
-        raise ValueError(f"boxes must have shape (..., 4), got {b.shape}")
-    return b[..., :2] + b[..., 2:] / 2.0
-
-
-def rect_iou(boxes_a: ArrayLike, boxes_b: ArrayLike) -> NDArray[np.float64]:
-    """IoU of axis-aligned ``[x, y, w, h]`` boxes, broadcast over leading axes (got10k convention).
-
-    Why here: OpenCV baselines return axis-aligned boxes. A NaN coordinate (absent ground
-    truth) gives a NaN IoU, and so does an empty union (two zero-area boxes), so that such frames
-    drop out of every tracking metric instead of counting as failures.
-    """
-    a = np.asarray(boxes_a, dtype=np.float64)
-    b = np.asarray(boxes_b, dtype=np.float64)
-    if a.shape[-1] != 4 or b.shape[-1] != 4:
-        raise ValueError(f"boxes must have shape (..., 4), got {a.shape} and {b.shape}")
-    aw, ah = np.maximum(a[..., 2], 0.0), np.maximum(a[..., 3], 0.0)
-    bw, bh = np.maximum(b[..., 2], 0.0), np.maximum(b[..., 3], 0.0)
-    iw = np.minimum(a[..., 0] + aw, b[..., 0] + bw) - np.maximum(a[..., 0], b[..., 0])
-    ih = np.minimum(a[..., 1] + ah, b[..., 1] + bh) - np.maximum(a[..., 1], b[..., 1])
-    inter = np.maximum(iw, 0.0) * np.maximum(ih, 0.0)
-    union = aw * ah + bw * bh - inter
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = np.where(union > 0, inter / np.where(union > 0, union, 1.0), np.nan)
-    nan_in = np.isnan(a).any(axis=-1) | np.isnan(b).any(axis=-1)
-    iou = np.where(nan_in, np.nan, np.clip(iou, 0.0, 1.0))
-    return iou
-
-
 def center_errors(pred_centres: ArrayLike, gt_centres: ArrayLike) -> NDArray[np.float64]:
     """Euclidean distance in pixels between predicted and ground-truth centres, arrays ``(N, 2)``.
 
@@ -179,27 +141,6 @@ def count_losses(ious: ArrayLike, threshold: float = 0.0, min_frames: int = 1) -
     starts = np.flatnonzero(edges == 1)
     ends = np.flatnonzero(edges == -1)
     return int(np.sum((ends - starts) >= min_frames))
-
-
-def summarize_tracking(
-    ious: ArrayLike,
-    errors: ArrayLike,
-    loss_threshold: float = 0.0,
-    loss_min_frames: int = 1,
-) -> dict[str, float]:
-    """The baseline table's tracking row: success_auc, precision_20, mean_iou, losses (+ n_frames).
-
-    ``n_frames`` is the number of frames with a ground truth, so per-sequence rows can be
-    frame-weighted when pooled.
-    """
-    valid = _valid_1d(ious, "ious")
-    return {
-        "success_auc": success_auc(ious),
-        "precision_20": precision_at(errors, 20.0),
-        "mean_iou": float(valid.mean()) if valid.size else float("nan"),
-        "losses": count_losses(ious, loss_threshold, loss_min_frames),
-        "n_frames": int(valid.size),
-    }
 
 
 def paired_bootstrap(a: ArrayLike, b: ArrayLike, n_boot: int = 10_000, level: float = 0.95,

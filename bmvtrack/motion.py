@@ -26,7 +26,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Literal, Sequence
+from typing import Any, Iterable, Literal, Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -251,6 +251,21 @@ def keep_in_reach(box: RBox, frame_hw: tuple[int, int], max_size: float = 4.0) -
     )
 
 
+def step_box(box: RBox, action: Sequence[float], low: Sequence[float], high: Sequence[float],
+             frame_hw: tuple[int, int]) -> RBox:
+    """One step of an agent's box: the action clipped to the bounds ``[low, high]``, applied
+    (``apply_motion``) and the result kept within reach of the frame (``keep_in_reach``).
+
+    The step of the environment and of a policy run as a tracker. An action that is not 5 finite
+    numbers raises ValueError.
+    """
+    a = np.asarray(action, dtype=np.float64).reshape(-1)
+    if a.shape != (ACTION_DIM,) or not np.all(np.isfinite(a)):
+        raise ValueError(f"action must be 5 finite numbers [Δs_x, Δs_y, sinθ, Δx, Δy], got {np.asarray(action).tolist()}")
+    h, w = frame_hw
+    return keep_in_reach(apply_motion(box, np.clip(a, low, high), w, h), (h, w))
+
+
 def track_motions(boxes: Sequence[RBox | None], img_w: float, img_h: float) -> list[np.ndarray | None]:
     """G_t of every consecutive pair of a track (None where either frame is absent)."""
     return [
@@ -340,9 +355,10 @@ def rbox_ellipse_xyxy(box: RBox) -> np.ndarray:
     return np.array([box.cx - hw, box.cy - hh, box.cx + hw, box.cy + hh])
 
 
-def xywh_to_rbox(x: float, y: float, w: float, h: float) -> RBox:
-    """An axis-aligned ``(x, y, w, h)`` box (top-left corner) as a rotated box."""
-    return RBox(x + w / 2.0, y + h / 2.0, max(w, MIN_SIDE), max(h, MIN_SIDE), 0.0)
+def aabb_to_rbox(aabb: Sequence[float]) -> RBox:
+    """Axis-aligned ``[x0, y0, x1, y1]`` bounds as an RBox (angle 0), sides ≥ ``MIN_SIDE``."""
+    x0, y0, x1, y1 = (float(v) for v in aabb)
+    return RBox((x0 + x1) / 2.0, (y0 + y1) / 2.0, max(x1 - x0, MIN_SIDE), max(y1 - y0, MIN_SIDE), 0.0)
 
 
 def aabb_iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -499,6 +515,24 @@ class MotionPrior:
             d["eps_std"] = self.eps_std.tolist()
         return d
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], source: str = "") -> "MotionPrior":
+        """A prior from its ``to_dict()`` form (a prior file, a checkpoint's ``prior``).
+
+        Keys the form lacks take their defaults, so forms written before a field existed (``fit``,
+        ``eps_std``) still load; ``source`` names it when the form does not.
+        """
+        return cls(
+            mean=d["mean"],
+            cov=d["cov"],
+            count=int(d.get("count", 0)),
+            quantiles=d.get("quantiles", {}),
+            source=d.get("source", source),
+            box_method=d.get("box_method", "minarearect"),
+            eps_std=d.get("eps_std"),
+            fit=d.get("fit", "gaussian"),
+        )
+
     def save(self, path: str | Path) -> None:
         from bmvtrack.io import atomic_write_text  # local: keeps this module free of project imports at load
 
@@ -518,16 +552,7 @@ class MotionPrior:
         if missing:
             raise PriorError(f"{path}: prior file lacks {missing}")
         try:
-            return cls(
-                mean=d["mean"],
-                cov=d["cov"],
-                count=int(d.get("count", 0)),
-                quantiles=d.get("quantiles", {}),
-                source=d.get("source", str(path)),
-                box_method=d.get("box_method", "minarearect"),
-                eps_std=d.get("eps_std"),
-                fit=d.get("fit", "gaussian"),
-            )
+            return cls.from_dict(d, source=str(path))
         except PriorError as exc:
             raise PriorError(f"{path}: {exc}") from None
         except (ValueError, TypeError) as exc:

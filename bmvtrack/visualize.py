@@ -90,7 +90,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="a trained agent (a train_sac run folder) shown as NAME (repeatable)")
     p.add_argument("--allow-other-encoder", action="store_true",
                    help="let an agent read states of an encoder file other than the one it was trained with")
-    p.add_argument("--trackers", default="", help="other trackers side by side, e.g. zero,csrt,segmentation,oracle")
+    p.add_argument("--trackers", default="",
+                   help="other registered trackers side by side, e.g. zero,csrt,segmentation,oracle "
+                        "(every name: python -m bmvtrack.evaluate --help)")
     p.add_argument("--segmenter", type=Path, default=None, help="checkpoint of the 'segmentation' tracker")
     p.add_argument("--sequence", default=None, help="sequence or track name (default: the first track)")
     p.add_argument("--out", type=Path, default=RUNS_DIR / "visualize", help="output folder")

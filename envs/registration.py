@@ -1,4 +1,5 @@
-"""Factories behind ``gymnasium.make("bmvtrack/Track-v0")`` and ``gymnasium.make_vec``."""
+"""Factories behind ``gymnasium.make("bmvtrack/Track-v0")`` and ``gymnasium.make_vec`` (arguments:
+``TrackingEnv``'s docstring), and the SB3 vector env training uses."""
 from __future__ import annotations
 
 import copy
@@ -13,9 +14,10 @@ from bmvtrack.config import from_dict
 from bmvtrack.data.readers import DataConfig, VideoDataset
 from bmvtrack.models import ModelConfig
 from bmvtrack.motion import MotionPrior
-from bmvtrack.paths import DEFAULT_PRIOR, DEFAULT_VAE_CHECKPOINT, SYNTH_DIR
-from bmvtrack.envs.encoding import EncodedObservation, ObsKind, StateEncoder, TrackStates, VectorEncodedObservation
+from bmvtrack.paths import DEFAULT_PRIOR, DEFAULT_VAE_CHECKPOINT
+from bmvtrack.envs.state_encoder import DEFAULT_OBS, ObsKind, StateEncoder, TrackStates
 from bmvtrack.envs.tracking_env import EnvConfig, TrackingEnv
+from bmvtrack.envs.wrappers import EncodedObservation, VecEncodedObservation, VectorEncodedObservation
 
 ENV_ID = "bmvtrack/Track-v0"
 
@@ -40,9 +42,9 @@ def resolve_env_config(config: EnvConfig | dict | str | Path | None = None, **ov
         merged = {**to_dict(cfg), **overrides}
         cfg = from_dict(EnvConfig, merged, source="env options")
     if cfg.data.root == DataConfig().root and not Path(cfg.data.root).is_dir():
-        from bmvtrack.data.synth import ensure_synthetic
+        from bmvtrack.data.synth import default_synthetic
 
-        cfg.data.root = str(ensure_synthetic(SYNTH_DIR, layout="davis2017"))
+        cfg.data.root = str(default_synthetic())
     if cfg.prior is None and DEFAULT_PRIOR.is_file():
         cfg.prior = str(DEFAULT_PRIOR)
     return cfg
@@ -83,7 +85,7 @@ def make_raw_env(config: EnvConfig | dict | str | Path | None = None, render_mod
 
 
 def make_tracking_env(config: EnvConfig | dict | str | Path | None = None, encoder: StateEncoder | str | Path | None = None,
-                      obs: ObsKind = "features", render_mode: str | None = None, **overrides: Any) -> gym.Env:
+                      obs: ObsKind = DEFAULT_OBS, render_mode: str | None = None, **overrides: Any) -> gym.Env:
     """The encoded environment: raw TrackingEnv + EncodedObservation (what agents see)."""
     raw = make_raw_env(config, render_mode=render_mode, **overrides)
     enc = resolve_encoder(encoder, obs, raw.prior, raw.cfg.proposal != "none")
@@ -93,38 +95,41 @@ def make_tracking_env(config: EnvConfig | dict | str | Path | None = None, encod
 
 
 def make_tracking_vector_env(num_envs: int = 2, config: EnvConfig | dict | str | Path | None = None,
-                             encoder: StateEncoder | str | Path | None = None, obs: ObsKind = "features",
+                             encoder: StateEncoder | str | Path | None = None, obs: ObsKind = DEFAULT_OBS,
                              **overrides: Any) -> gym.vector.VectorEnv:
     """Gymnasium vector env whose copies share one batched encoder forward per step."""
     cfg = resolve_env_config(config, **overrides)
     probe = TrackingEnv(cfg)
     enc = resolve_encoder(encoder, obs, probe.prior, cfg.proposal != "none")
     cfg.crop_size = enc.patch_size
-    ds = probe.dataset
-    venv = gym.vector.SyncVectorEnv([lambda: TrackingEnv(cfg, dataset=ds) for _ in range(num_envs)])
+    ds, prior = probe.dataset, probe.prior
+    venv = gym.vector.SyncVectorEnv([lambda: TrackingEnv(cfg, dataset=ds, prior=prior) for _ in range(num_envs)])
     return VectorEncodedObservation(venv, enc)
 
 
 def make_sb3_vec_env(num_envs: int = 2, config: EnvConfig | dict | str | Path | None = None,
-                     encoder: StateEncoder | str | Path | None = None, obs: ObsKind = "features",
+                     encoder: StateEncoder | str | Path | None = None, obs: ObsKind = DEFAULT_OBS,
                      subprocess: bool = False, seed: int | None = None, per_track: TrackStates | None = None,
                      **overrides: Any):
     """SB3 VecEnv (Dummy or Subproc) of raw envs; the encoder runs once per step on the whole batch
-    (once per copy with ``per_track``, each copy's track's adapted network, all made here first)."""
+    (once per copy with ``per_track``, each copy's track's adapted network, all made here first).
+
+    The config is resolved once here and the copies share it, its prior, and (in-process) one
+    dataset; an encoder given as a ``StateEncoder`` is used as it is (only its proposal flag is
+    set from the config)."""
     from stable_baselines3.common.monitor import Monitor
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
-
-    from bmvtrack.envs.encoding import VecEncodedObservation
 
     cfg = resolve_env_config(config, **overrides)
     probe = TrackingEnv(cfg)
     enc = resolve_encoder(encoder, obs, probe.prior, cfg.proposal != "none")
     cfg.crop_size = enc.patch_size
     shared = None if subprocess else probe.dataset  # in-process copies share one frame cache
+    prior = probe.prior
 
     def factory(rank: int):
         def _make():
-            env = Monitor(TrackingEnv(cfg, dataset=shared))
+            env = Monitor(TrackingEnv(cfg, dataset=shared, prior=prior))
             env.reset(seed=None if seed is None else seed + rank)
             return env
         return _make

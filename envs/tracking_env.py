@@ -1,65 +1,13 @@
-"""The tracking environment: one episode replays one single-object track.
+"""The tracking environment ``bmvtrack/Track-v0``: one episode replays one single-object track.
 
-``TrackingEnv`` is the raw environment: it emits image crops and the agent's box geometry.
-The states the agent learns from are made by the frozen βMVUnet encoder in an observation
-wrapper (``bmvtrack.envs.encoding``), so that vectorised copies share one batched encoder forward
-instead of running the network once per copy per step. ``gymnasium.make("bmvtrack/Track-v0")``
-returns the encoded environment.
-
-## Description
-At reset a track is chosen (at random from ``self.np_random``, or in order for evaluation).
-The agent's box starts at the annotated box of frame 0; after that only the agent's actions move
-it. The annotation serves the reward, termination, metrics and ``info`` only.
-
-## Action space
-``Box(low, high, (5,), float32)``: the motion ``G_t = [Δs_x, Δs_y, sinθ, Δx, Δy]`` of the motion
-model (``bmvtrack.motion``), with bounds μ ± n·σ of the motion prior (``action_n_std``).
-
-| idx | name | meaning |
-|-----|------|---------|
-| 0 | Δs_x | width scale w'/w |
-| 1 | Δs_y | height scale h'/h |
-| 2 | sinθ | rotation (θ = α' − α) |
-| 3 | Δx | t_x / W_img (rotation about the image origin, as in the paper) |
-| 4 | Δy | t_y / H_img |
-
-A NaN or infinite action raises ``ValueError``.
-
-## Observation space (raw)
-``Dict(crops=Box(0, 255, (n_crops, S, S, 3), uint8), box=Box(-inf, inf, (7,), float32),
-window=Box(-inf, inf, (6,), float32))``:
-``crops[0]`` is the search crop of frame t+1 at the agent's current box (the paper's padded
-window), ``crops[1]`` (when ``template=True``) the crop of frame 0 at the annotated box;
-``box`` = [cx/W, cy/H, w/W, h/H, sin α, cos α, first] — the geometry the action's translation
-depends on (the motion rotates about the image origin); ``first`` is 1 right after reset;
-``window`` = [x0, y0, x1, y1, W, H]: the search crop's window in frame pixels and the frame size,
-so that what is seen in the crop (a predicted mask, say) can be mapped back to a motion G_t.
-With ``proposal`` set (ours), ``proposal`` = [cx, cy, w, h, angle]: a classical tracker's box on
-frame t+1 (``bmvtrack.proposals``; run once per track from frame 0's annotated box, since it does
-not depend on the agent).
-
-## Reward
-Rotated IoU of the moved box with the annotated box of frame t+1 (``reward="iou"``).
-``"iou_delta"`` adds the change of IoU; ``"iou_success"`` adds +1 when IoU ≥ 0.5. Frames where the
-object is absent give reward 0 and ``info["iou"] = nan``.
-
-## Episode end
-The box is kept within reach of the frame (``bmvtrack.motion.keep_in_reach``: centre within one
-frame size of the image, sides at most 4 frame sizes), so observations stay finite whatever the
-policy does. Terminated when the IoU stays ≤ ``lost_iou`` for ``lost_frames`` consecutive present frames
-(target lost); truncated at the end of the track.
-
-## Info
-``iou``, ``pred_box`` and ``gt_box`` (``[cx, cy, w, h, angle]``; gt nan when absent),
-``expert_action`` (the G_t that moves the agent's current box onto the next annotated box,
-clipped to the action bounds) and ``expert_clipped``, ``track``, ``frame``.
-
-## Version history
-* v0: initial release.
+``TrackingEnv`` (documented below, Gymnasium style) is the raw environment: image crops and box
+geometry. ``gymnasium.make("bmvtrack/Track-v0")`` returns it wrapped in ``EncodedObservation``
+(``bmvtrack.envs.wrappers``), which turns each raw observation into the frozen encoder's state
+(``bmvtrack.envs.state_encoder``); vectorised copies share one batched encoder forward per step.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import cv2
@@ -67,29 +15,13 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from bmvtrack.data.patches import CropWindow, crop_image, crop_window
 from bmvtrack.data.readers import DataConfig, Track, VideoDataset
 from bmvtrack.proposals import PROPOSALS, Proposal, ProposalTracks
 from bmvtrack.motion import (
-    STAY_ACTION, MotionPrior, RBox, apply_motion, boxes_from_masks, keep_in_reach, motion_between, motion_within,
-    rbox_corners, rotated_iou,
+    STAY_ACTION, MotionPrior, RBox, boxes_from_masks, motion_between, motion_within, rbox_corners, rotated_iou,
+    step_box,
 )
-
-BOX_FEATURES = 7
-WINDOW_FEATURES = 6
-
-
-def box_geometry(box: RBox, frame_hw: tuple[int, int], first: bool) -> np.ndarray:
-    """The 7 geometry numbers of an observation: [cx/W, cy/H, w/W, h/H, sin α, cos α, first]."""
-    h, w = frame_hw
-    a = np.radians(box.angle)
-    return np.array([box.cx / w, box.cy / h, box.w / w, box.h / h, np.sin(a), np.cos(a), float(first)], dtype=np.float32)
-
-
-def window_features(window: CropWindow, frame_hw: tuple[int, int]) -> np.ndarray:
-    """The 6 numbers of an observation's ``window``: [x0, y0, x1, y1, W, H] (pixels)."""
-    h, w = frame_hw
-    return np.array([window.x0, window.y0, window.x1, window.y1, w, h], dtype=np.float32)
+from bmvtrack.envs.observation import BOX_FEATURES, WINDOW_FEATURES, crop_at, raw_observation
 
 
 def track_key(track: Track) -> str:
@@ -109,7 +41,7 @@ class EnvConfig:
     context: float = field(default=0.25, metadata={"ge": 0.0})  # crop padding per side as a fraction of (w + h) (paper: 1/4)
     template: bool = True  # add the first frame's crop at the annotated box
     action_n_std: float = field(default=6.0, metadata={"gt": 0.0})  # action bounds: prior mean ± this many stds (real motion is heavy-tailed: 4σ clips 4 % of DAVIS steps)
-    reward: Literal["iou", "iou_delta", "iou_success"] = "iou"  # reward shaping (see the docstring)
+    reward: Literal["iou"] = "iou"  # reward: the rotated IoU with the next annotated box
     lost_iou: float = field(default=0.0, metadata={"ge": 0.0, "lt": 1.0})  # IoU at or below this counts as a lost frame
     lost_frames: int = field(default=5, metadata={"ge": 0})  # terminate after this many consecutive lost frames (0 = never)
     order: Literal["random", "sequential"] = "random"  # track sampling; sequential for evaluation
@@ -117,9 +49,120 @@ class EnvConfig:
     proposal: Proposal = "none"  # a classical tracker's box in the observation (bmvtrack.proposals; ours)
     proposal_cache: str | None = None  # folder keeping the proposal boxes across runs (None = memory only)
 
+    def motion_prior(self) -> MotionPrior:
+        """The motion prior of the action bounds: the ``prior`` file, else the paper's."""
+        return MotionPrior.load(self.prior) if self.prior else MotionPrior.paper()
+
+    def held_out(self, split: str | None) -> EnvConfig:
+        """The evaluation environment of this (resolved) config: the tracks of ``split`` in order,
+        never terminated, without the extra training datasets; nothing is resolved again."""
+        return replace(self, data=replace(self.data, split=split), order="sequential", lost_frames=0, extra_data=[])
+
 
 class TrackingEnv(gym.Env):
-    """Raw tracking environment (crops + box geometry); see the module docstring."""
+    """Single-object tracking as an MDP: move a rotated box along a video, one frame per step.
+
+    ## Description
+    At reset a track is chosen (at random from ``self.np_random``, or in order for evaluation).
+    The agent's box starts at the annotated box of frame 0; after that only the agent's actions
+    move it. The annotation serves the reward, termination, metrics and ``info`` only.
+
+    ``gymnasium.make("bmvtrack/Track-v0")`` returns this environment inside ``EncodedObservation``:
+    each raw observation (below) becomes the frozen βMVUnet encoder's state, a flat vector. This
+    class alone (``make_raw_env``) gives the raw observations.
+
+    ## Action Space
+    ``Box(low, high, (5,), float32)``: the motion ``G_t = [Δs_x, Δs_y, sinθ, Δx, Δy]`` of the motion
+    model (``bmvtrack.motion``), with bounds μ ± n·σ of the motion prior (``action_n_std``).
+
+    | Num | Action | Meaning |
+    |-----|--------|---------|
+    | 0 | Δs_x | width scale w'/w |
+    | 1 | Δs_y | height scale h'/h |
+    | 2 | sinθ | rotation (θ = α' − α) |
+    | 3 | Δx | t_x / W_img (rotation about the image origin, as in the paper) |
+    | 4 | Δy | t_y / H_img |
+
+    Actions are clipped to the bounds; a NaN or infinite action raises ``ValueError``.
+
+    ## Observation Space
+    What ``gymnasium.make`` returns: ``Box(-inf, inf, (obs_dim,), float32)``, the encoder's state
+    of the raw observation, in named slices (``env.get_wrapper_attr("obs_layout")``, from
+    ``StateEncoder.layout``):
+
+    | Slice | Length | Meaning |
+    |-------|--------|---------|
+    | ``search/mu`` | 5 | posterior mean μ′ of the search crop (a motion, as the action) |
+    | ``search/tril`` | 15 | lower Cholesky factor of its posterior covariance Σ′, row by row |
+    | ``search/features`` | F | pooled encoder feature (not with ``obs="posterior"``) |
+    | ``search/mask`` | m² | decoder mask probabilities, m×m pooled (``obs="features_mask"`` only) |
+    | ``template/...`` | as ``search/...`` | the same of the template crop (with ``template=True``) |
+    | ``search/motion`` | 7 (13) | the motion cue (``obs="features_motion"`` only, ``bmvtrack.envs.motion_cue``): the standardised G_t onto the box fitted to the decoder's mask (with a proposal tracker: onto that box fused with the proposal's), the mask's area fraction and an empty flag; with a proposal tracker then the standardised G_t onto its box and the two boxes' agreement |
+    | ``box`` | 7 | the raw observation's ``box`` |
+
+    F is the network's feature size (128 for the default ``ModelConfig``), m = 8. With the default
+    network and observation (``features_motion``, template on) ``obs_dim`` is 310 (316 with a
+    proposal tracker): ``search/mu`` 0:5, ``search/tril`` 5:20, ``search/features`` 20:148, the
+    template's 148:296, ``search/motion`` 296:303 and ``box`` 303:310.
+
+    The raw observation (this class) is ``Dict(crops=Box(0, 255, (n_crops, S, S, 3), uint8),
+    box=Box(-inf, inf, (7,), float32), window=Box(-inf, inf, (6,), float32))``, built by
+    ``bmvtrack.envs.observation.raw_observation``: ``crops[0]`` is the search crop of frame t+1 at
+    the agent's current box (the paper's padded window), ``crops[1]`` (when ``template=True``) the
+    crop of frame 0 at the annotated box; ``box`` = [cx/W, cy/H, w/W, h/H, sin α, cos α, first] —
+    the geometry the action's translation depends on (the motion rotates about the image origin);
+    ``first`` is 1 right after reset; ``window`` = [x0, y0, x1, y1, W, H]: the search crop's window
+    in frame pixels and the frame size, so that what is seen in the crop (a predicted mask, say)
+    can be mapped back to a motion G_t. With ``proposal`` set (ours), ``proposal`` =
+    [cx, cy, w, h, angle]: a classical tracker's box on frame t+1 (``bmvtrack.proposals``; run once
+    per track from frame 0's annotated box, since it does not depend on the agent).
+
+    ## Rewards
+    The rotated IoU of the moved box with the annotated box of frame t+1. Frames where the object
+    is absent give reward 0 and ``info["iou"] = nan``.
+
+    ## Starting State
+    The annotated box of frame 0 of the chosen track (``options={"track_index": k}`` chooses it).
+
+    ## Episode End
+    The box is kept within reach of the frame (``bmvtrack.motion.keep_in_reach``: centre within one
+    frame size of the image, sides at most 4 frame sizes), so observations stay finite whatever the
+    policy does. Terminated when the IoU stays ≤ ``lost_iou`` for ``lost_frames`` consecutive present
+    frames (target lost); truncated at the end of the track.
+
+    ## Info
+    ``iou``, ``pred_box`` and ``gt_box`` (``[cx, cy, w, h, angle]``; gt nan when absent),
+    ``expert_action`` (the G_t that moves the agent's current box onto the next annotated box,
+    clipped to the action bounds) and ``expert_clipped``, ``track``, ``frame``.
+
+    ## Arguments
+    ```python
+    import gymnasium as gym
+    import bmvtrack
+
+    env = gym.make("bmvtrack/Track-v0", config=None, encoder=None, obs="features_motion",
+                   render_mode=None, **overrides)
+    envs = gym.make_vec("bmvtrack/Track-v0", num_envs=4, config=None, encoder=None, obs="features_motion")
+    ```
+    * ``config``: an ``EnvConfig``, a dict of its fields, or a YAML file; ``None`` = the defaults.
+      With no data root given the synthetic default is generated (once) and used; with no
+      ``prior`` the analysed one (``runs/prior/prior.json``) when it exists, else the paper's.
+    * ``**overrides``: ``EnvConfig`` fields (``lost_frames=0``, ``proposal="csrt"``, ...) and the
+      data options ``root``, ``layout``, ``resolution``, ``split``; unknown names are errors.
+    * ``encoder``: a ``StateEncoder`` or a pretraining checkpoint; ``None`` = the default checkpoint
+      (``runs/pretrain_vae/checkpoint.pt``), or an untrained network with a warning when there is
+      none. ``crop_size`` is set to its patch size.
+    * ``obs``: the observation kind, ``"features_motion"`` (the default, what agents train on),
+      ``"features"``, ``"features_mask"`` or ``"posterior"``.
+    * ``render_mode``: ``"rgb_array"`` draws frame t with the annotated (green) and the agent's
+      (red) box.
+    ``make_vec`` runs the copies in one process and encodes them in one batched forward.
+
+    ## Version History
+    * v0: initial release. The default observation kind is ``features_motion`` (it was
+      ``features`` before the agents' default became the environment's); the unused reward
+      shapings ``iou_delta`` and ``iou_success`` are gone (``reward="iou"`` only).
+    """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
 
@@ -142,10 +185,8 @@ class TrackingEnv(gym.Env):
         for extra in cfg.extra_data:  # a track carries its own file paths, so self.dataset reads any of them
             tracks += VideoDataset.from_config(extra).tracks()
         self.tracks: list[Track] = tracks[: cfg.max_tracks] if cfg.max_tracks > 0 else list(tracks)
-        if prior is None:
-            prior = MotionPrior.load(cfg.prior) if cfg.prior else MotionPrior.paper()
-        self.prior = prior
-        lo, hi = prior.action_bounds(cfg.action_n_std)
+        self.prior = prior if prior is not None else cfg.motion_prior()
+        lo, hi = self.prior.action_bounds(cfg.action_n_std)
         self.action_space = spaces.Box(lo, hi, dtype=np.float32)
         n_crops = 2 if cfg.template else 1
         s = cfg.crop_size
@@ -209,25 +250,12 @@ class TrackingEnv(gym.Env):
         return self._proposals.boxes(track_key(track), track.name, lambda i: self.dataset.frame(track, i),
                                      len(track), first)
 
-    def _crop(self, frame_index: int, box: RBox) -> tuple[np.ndarray, CropWindow]:
-        frame = self.dataset.frame(self.track, frame_index)
-        win = crop_window(box, self.track.size, self.cfg.crop_size, self.cfg.context)
-        return crop_image(frame, win), win
-
     def _observation(self) -> dict[str, np.ndarray]:
         nxt = min(self._t + 1, len(self.track) - 1)
-        search, win = self._crop(nxt, self.box)
-        crops = [search]
-        if self.cfg.template:
-            crops.append(self._template)
-        obs = {
-            "crops": np.stack(crops).astype(np.uint8),
-            "box": box_geometry(self.box, self.track.size, self._t == 0),
-            "window": window_features(win, self.track.size),
-        }
-        if self._proposals is not None:
-            obs["proposal"] = self._proposal_boxes[nxt].as_array().astype(np.float32)
-        return obs
+        return raw_observation(
+            self.dataset.frame(self.track, nxt), self.box, self.track.size, self.cfg.crop_size, self.cfg.context,
+            self._template if self.cfg.template else None, self._t == 0,
+            self._proposal_boxes[nxt] if self._proposals is not None else None)
 
     def _expert(self) -> tuple[np.ndarray, bool]:
         """G_t from the agent's box to the next annotated box, clipped to the bounds as one motion."""
@@ -269,35 +297,23 @@ class TrackingEnv(gym.Env):
         self._gt = self.gt_boxes(self.track)
         self._t = 0
         self._lost = 0
-        _, first = self.first_frame(self.track)
+        frame, first = self.first_frame(self.track)
         self.box = first
         if self._proposals is not None:
             self._proposal_boxes = self._proposal_track(self.track)
-        self._template, _ = self._crop(0, first)
-        self._last_iou = 1.0
+        self._template = crop_at(frame, first, self.track.size, self.cfg.crop_size, self.cfg.context)[0]
         return self._observation(), self._info(1.0)
 
     def step(self, action: np.ndarray):
         if self.track is None:
             raise RuntimeError("call reset() before step()")
-        a = np.asarray(action, dtype=np.float64).reshape(-1)
-        if a.shape != (5,) or not np.all(np.isfinite(a)):
-            raise ValueError(f"action must be 5 finite numbers [Δs_x, Δs_y, sinθ, Δx, Δy], got {np.asarray(action).tolist()}")
-        a = np.clip(a, self.action_space.low, self.action_space.high)
-        h, w = self.track.size
-        self.box = keep_in_reach(apply_motion(self.box, a, w, h), self.track.size)
+        self.box = step_box(self.box, action, self.action_space.low, self.action_space.high, self.track.size)
         self._t += 1
         gt = self._gt[self._t]
         if gt is None:
             iou, reward = float("nan"), 0.0
         else:
-            iou = rotated_iou(self.box, gt)
-            reward = iou
-            if self.cfg.reward == "iou_delta":
-                reward = iou + (iou - self._last_iou)
-            elif self.cfg.reward == "iou_success":
-                reward = iou + float(iou >= 0.5)
-            self._last_iou = iou
+            iou = reward = rotated_iou(self.box, gt)
             self._lost = self._lost + 1 if iou <= self.cfg.lost_iou else 0
         terminated = self.cfg.lost_frames > 0 and self._lost >= self.cfg.lost_frames
         truncated = self._t >= len(self.track) - 1 and not terminated
@@ -309,7 +325,7 @@ class TrackingEnv(gym.Env):
             return {"rng": self.np_random.bit_generator.state, "next_index": self._next_index}
         return {"rng": self.np_random.bit_generator.state, "next_index": self._next_index,
                 "track_index": self._track_index, "t": self._t, "lost": self._lost,
-                "box": self.box.as_array().tolist(), "last_iou": self._last_iou}
+                "box": self.box.as_array().tolist()}
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Continue exactly where :meth:`get_state` was taken (same dataset and config)."""
@@ -319,7 +335,7 @@ class TrackingEnv(gym.Env):
             return
         self.reset(options={"track_index": int(state["track_index"])})
         self.np_random.bit_generator.state = state["rng"]  # reset with a track index draws nothing; stay safe
-        self._t, self._lost, self._last_iou = int(state["t"]), int(state["lost"]), float(state["last_iou"])
+        self._t, self._lost = int(state["t"]), int(state["lost"])
         self.box = RBox(*map(float, state["box"]))
 
     def render(self) -> np.ndarray | None:

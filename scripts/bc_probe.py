@@ -13,9 +13,9 @@ import torch
 
 from bmvtrack.agents.train_sac import TrainConfig, build_agent, collect_demonstrations, evaluate_in_env
 from bmvtrack.motion import STAY_ACTION, MotionPrior
-from bmvtrack.envs.encoding import EncodedObservation
 from bmvtrack.envs.registration import make_sb3_vec_env, resolve_encoder, resolve_env_config
 from bmvtrack.envs.tracking_env import TrackingEnv
+from bmvtrack.envs.wrappers import EncodedObservation
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--obs", default="features_motion")
@@ -41,8 +41,7 @@ env_cfg.crop_size = enc.patch_size
 venv = make_sb3_vec_env(1, env_cfg, encoder=enc, seed=0)
 shaping = MotionPrior.load("runs/prior/prior_robust.json") if args.prior_source == "global" else probe.prior
 model = build_agent(cfg, venv, shaping.mean, shaping.cov, venv.obs_layout, cue=(enc.prior_mean, enc.prior_std))
-ecfg = resolve_env_config(env_cfg, split="val", order="sequential", lost_frames=0)
-eenv = EncodedObservation(TrackingEnv(ecfg, prior=probe.prior), enc)
+eenv = EncodedObservation(TrackingEnv(env_cfg.held_out("val"), prior=probe.prior), enc)
 before = evaluate_in_env(model, eenv, 0)
 env = EncodedObservation(TrackingEnv(env_cfg, prior=probe.prior), enc)
 demos = collect_demonstrations(env, args.episodes, 0, noise=args.noise)

@@ -17,7 +17,7 @@ from collections import defaultdict
 import numpy as np
 
 from bmvtrack.metrics import paired_bootstrap
-from summarize_rl import seed_variant  # scripts/ is on the path when run as a script
+from run_names import seed_variant  # scripts/ is on the path when run as a script
 
 
 def per_sequence(path: str, variant: str, metric: str) -> dict[str, float]:

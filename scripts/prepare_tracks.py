@@ -31,7 +31,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from bmvtrack.agents.train_sac import TrainConfig, training_setup
     from bmvtrack.config import load_config
-    from bmvtrack.envs.registration import resolve_env_config
     from bmvtrack.envs.tracking_env import TrackingEnv, track_key
 
     torch.set_num_threads(args.threads)
@@ -41,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"{args.config}: adapt.steps is 0 and env.proposal is none: nothing to prepare")
     envs = [TrackingEnv(env_cfg, prior=prior)]
     if cfg.eval_split:
-        envs.append(TrackingEnv(resolve_env_config(env_cfg, split=cfg.eval_split, extra_data=[]), prior=prior))
+        envs.append(TrackingEnv(env_cfg.held_out(cfg.eval_split), prior=prior))
     mine = [(e, t) for e in envs for t in e.tracks][i::n]
     if per_track is not None:
         per_track.models.prepare((track_key(t), t.name, lambda e=e, t=t: e.first_frame(t)) for e, t in mine)

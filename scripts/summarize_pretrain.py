@@ -7,12 +7,13 @@ Runs named ``<variant>-s<seed>`` are grouped by variant.
 from __future__ import annotations
 
 import csv
-import re
 import sys
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+
+from run_names import seed_variant  # scripts/ is on the path when run as a script
 
 
 def overall(path: Path) -> dict[str, float] | None:
@@ -37,7 +38,7 @@ def main(folder: str) -> None:
             print(f"| {run.name} | (no evaluation) | | | |")
             continue
         print(f"| {run.name} | {gt['J']:.1f} | {gt['F']:.1f} | {gt['JF']:.1f} | {pert['JF']:.1f} |")
-        groups[re.sub(r"-s\d+$", "", run.name)].append((gt["J"], gt["JF"], pert["JF"]))
+        groups[seed_variant(run.name)].append((gt["J"], gt["JF"], pert["JF"]))
     print()
     print("| variant | seeds | J (gt crop) | J&F (gt crop) | J&F (perturbed crop) |")
     print("|---|---|---|---|---|")

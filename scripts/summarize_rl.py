@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import csv
-import re
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -14,13 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from bmvtrack.logging_wandb import read_metrics
+from run_names import seed_variant  # scripts/ is on the path when run as a script
 
 EVAL_COLUMNS = ["success_auc", "precision_20", "success_auc_bounds", "success_auc_rot", "mean_iou_rot"]
-
-
-def seed_variant(run: str) -> str:
-    """A run's variant: its name without the ``-s<seed>`` suffix, so seeds pool."""
-    return re.sub(r"-s\d+$", "", run)
 
 
 def mean_std(values: np.ndarray) -> str:

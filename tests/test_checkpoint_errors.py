@@ -24,7 +24,7 @@ from bmvtrack.config import to_dict
 from bmvtrack.models import ModelConfig, build_model
 from bmvtrack.motion import PAPER_COV, PAPER_MEAN, PAPER_TABLE1_STD
 from bmvtrack.segmentation import load_segmenter
-from bmvtrack.envs.encoding import StateEncoder
+from bmvtrack.envs.state_encoder import StateEncoder
 
 def tiny_cfg(**kw: object) -> ModelConfig:
     base: dict[str, object] = {"patch_size": 32, "base_width": 8, "decoder_width": 8, "z_channels": 8, "part_size": 4}

@@ -13,7 +13,8 @@ from bmvtrack.data.synth import SynthConfig, generate_dataset
 from bmvtrack.models import ModelConfig
 from bmvtrack.motion import MotionPrior
 from bmvtrack.adaptation import AdaptConfig, AdaptedModels
-from bmvtrack.envs.encoding import OBS_KINDS, EncodedObservation, StateEncoder, TrackStates
+from bmvtrack.envs.state_encoder import OBS_KINDS, StateEncoder, TrackStates
+from bmvtrack.envs.wrappers import EncodedObservation
 from bmvtrack.envs.registration import make_raw_env, make_sb3_vec_env, make_tracking_env, make_tracking_vector_env
 from bmvtrack.envs.tracking_env import EnvConfig, TrackingEnv, track_key
 
@@ -217,7 +218,7 @@ def test_mask_motion_cue_recovers_the_expert_motion_from_a_true_mask(synth_root)
     from bmvtrack.data.patches import CropWindow, crop_mask
     from bmvtrack.motion import apply_motion, rotated_iou
     from bmvtrack.segmentation import fill_rbox
-    from bmvtrack.envs.encoding import mask_motion_cue
+    from bmvtrack.envs.motion_cue import mask_motion_cue
 
     env = TrackingEnv(env_cfg(synth_root, crop_size=96))
     mean, std = env.prior.mean, env.prior.std
@@ -253,8 +254,8 @@ def test_mask_motion_cue_beyond_the_bounds_still_leads_to_the_masks_box():
     from bmvtrack.data.patches import crop_mask, crop_window
     from bmvtrack.motion import RBox, apply_motion, motion_between, rotated_iou
     from bmvtrack.segmentation import fill_rbox
-    from bmvtrack.envs.encoding import mask_motion_cue
-    from bmvtrack.envs.tracking_env import box_geometry, window_features
+    from bmvtrack.envs.motion_cue import mask_motion_cue
+    from bmvtrack.envs.observation import box_geometry, window_features
 
     hw, prior = (240, 320), MotionPrior.paper()
     low, high = prior.action_bounds(6.0)

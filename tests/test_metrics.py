@@ -97,15 +97,6 @@ def test_center_errors_and_precision():
         M.center_errors(np.zeros((3, 2)), np.zeros((2, 2)))
 
 
-def test_rect_iou_and_centres():
-    assert M.rect_iou([0, 0, 10, 10], [5, 0, 10, 10]) == pytest.approx(1 / 3)
-    assert M.rect_iou([0, 0, 10, 10], [0, 0, 10, 10]) == pytest.approx(1.0)
-    assert M.rect_iou([0, 0, 10, 10], [20, 20, 5, 5]) == 0.0
-    ious = M.rect_iou([[0, 0, 4, 4], [0, 0, 4, 4]], [[2, 2, 4, 4], [np.nan] * 4])
-    assert ious[0] == pytest.approx(4 / 28) and np.isnan(ious[1])
-    np.testing.assert_allclose(M.rect_centres([[10, 20, 4, 6]]), [[12, 23]])
-
-
 def test_count_losses_counts_events_not_frames():
     ious = [0.5, 0.0, 0.0, 0.0, 0.6, 0.0, 0.7]
     assert M.count_losses(ious) == 2
@@ -120,16 +111,6 @@ def test_count_losses_ignores_nan_frames():
     assert M.count_losses([0.5, np.nan, 0.5]) == 0  # absent object is not a loss
     assert M.count_losses([0.0, np.nan, 0.0]) == 1  # ...and does not split one
     assert M.count_losses([0.0, np.nan, 0.0], min_frames=2) == 1
-
-
-def test_summarize_tracking():
-    ious = [1.0, 0.5, 0.0, np.nan]
-    s = M.summarize_tracking(ious, [0.0, 10.0, 30.0, np.nan])
-    assert s["mean_iou"] == pytest.approx(0.5)
-    assert s["precision_20"] == pytest.approx(2 / 3)
-    assert s["losses"] == 1
-    assert s["success_auc"] == pytest.approx(M.success_auc(ious))
-    assert s["n_frames"] == 3
 
 
 # -------------------------------------------------------------------------------- segmentation

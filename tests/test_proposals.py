@@ -10,8 +10,10 @@ from bmvtrack.models import ModelConfig
 from bmvtrack.motion import MotionPrior, RBox, motion_between
 from bmvtrack.opencv_trackers import OpenCVTracker
 from bmvtrack.proposals import agreement, fuse_boxes, run_proposals
-from bmvtrack.envs.encoding import MOTION_CUE, PROPOSAL_CUE, EncodedObservation, StateEncoder, mask_motion_cue
+from bmvtrack.envs.motion_cue import MOTION_CUE, PROPOSAL_CUE, mask_motion_cue
+from bmvtrack.envs.state_encoder import StateEncoder
 from bmvtrack.envs.tracking_env import EnvConfig, TrackingEnv, track_key
+from bmvtrack.envs.wrappers import EncodedObservation
 
 TINY_MODEL = ModelConfig(patch_size=32, base_width=8, decoder_width=8, z_channels=8, part_size=4)
 

@@ -100,7 +100,8 @@ def test_csrt_proposal_takes_over_from_an_empty_mask_and_leaves_a_good_one_alone
 
 def test_registered_segmentation_trackers_get_their_options(tmp_path: Path) -> None:
     """Each name of the registry builds the tracker it describes (one loaded network for all)."""
-    from bmvtrack.agents.loading import SEGMENTATION_TRACKERS, learned_tracker_factories
+    from bmvtrack.agents.baselines import SEGMENTATION_TRACKERS
+    from bmvtrack.agents.loading import learned_tracker_factories
 
     m = tiny_model()
     path = tmp_path / "checkpoint.pt"

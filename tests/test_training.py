@@ -21,8 +21,9 @@ from bmvtrack.logging_wandb import WandbConfig, read_metrics
 from bmvtrack.models import ModelConfig, build_model
 from bmvtrack.models.preprocess import patches_to_tensor
 from bmvtrack.motion import MotionPrior, boxes_from_masks
-from bmvtrack.envs.encoding import EncodedObservation, StateEncoder, TrackStates
+from bmvtrack.envs.state_encoder import StateEncoder, TrackStates
 from bmvtrack.envs.tracking_env import EnvConfig, TrackingEnv
+from bmvtrack.envs.wrappers import EncodedObservation
 
 TINY = ModelConfig(patch_size=32, base_width=8, decoder_width=8, z_channels=8, part_size=4)
 KEEP_ALL = TrackFilter(absent="keep", max_box_fraction=1.0)

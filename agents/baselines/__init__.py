@@ -1,29 +1,80 @@
-"""Non-learned baseline trackers behind one got10k-style interface, and the tracker registry.
+"""Trackers behind one got10k-style interface, and the one registry that names them all.
 
 ``make_tracker(name)`` builds a fresh tracker by name: "zero" (the box never moves), "mil",
 "kcf", "csrt" (OpenCV, axis-aligned) and "oracle" (replays the ground-truth G_t; uses the
-answer, the motion model's upper bound). Other modules add theirs with
-``register_tracker(name, factory)``.
+answer, the motion model's upper bound). The βMVUnet segmentation trackers ("segmentation",
+"segmentation-all", ..., ``SEGMENTATION_TRACKERS``) are registered too, with their options; they
+are built from one loaded network, ``make_tracker(name, model=..., adapt=...)``
+(``bmvtrack.agents.loading.learned_tracker_factories`` loads it). ``describe_trackers()`` lists
+every name with what it is (``python -m bmvtrack.evaluate --help`` shows it). Other modules add
+theirs with ``register_tracker(name, factory)``.
 """
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
 from bmvtrack.agents.baselines.base import (
+    RegisteredTracker,
     Tracker,
     TrackerFactory,
     available_trackers,
+    describe_trackers,
     make_tracker,
     register_tracker,
+    registered_tracker,
+    segmentation_trackers,
 )
 from bmvtrack.opencv_trackers import KINDS as OPENCV_KINDS
 from bmvtrack.opencv_trackers import OpenCVTracker, cv_rect_to_rbox, rbox_to_cv_rect, seed_opencv
 from bmvtrack.agents.baselines.oracle import OracleTracker
+from bmvtrack.agents.baselines.segmentation_tracker import SegmentationTracker
 from bmvtrack.agents.baselines.zero import ZeroMotionTracker
 
-register_tracker("zero", ZeroMotionTracker)
-register_tracker("oracle", OracleTracker)
-for _kind in OPENCV_KINDS:
-    register_tracker(_kind, lambda _k=_kind, **kw: OpenCVTracker(_k, **kw))
+
+def register_segmentation_tracker(name: str, summary: str, **options: Any) -> None:
+    """Register a βMVUnet segmentation tracker: ``SegmentationTracker`` ``options`` (the mask pieces
+    the box is fitted to, first-frame adaptation, a classical tracker whose box is fused with the
+    mask's, the box fitted to the mask), built by ``make_tracker(name, model=..., adapt=...)`` on a
+    loaded network; ``adapt`` (an AdaptConfig) serves the trackers whose options ask for it."""
+    def build(model: Any, adapt: Any = None) -> SegmentationTracker:
+        opts = dict(options)
+        opts["adapt"] = adapt if opts.get("adapt") else None
+        return SegmentationTracker(model, name=name, **opts)
+
+    register_tracker(name, build, summary=summary, segmenter=True, options=options)
+
+
+register_tracker("zero", ZeroMotionTracker, summary="the box never moves (the floor every tracker must clear)")
+register_tracker("oracle", OracleTracker,
+                 summary="replays the ground-truth motion G_t (uses the answer: the motion model's upper bound)")
+for _kind, _cv_name in OPENCV_KINDS.items():
+    register_tracker(_kind, lambda _k=_kind, **kw: OpenCVTracker(_k, **kw),
+                     summary=f"OpenCV's {_cv_name} tracker (axis-aligned)")
+register_segmentation_tracker(
+    "segmentation", "βMVUnet (--segmenter): the box fitted to the mask pieces touching the previous box",
+    keep="overlap")
+register_segmentation_tracker("segmentation-all", "'segmentation' fitted to all mask pieces", keep="all")
+register_segmentation_tracker("segmentation-largest", "'segmentation' fitted to the largest mask piece",
+                              keep="largest")
+register_segmentation_tracker(
+    "segmentation-adapt", "'segmentation' fine-tuned first on frame 0's box (bmvtrack.adaptation, --adapt-*)",
+    keep="overlap", adapt=True)
+register_segmentation_tracker(
+    "segmentation-csrt", "'segmentation-adapt' with CSRT's box taking over wherever the mask's box disagrees "
+    "with it (bmvtrack.proposals)", keep="overlap", adapt=True, proposal="csrt")
+register_segmentation_tracker(
+    "segmentation-csrt-principal", "'segmentation-csrt' with the principal-axes box fitted to the mask",
+    keep="overlap", adapt=True, proposal="csrt", box_method="principal")
+
+# name → options of the segmentation trackers, as registered (a view of the registry)
+SEGMENTATION_TRACKERS: Mapping[str, Mapping[str, Any]] = MappingProxyType(
+    {n: registered_tracker(n).options for n in segmentation_trackers()})
 
 __all__ = [
-    "OPENCV_KINDS", "OpenCVTracker", "OracleTracker", "Tracker", "TrackerFactory", "ZeroMotionTracker",
-    "available_trackers", "cv_rect_to_rbox", "make_tracker", "rbox_to_cv_rect", "register_tracker",
-    "seed_opencv",
+    "OPENCV_KINDS", "OpenCVTracker", "OracleTracker", "RegisteredTracker", "SEGMENTATION_TRACKERS",
+    "SegmentationTracker", "Tracker", "TrackerFactory", "ZeroMotionTracker", "available_trackers",
+    "cv_rect_to_rbox", "describe_trackers", "make_tracker", "rbox_to_cv_rect", "register_tracker",
+    "register_segmentation_tracker", "registered_tracker", "segmentation_trackers", "seed_opencv",
 ]

@@ -1,4 +1,4 @@
-"""The tracker interface (got10k style) and the registry that names trackers.
+"""The tracker interface (got10k style) and the one registry that names every tracker.
 
 Every tracker, learned or not, is driven the same way: ``init(frame, box)`` on the first frame
 with the annotated box, then ``update(frame) -> box`` on every later frame. Frames are RGB
@@ -12,8 +12,9 @@ bounds (the OTB protocol) instead of the rotated box.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -38,23 +39,42 @@ class Tracker(Protocol):
 
 TrackerFactory = Callable[..., Tracker]
 
-_REGISTRY: dict[str, TrackerFactory] = {}
+
+@dataclass(frozen=True)
+class RegisteredTracker:
+    """A registry entry: how to build the tracker, what it is (``summary``, shown by ``evaluate
+    --help``) and, for the βMVUnet segmentation trackers, their options; ``segmenter`` entries are
+    built from one loaded segmentation network, ``factory(model, adapt=AdaptConfig)``."""
+
+    factory: TrackerFactory
+    summary: str = ""
+    segmenter: bool = False
+    options: Mapping[str, Any] = field(default_factory=dict)
 
 
-def register_tracker(name: str, factory: TrackerFactory, *, overwrite: bool = False) -> None:
+_REGISTRY: dict[str, RegisteredTracker] = {}
+
+
+def _key(name: str) -> str:
+    return name.strip().lower()
+
+
+def register_tracker(name: str, factory: TrackerFactory, *, overwrite: bool = False, summary: str = "",
+                     segmenter: bool = False, options: Mapping[str, Any] | None = None) -> None:
     """Make ``make_tracker(name, **kwargs)`` call ``factory(**kwargs)``.
 
     Names are case-insensitive. Registering a taken name raises ``ValueError`` unless
-    ``overwrite=True`` (so two modules cannot silently shadow each other).
+    ``overwrite=True`` (so two modules cannot silently shadow each other). ``summary`` says what
+    the tracker is; ``segmenter`` and ``options``: see ``RegisteredTracker``.
     """
-    key = name.strip().lower()
+    key = _key(name)
     if not key:
         raise ValueError("tracker name must not be empty")
     if not callable(factory):
         raise TypeError(f"factory for tracker {name!r} is not callable: {factory!r}")
-    if key in _REGISTRY and not overwrite and _REGISTRY[key] is not factory:
+    if key in _REGISTRY and not overwrite and _REGISTRY[key].factory is not factory:
         raise ValueError(f"tracker {key!r} is already registered; pass overwrite=True to replace it")
-    _REGISTRY[key] = factory
+    _REGISTRY[key] = RegisteredTracker(factory, summary, segmenter, dict(options or {}))
 
 
 def available_trackers() -> list[str]:
@@ -62,9 +82,25 @@ def available_trackers() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def make_tracker(name: str, **kwargs) -> Tracker:
-    """A fresh tracker by registered name ("zero", "mil", "kcf", "csrt", "oracle", ...)."""
-    key = name.strip().lower()
+def registered_tracker(name: str) -> RegisteredTracker:
+    """The registry entry of ``name`` (case-insensitive); ``KeyError`` naming the registered ones."""
+    key = _key(name)
     if key not in _REGISTRY:
         raise KeyError(f"unknown tracker {name!r}; registered: {', '.join(available_trackers())}")
-    return _REGISTRY[key](**kwargs)
+    return _REGISTRY[key]
+
+
+def segmentation_trackers() -> list[str]:
+    """The registered trackers built from a loaded βMVUnet segmenter, sorted."""
+    return [n for n in available_trackers() if _REGISTRY[n].segmenter]
+
+
+def make_tracker(name: str, **kwargs) -> Tracker:
+    """A fresh tracker by registered name ("zero", "mil", "kcf", "csrt", "oracle", ...)."""
+    return registered_tracker(name).factory(**kwargs)
+
+
+def describe_trackers() -> str:
+    """One line per registered tracker, ``name: summary`` (what ``evaluate --help`` lists)."""
+    return "\n".join(f"  {n}: {_REGISTRY[n].summary}" if _REGISTRY[n].summary else f"  {n}"
+                     for n in available_trackers())

@@ -1,8 +1,8 @@
 """Datasets on disk → single-object tracks, frames, masks and object-centred patches."""
 from bmvtrack.data.images import DatasetError, FrameCache, read_frame, read_mask
-from bmvtrack.data.readers import DataConfig, Track, TrackFilter, VideoDataset, detect_layout, open_dataset
+from bmvtrack.data.readers import DataConfig, Track, TrackFilter, VideoDataset, detect_layout
 
 __all__ = [
     "DataConfig", "DatasetError", "FrameCache", "Track", "TrackFilter", "VideoDataset",
-    "detect_layout", "open_dataset", "read_frame", "read_mask",
+    "detect_layout", "read_frame", "read_mask",
 ]

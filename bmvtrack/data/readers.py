@@ -411,8 +411,3 @@ def _summary(dropped: dict[str, str], limit: int = 10) -> str:
     items = [f"{seq}: {why}" for seq, why in list(dropped.items())[:limit]]
     more = f"; and {len(dropped) - limit} more" if len(dropped) > limit else ""
     return "; ".join(items) + more
-
-
-def open_dataset(cfg: DataConfig) -> VideoDataset:
-    """Build a dataset from config; ``BMVTRACK_DATA`` is not consulted here (commands do that)."""
-    return VideoDataset.from_config(cfg)

@@ -56,7 +56,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from bmvtrack.data.readers import Track, VideoDataset
-from bmvtrack.io import atomic_save, atomic_write_text
+from bmvtrack.io import atomic_save, atomic_write_text, file_slug
 from bmvtrack.metrics import (
     center_errors,
     count_losses,
@@ -65,7 +65,9 @@ from bmvtrack.metrics import (
     success_curve,
     success_thresholds,
 )
-from bmvtrack.motion import MIN_SIDE, BoxMethod, RBox, aabb_iou, rbox_ellipse_xyxy, rbox_to_xyxy, rotated_iou
+from bmvtrack.motion import (
+    MIN_SIDE, BoxMethod, RBox, aabb_iou, aabb_to_rbox, rbox_ellipse_xyxy, rbox_to_xyxy, rotated_iou,
+)
 from bmvtrack.analyze_motion import track_boxes
 from bmvtrack.run_folder import RunFolderError, writer_pid
 
@@ -122,12 +124,6 @@ class GroundTruth:
     aabbs: np.ndarray  # (N, 4) [x0, y0, x1, y1], NaN rows where the object is absent
 
 
-def aabb_to_rbox(aabb: Sequence[float]) -> RBox:
-    """Axis-aligned ``[x0, y0, x1, y1]`` bounds as an RBox (angle 0), sides ≥ ``MIN_SIDE``."""
-    x0, y0, x1, y1 = (float(v) for v in aabb)
-    return RBox((x0 + x1) / 2.0, (y0 + y1) / 2.0, max(x1 - x0, MIN_SIDE), max(y1 - y0, MIN_SIDE), 0.0)
-
-
 def track_ground_truth(ds: VideoDataset, track: Track, method: BoxMethod = "minarearect") -> GroundTruth:
     """Rotated boxes (``motion_stats.track_boxes``) and tight bounds of every frame of a track."""
     rboxes = track_boxes(ds, track, method)
@@ -144,7 +140,7 @@ def track_ground_truth(ds: VideoDataset, track: Track, method: BoxMethod = "mina
 
 
 def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "unnamed"
+    return file_slug(name).strip("_") or "unnamed"
 
 
 def result_file(results_dir: str | Path, tracker: str, sequence: str) -> Path:

@@ -67,11 +67,16 @@ def _check_rescore_target(source: Path, out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bmvtrack.evaluate", description=__doc__.splitlines()[0])
+    from bmvtrack.agents.baselines import available_trackers, describe_trackers, make_tracker
+
+    p = argparse.ArgumentParser(prog="python -m bmvtrack.evaluate", description=__doc__.splitlines()[0],
+                                epilog="registered trackers (--trackers; agents: --policy NAME=RUN):\n"
+                                       + describe_trackers(),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_args(p)
     p.add_argument("--trackers", default=None,
-                   help=f"comma-separated registered tracker names (default {DEFAULT_TRACKERS}); with --rescore: "
-                        "report only these of the run's trackers")
+                   help=f"comma-separated tracker names, of {', '.join(available_trackers())} (each described "
+                        f"below; default {DEFAULT_TRACKERS}); with --rescore: report only these of the run's trackers")
     p.add_argument("--out", type=Path, default=Path("outputs/evaluate"),
                    help="report folder (refused if it holds an evaluation, unless --overwrite)")
     p.add_argument("--overwrite", action="store_true",
@@ -93,12 +98,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="let an agent read states of an encoder file other than the one it was trained with "
                         "(--segmenter does not change an agent's encoder; this is for a retrained checkpoint file)")
     p.add_argument("--segmenter", type=Path, default=None,
-                   help="βMVUnet checkpoint of the segmentation trackers (default runs/pretrain_vae/checkpoint.pt); "
-                        "'segmentation' fits the box to the mask pieces touching the previous box, "
-                        "'segmentation-all' to all of them; 'segmentation-adapt' is 'segmentation' fine-tuned "
-                        "first on frame 0's box (bmvtrack.adaptation); 'segmentation-csrt' is 'segmentation-adapt' "
-                        "with CSRT's box taking over wherever the mask's box disagrees with it (bmvtrack.proposals), "
-                        "'segmentation-csrt-principal' the same with the principal-axes box fitted to the mask")
+                   help="βMVUnet checkpoint of the segmentation trackers (the segmentation* names below; "
+                        "default runs/pretrain_vae/checkpoint.pt)")
     p.add_argument("--policy-adapt", action="append", default=[], metavar="NAME=RUN",
                    help="like --policy, but the decoder proposing the agent's motion cue is fine-tuned on "
                         "frame 0's box first (the encoder, hence the rest of the state, is unchanged)")
@@ -144,8 +145,6 @@ def main(argv: list[str] | None = None) -> int:
                            source=str(evaluation_folder(args.rescore)), command=command)
             _print_and_log(results, paths, args, title)
         return 0
-    from bmvtrack.agents.baselines import available_trackers, make_tracker
-
     names = [n.strip().lower() for n in (args.trackers or DEFAULT_TRACKERS).split(",") if n.strip()]
     from bmvtrack.agents.loading import learned_tracker_factories
 
