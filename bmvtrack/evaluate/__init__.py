@@ -44,7 +44,6 @@ import csv
 import io
 import json
 import math
-import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
