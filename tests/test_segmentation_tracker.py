@@ -11,7 +11,9 @@ from bmvtrack.agents.baselines.base import Tracker
 from bmvtrack.agents.baselines.segmentation_tracker import SegmentationTracker
 from bmvtrack.checkpoint import CheckpointError, save_checkpoint
 from bmvtrack.config import to_dict
-from bmvtrack.motion import RBox, boxes_from_masks, rbox_from_mask, rbox_to_xyxy, rotated_iou
+from bmvtrack.evaluate import mask_aabb
+from bmvtrack.metrics import jaccard
+from bmvtrack.motion import RBox, boxes_from_masks, canonicalize, rbox_from_mask, rbox_to_xyxy, rotated_iou
 
 
 def run_tracker(tracker: SegmentationTracker, ds, track) -> tuple[list[float], list[RBox], list[RBox | None]]:
@@ -42,6 +44,39 @@ def test_empty_mask_keeps_previous_box(moving_root: Path) -> None:
     _, boxes, gt = run_tracker(tracker, ds, track)
     assert all(b == gt[0] for b in boxes)
     assert tracker.misses == len(track) - 1
+
+
+def test_it_reports_the_mask_its_box_was_fitted_to_and_that_masks_tight_box(moving_root: Path) -> None:
+    """``last_mask``: the mask pieces the box was fitted to; ``last_aabb``: their tight box (SiamMask's
+    convention) — the previous one when an empty mask keeps the box, None (the corner bounds) when
+    the proposal's box takes over or before any update."""
+    ds = mask_frames(open_ds(moving_root))
+    track = ds.tracks()[0]
+    gt = boxes_from_masks([ds.mask(track, i) for i in range(len(track))])
+    tracker = SegmentationTracker(OracleModel())
+    tracker.init(ds.frame(track, 0), gt[0])
+    assert tracker.last_mask is None and tracker.last_aabb is None
+    previous = gt[0]
+    for i in range(1, len(track)):
+        box = tracker.update(ds.frame(track, i))
+        mask = tracker.last_mask
+        assert mask.shape == track.size and mask.dtype == bool
+        refit = canonicalize(rbox_from_mask(mask.astype(np.uint8)), previous.angle)
+        np.testing.assert_allclose(refit.as_array(), box.as_array(), atol=1e-4)  # the box is this mask's
+        np.testing.assert_array_equal(tracker.last_aabb, mask_aabb(mask))
+        assert jaccard(mask, ds.mask(track, i)) > 0.9
+        previous = box
+    reported = tracker.last_aabb.copy()
+    tracker.model.empty = True  # the mask vanishes: box and axis-aligned box are kept
+    assert tracker.update(ds.frame(track, 1)) == previous
+    assert not tracker.last_mask.any() and np.array_equal(tracker.last_aabb, reported)
+    blind = SegmentationTracker(OracleModel(empty=True))
+    blind.init(ds.frame(track, 0), gt[0])
+    blind.update(ds.frame(track, 1))
+    assert blind.last_aabb is None and not blind.last_mask.any()
+    fused = SegmentationTracker(OracleModel(empty=True), proposal="csrt")
+    fused.init(ds.frame(track, 0), gt[0])
+    assert fused.update(ds.frame(track, 1)) != gt[0] and fused.last_aabb is None  # CSRT's box took over
 
 
 def test_update_before_init_raises() -> None:

@@ -8,7 +8,9 @@ fitted to masks). A tracker that needs the answer (the oracle) says so with
 ``uses_ground_truth = True`` and receives it through ``set_ground_truth`` before ``init``; the
 evaluation marks its rows as such. A tracker that can only hold axis-aligned boxes says so with
 ``axis_aligned = True``; the evaluation then initialises it with the mask's tight axis-aligned
-bounds (the OTB protocol) instead of the rotated box.
+bounds (the OTB protocol) instead of the rotated box. A tracker that segments says what it
+tracked through ``last_mask`` and ``last_aabb`` (its axis-aligned box: the tight box of its mask,
+SiamMask's convention); the evaluation scores that box, and J&F of the masks.
 """
 from __future__ import annotations
 
@@ -28,6 +30,12 @@ class Tracker(Protocol):
     Optional attributes (False when absent): ``uses_ground_truth`` — the tracker gets
     ``set_ground_truth(boxes, img_w, img_h)`` before ``init``; ``axis_aligned`` — it only holds
     axis-aligned boxes and is initialised with the mask's tight bounds by the evaluation.
+
+    Optional outputs, read by the evaluation after each ``update`` (absent: None):
+    ``last_aabb`` — the axis-aligned box ``[x0, y0, x1, y1]`` it reports for that frame (pixel
+    centres, like the mask's tight box), or None for the corner bounds of the returned rotated
+    box; ``last_mask`` — a tracker that segments has it: the H×W boolean mask it tracked in that
+    frame (scored with J&F).
     """
 
     name: str

@@ -21,6 +21,13 @@ full frames, and each new box is ``bmvtrack.proposals.fuse_boxes`` of the mask's
 proposal's: the mask's while they agree, the proposal's when they do not (or the mask is empty), so
 a latched or shrunken mask no longer places the next crop. It is the start of the MV-SAC agent
 whose environment has ``proposal: csrt``.
+
+It segments, so the evaluation reads what it tracked after each ``update`` (``Tracker``'s optional
+attributes): ``last_mask``, the mask pieces its box was fitted to, and ``last_aabb``, the tight
+box of that mask (SiamMask's convention) when the box came from the mask, the previous frame's
+when the mask was empty and the box was kept, and None (the rotated box's corner bounds) when
+the proposal's box took over. Both are made on demand, so a caller that reads only boxes pays
+nothing for them.
 """
 from __future__ import annotations
 
@@ -31,9 +38,10 @@ import numpy as np
 
 from bmvtrack.adaptation import AdaptConfig, adapt_to_box
 from bmvtrack.data.patches import CropWindow
+from bmvtrack.evaluate import mask_aabb
 from bmvtrack.motion import BoxMethod, RBox
 from bmvtrack.proposals import AGREE_IOU, Proposal, fuse_boxes, make_proposal_tracker
-from bmvtrack.segmentation import Keep, StepResult, load_segmenter, track_step
+from bmvtrack.segmentation import Keep, StepResult, fill_rbox, load_segmenter, mask_from_prob, track_step
 
 
 class SegmentationTracker:
@@ -41,7 +49,8 @@ class SegmentationTracker:
 
     Attributes after a run: ``misses`` (frames whose mask was empty, box kept), ``frames``
     (updates so far), ``last_step`` (the last ``StepResult``), ``last_prob`` (its map pasted into
-    the frame, H×W float32, made on demand) and ``last_window`` (its crop window).
+    the frame, H×W float32, made on demand), ``last_window`` (its crop window), ``last_mask`` and
+    ``last_aabb`` (what it tracked: see the module docstring).
     """
 
     uses_ground_truth = False
@@ -78,6 +87,39 @@ class SegmentationTracker:
         self.misses = 0
         self.frames = 0
         self.last_step: StepResult | None = None
+        self._reset_outputs()
+
+    def _reset_outputs(self) -> None:
+        self._anchor_box: RBox | None = None  # the box the last step's crop was placed at
+        self._box_source = "given"  # of the last box: "mask", "kept", "proposal" or "given" (init)
+        self._mask: np.ndarray | None = None
+        self._aabb: np.ndarray | None = None
+        self._kept_aabb: np.ndarray | None = None
+
+    @property
+    def last_mask(self) -> np.ndarray | None:
+        """The mask tracked in the last frame (H×W bool): the thresholded map's pieces that ``keep``
+        selects, the ones the box was fitted to (empty when nothing was found); None before an update."""
+        if self.last_step is None or self._anchor_box is None:
+            return None
+        if self._mask is None:
+            step = self.last_step
+            anchor = fill_rbox(self._anchor_box, step.frame_hw) if self.keep == "overlap" else None
+            self._mask = mask_from_prob(step.prob, self.threshold, self.keep, anchor)
+        return self._mask
+
+    @property
+    def last_aabb(self) -> np.ndarray | None:
+        """The axis-aligned box ``[x0, y0, x1, y1]`` reported for the last frame: the tight box of
+        ``last_mask`` when the box was fitted to it, the previous one when the box was kept, None
+        (the rotated box's corner bounds count) when the proposal's box took over or before an update."""
+        if self._box_source == "kept":
+            return self._kept_aabb
+        if self._box_source != "mask":
+            return None
+        if self._aabb is None:
+            self._aabb = mask_aabb(self.last_mask)
+        return self._aabb
 
     @property
     def last_prob(self) -> np.ndarray | None:
@@ -97,6 +139,7 @@ class SegmentationTracker:
         self.misses = 0
         self.frames = 0
         self.last_step = None
+        self._reset_outputs()
 
     def update(self, frame: np.ndarray) -> RBox:
         """Segment ``frame`` around the previous box; the new box, or the previous one if the mask is empty."""
@@ -107,11 +150,15 @@ class SegmentationTracker:
             box_method=self.box_method, keep=self.keep,
         )
         self.frames += 1
-        self.last_step = step
         if step.box is None:
             self.misses += 1
         if self.proposal is not None:
-            self._box = fuse_boxes(step.box, self.proposal.update(frame), self.agree_iou)
-        elif step.box is not None:
-            self._box = step.box
+            box = fuse_boxes(step.box, self.proposal.update(frame), self.agree_iou)
+            source = "mask" if step.box is not None and box is step.box else "proposal"
+        else:
+            box = step.box if step.box is not None else self._box
+            source = "mask" if step.box is not None else "kept"
+        kept = self.last_aabb if source == "kept" else None  # the previous frame's, before it is replaced
+        self._anchor_box, self.last_step, self._box = self._box, step, box
+        self._box_source, self._mask, self._aabb, self._kept_aabb = source, None, None, kept
         return self._box

@@ -6,37 +6,64 @@ predictions with the annotation using the pure-numpy functions of ``bmvtrack.met
 (``score_sequence`` → ``SequenceScore``), so a report can be recomputed from saved results
 without running anything again. Trackers come in as objects with ``init(frame, box)`` and
 ``update(frame) -> RBox`` (``bmvtrack.agents.baselines`` defines them); this module knows nothing of
-who they are.
+who they are, only the optional attributes of ``bmvtrack.agents.baselines.Tracker``.
 
 Protocol and conventions
 ------------------------
 * Boxes are the motion module's ``RBox``; pixel ``(col, row)`` has its centre at ``(col, row)``
   and a box's extent runs between the centres of its outermost pixels (the convention of
   ``minAreaRect`` on mask pixels). The ground truth of a frame is (a) the canonical rotated box
-  of its mask (``motion_stats.track_boxes``) and (b) the mask's tight axis-aligned bounds in the
-  same convention, ``[x0, y0, x1, y1]`` = extreme foreground pixel centres (so an axis-aligned
-  rectangular mask's rotated box and its bounds coincide).
-* Headline IoU (OTB protocol, since OpenCV trackers are axis-aligned): an axis-aligned box made
-  from the prediction against the mask's tight bounds. Since session 11 that box is the bounds of
-  the ellipse inscribed in the predicted rotated box (``motion.rbox_ellipse_xyxy``), the object's
-  likely extent inside its minimum-area rectangle; before, it was the rotated box's corners, which
-  capped even the ground-truth rotated box at 0.80 AUC on DAVIS dev-val and 0.68 on synthetic
-  video. Both are reported ("AUC" and "AUC bounds"); for an axis-aligned prediction they are
-  equal. The rotated IoU (predicted ``RBox`` against the canonical ground-truth ``RBox``) is
-  reported beside them. Centre error: distance between the centre of the predicted box and the
-  centre of the mask's tight bounds (the same under both conversions).
+  of its mask (``motion_stats.track_boxes``), (b) the mask's tight axis-aligned box in the same
+  convention, ``[x0, y0, x1, y1]`` = extreme foreground pixel centres (``mask_aabb``), and (c)
+  the mask itself (J&F).
+* Headline (the OTB / got10k / pytracking protocol): success AUC (IoU thresholds 0, 0.05, …, 1;
+  "Success AUC"), precision at 20 px ("Prec@20px") and mean IoU ("mIoU") of **the tracker's own
+  axis-aligned box** against the mask's tight box. A tracker's axis-aligned box is
+
+  - for a tracker that segments (it reports ``last_aabb`` / ``last_mask``: the βMVUnet
+    segmentation trackers), the tight box of the mask its box was fitted to (SiamMask's
+    convention), on every frame where its box came from that mask;
+  - for a tracker that reports only a rotated box (agents, the oracle, zero motion), and on a
+    segmenting tracker's frames whose box did not come from its mask (a proposal took over), the
+    **corner bounds** of the rotated box: the plain geometric conversion;
+  - for an axis-aligned tracker (OpenCV's CSRT, KCF, MIL) its box (angle 0: its corner bounds).
+
+  Further columns: "AUC ellipse", the bounds of the ellipse inscribed in the rotated box
+  (``motion.rbox_ellipse_xyxy``, this project's estimate of an object's bounds inside its
+  minimum-area rectangle, the headline from session 11 until the standard one); "AUC corners", the corner bounds of
+  the rotated box (equal to the headline for every tracker that does not segment); "AUC rot" /
+  "mIoU rot", the rotated IoU of the predicted ``RBox`` against the canonical ground-truth
+  ``RBox``. For an axis-aligned prediction all three box conversions coincide. Centre error:
+  distance between the centre of the tracker's axis-aligned box and the centre of the mask's
+  tight box.
+* J&F (DAVIS region similarity J and contour accuracy F, ``metrics.j_and_f``) of the masks a
+  segmenting tracker tracked, box-initialised (the protocol SiamMask reports on DAVIS 2016): the
+  tracker gets frame 0's box, never its mask; as in the official DAVIS code every frame counts
+  (an empty prediction where the object is absent scores 1), void pixels are ignored, and the
+  first (given) and last frames are left out. Trackers without masks: blank.
 * The tracker is initialised on frame 0 with the ground-truth rotated box — or, for a tracker
   that declares ``axis_aligned = True`` (OpenCV's), with the mask's tight axis-aligned bounds
   (the OTB protocol; ``axis_aligned_init="rbox"`` gives it the rotated box's looser bounds
-  instead). Frame 0 is given, not scored (GOT-10k protocol), and is NaN in the per-frame arrays. Frames where the object is
-  absent are NaN too: they count neither as success nor as failure.
+  instead). Frame 0 is given, not scored (GOT-10k protocol), and is NaN in the per-frame arrays.
+  Frames where the object is absent are NaN too: they count neither as success nor as failure.
 * A prediction that is not a box (None, non-finite numbers, a side ≤ 0) scores IoU 0 and centre
   error +inf on a frame where the object is present: it is a failure, not a crash.
-* Losses of track: runs of scored frames with axis-aligned IoU ≤ 0 (no overlap), a long loss
+* Losses of track: runs of scored frames with headline IoU ≤ 0 (no overlap), a long loss
   counting once (``metrics.count_losses``).
+* Speed: "FPS" counts every per-track set-up: a track's frames over its whole wall time —
+  tracker construction (with its proposal tracker), ``set_ground_truth``, ``init`` (with the
+  first-frame adaptation, also when a shared adapted copy is reused) and every ``update``
+  (with reading the tracker's mask and box); "FPS (per frame)" is the update calls only
+  (frames after the first over the time in ``update``). Frame decoding is excluded from both.
 * Overall numbers average the per-sequence numbers over sequences (OTB / got10k: the overall
-  success curve is the mean of per-sequence curves); losses are summed; fps is all frames over
-  all time spent inside ``init``/``update`` (frame decoding excluded).
+  success curve is the mean of per-sequence curves; DAVIS: J&F is the mean of per-sequence
+  J&F); losses are summed; both fps are all frames over all time (summed over tracks).
+
+Saved results (``SequenceResult.to_dict``, format ``RESULT_FORMAT`` with a ``version``): version 2
+adds the tracker's axis-aligned box per frame, its masks (run-length coded) and the per-track
+set-up time. Results of version 1 (saved before) rescore with the corner bounds as every
+tracker's axis-aligned box, no J&F, and fps without tracker construction (``rescore`` says so).
+Per-sequence files in the got10k and pytracking formats: ``write_toolkit_files``.
 """
 from __future__ import annotations
 
@@ -59,6 +86,7 @@ from bmvtrack.io import atomic_save, atomic_write_text, file_slug
 from bmvtrack.metrics import (
     center_errors,
     count_losses,
+    j_and_f,
     precision_at,
     success_auc,
     success_curve,
@@ -70,25 +98,39 @@ from bmvtrack.motion import (
 from bmvtrack.analyze_motion import track_boxes
 from bmvtrack.run_folder import RunFolderError, writer_pid
 
-RESULT_FORMAT = "bmvtrack.evaluate/sequence-result/v1"
+RESULT_FORMAT = "bmvtrack.evaluate/sequence-result"
+RESULT_VERSION = 2
+LEGACY_RESULT_FORMAT = "bmvtrack.evaluate/sequence-result/v1"  # version 1: boxes and times only
 MANIFEST_FORMAT = "bmvtrack.evaluate/manifest/v1"
 MANIFEST_NAME = "manifest.json"
 RESULTS_DIR = "results"
+GOT10K_DIR, PYTRACKING_DIR = "got10k", "pytracking"
 # What an evaluation writes into its --out: any of these present means the folder holds one.
-EVALUATION_OUTPUTS = (MANIFEST_NAME, RESULTS_DIR, "overall.md", "overall.csv", "sequences.md", "sequences.csv",
-                      "success.png", "command.txt", "metrics.jsonl")
+EVALUATION_OUTPUTS = (MANIFEST_NAME, RESULTS_DIR, GOT10K_DIR, PYTRACKING_DIR, "overall.md", "overall.csv",
+                      "sequences.md", "sequences.csv", "success.png", "command.txt", "metrics.jsonl")
 
-# Columns of the tables, in order: (key, header, format).
+# Columns of the tables, in order: (key, header, format). The standard ones first.
 _METRIC_COLUMNS: tuple[tuple[str, str, str], ...] = (
-    ("success_auc", "AUC", "{:.3f}"),
-    ("precision_20", "Prec@20", "{:.3f}"),
+    ("success_auc", "Success AUC", "{:.3f}"),
+    ("precision_20", "Prec@20px", "{:.3f}"),
     ("mean_iou", "mIoU", "{:.3f}"),
-    ("success_auc_bounds", "AUC bounds", "{:.3f}"),
+    ("jf", "J&F", "{:.3f}"),
+    ("success_auc_ellipse", "AUC ellipse", "{:.3f}"),
+    ("success_auc_bounds", "AUC corners", "{:.3f}"),
     ("success_auc_rot", "AUC rot", "{:.3f}"),
     ("mean_iou_rot", "mIoU rot", "{:.3f}"),
     ("losses", "Losses", "{:d}"),
     ("fps", "FPS", "fps"),
+    ("fps_per_frame", "FPS (per frame)", "fps"),
+    ("box", "Box", "{}"),
 )
+# Machine-readable extras of the CSV tables (after the table's columns).
+_CSV_EXTRAS = ("j_mean", "f_mean", "uses_gt")
+# Per-sequence numbers averaged over sequences in the overall rows (None = not applicable, skipped).
+_MEAN_KEYS = ("success_auc", "precision_20", "mean_iou", "jf", "j_mean", "f_mean", "success_auc_ellipse",
+              "success_auc_bounds", "success_auc_rot", "mean_iou_rot")
+# What the "Box" column says: where each tracker's axis-aligned box comes from.
+BOX_MASK, BOX_AXIS_ALIGNED, BOX_CORNERS, BOX_LEGACY = "mask", "axis-aligned", "corners", "corners (v1)"
 
 
 # ----------------------------------------------------------------------------- ground truth
@@ -117,10 +159,21 @@ def mask_aabb(mask: np.ndarray) -> np.ndarray | None:
 
 @dataclass
 class GroundTruth:
-    """A track's annotation as boxes: canonical rotated boxes and tight axis-aligned bounds."""
+    """A track's annotation: canonical rotated boxes, tight axis-aligned bounds and (on demand) its masks."""
 
     rboxes: list[RBox | None]
     aabbs: np.ndarray  # (N, 4) [x0, y0, x1, y1], NaN rows where the object is absent
+    source: tuple[VideoDataset, Track] | None = None  # where masks() reads the masks from
+    _masks: tuple[list[np.ndarray], list[np.ndarray | None]] | None = field(default=None, repr=False)
+
+    def masks(self) -> tuple[list[np.ndarray], list[np.ndarray | None]] | None:
+        """The object's mask and the void pixels (or None) of every frame, read once when first asked
+        for (only a tracker that segments needs them); None without a ``source``."""
+        if self._masks is None and self.source is not None:
+            ds, track = self.source
+            self._masks = ([ds.mask(track, i) for i in range(len(track))],
+                           [ds.void(track, i) for i in range(len(track))])
+        return self._masks
 
 
 def track_ground_truth(ds: VideoDataset, track: Track, method: BoxMethod = "minarearect") -> GroundTruth:
@@ -132,7 +185,34 @@ def track_ground_truth(ds: VideoDataset, track: Track, method: BoxMethod = "mina
             b = mask_aabb(ds.mask(track, i))
             if b is not None:
                 aabbs[i] = b
-    return GroundTruth(rboxes, aabbs)
+    return GroundTruth(rboxes, aabbs, source=(ds, track))
+
+
+# ----------------------------------------------------------------------------- masks as run lengths
+
+
+def encode_mask(mask: np.ndarray) -> dict[str, Any]:
+    """A boolean H×W mask as ``{"size": [H, W], "counts": [...]}``: lengths of alternating runs of
+    background and foreground pixels in row-major order, starting with background (0 if the first
+    pixel is foreground). Inverse: ``decode_mask``."""
+    m = np.asarray(mask, dtype=bool)
+    if m.ndim != 2:
+        raise ValueError(f"mask must be 2-D, got shape {m.shape}")
+    flat = m.ravel()
+    edges = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    runs = np.diff(np.concatenate(([0], edges, [flat.size])))
+    counts = ([0] if flat.size and flat[0] else []) + [int(r) for r in runs]
+    return {"size": [int(m.shape[0]), int(m.shape[1])], "counts": counts}
+
+
+def decode_mask(rle: Mapping[str, Any]) -> np.ndarray:
+    """The boolean mask of ``encode_mask``'s run lengths (``ValueError`` if they do not fill its size)."""
+    h, w = (int(v) for v in rle["size"])
+    counts = np.asarray(rle["counts"], dtype=np.int64)
+    if counts.sum() != h * w or (counts < 0).any():
+        raise ValueError(f"mask run lengths sum to {counts.sum()}, not {h}×{w}")
+    values = np.arange(counts.size) % 2 == 1
+    return np.repeat(values, counts).reshape(h, w)
 
 
 # ----------------------------------------------------------------------------- running
@@ -166,53 +246,136 @@ def _box_row(box: Any) -> np.ndarray:
     return row.astype(np.float64)
 
 
+def _aabb_row(aabb: Any) -> np.ndarray:
+    """A reported axis-aligned box as ``[x0, y0, x1, y1]``; NaN row if there is none (or it is not a box)."""
+    if aabb is None:
+        return np.full(4, np.nan)
+    try:
+        row = np.asarray(aabb, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        return np.full(4, np.nan)
+    if row.shape != (4,) or not np.all(np.isfinite(row)) or row[2] < row[0] or row[3] < row[1]:
+        return np.full(4, np.nan)
+    return row
+
+
 @dataclass
 class SequenceResult:
-    """What one tracker predicted on one track: a box per frame and the time each call took."""
+    """What one tracker predicted on one track: a box per frame, the axis-aligned box and mask it
+    reported (trackers that segment), and the time it took.
+
+    ``version`` 1 results (saved before axis-aligned boxes, masks and set-up times were recorded)
+    have ``aabbs`` and ``masks`` None and ``setup_seconds`` 0.
+    """
 
     tracker: str
     sequence: str  # the track's name, "<sequence>/<object id>"
     boxes: np.ndarray  # (N, 5) [cx, cy, w, h, angle]; NaN rows where the prediction was not a box
-    times: np.ndarray  # (N,) seconds in init (frame 0) / update (later frames)
+    times: np.ndarray  # (N,) seconds in set_ground_truth + init (frame 0) / update (later frames)
     img_size: tuple[int, int]  # (H, W)
     uses_ground_truth: bool = False
     frame_names: tuple[str, ...] = ()
+    # (N, 4) [x0, y0, x1, y1] the tracker reported; NaN rows: none (its rotated box's corner bounds count)
+    aabbs: np.ndarray | None = None
+    masks: list[dict[str, Any] | None] | None = None  # run-length masks per frame (trackers that segment)
+    setup_seconds: float = 0.0  # constructing the tracker (with its proposal tracker)
+    axis_aligned: bool = False  # the tracker declared axis_aligned = True
+    version: int = RESULT_VERSION
 
     def __len__(self) -> int:
         return len(self.boxes)
 
     @property
+    def seconds(self) -> float:
+        """The track's whole tracking time: construction, set-up, init (with adaptation) and updates."""
+        return float(self.setup_seconds + np.sum(self.times))
+
+    @property
+    def update_seconds(self) -> float:
+        return float(np.sum(self.times[1:]))
+
+    @property
     def fps(self) -> float:
-        total = float(np.sum(self.times))
-        return len(self) / total if total > 0 else float("inf")
+        """Frames over the whole tracking time (every per-track set-up counted)."""
+        return _rate(len(self), self.seconds)
+
+    @property
+    def fps_per_frame(self) -> float:
+        """Update calls only: frames after the first over the time spent in ``update``."""
+        return _rate(len(self) - 1, self.update_seconds)
+
+    @property
+    def box_source(self) -> str:
+        """Where its axis-aligned boxes come from: ``BOX_MASK``, ``BOX_AXIS_ALIGNED``, ``BOX_CORNERS``, ``BOX_LEGACY``."""
+        if self.version < 2:
+            return BOX_LEGACY
+        if self.masks is not None:
+            return BOX_MASK
+        return BOX_AXIS_ALIGNED if self.axis_aligned else BOX_CORNERS
 
     def box(self, i: int) -> RBox | None:
         row = self.boxes[i]
         return None if np.isnan(row).any() else RBox.from_array(row)
 
+    def aabb(self, i: int) -> np.ndarray | None:
+        """The tracker's axis-aligned box of frame ``i``: the one it reported, else its rotated box's
+        corner bounds; None where its prediction was not a box."""
+        pred = self.box(i)
+        if pred is None:
+            return None
+        if self.aabbs is not None and not np.isnan(self.aabbs[i]).any():
+            return self.aabbs[i]
+        return rbox_to_xyxy(pred)
+
+    def mask(self, i: int) -> np.ndarray | None:
+        """The mask the tracker tracked in frame ``i`` (None: it does not segment, or frame 0)."""
+        rle = None if self.masks is None else self.masks[i]
+        return None if rle is None else decode_mask(rle)
+
     def to_dict(self) -> dict:
         return {
             "format": RESULT_FORMAT,
+            "version": RESULT_VERSION,
             "tracker": self.tracker,
             "sequence": self.sequence,
             "img_size": list(self.img_size),
             "uses_ground_truth": bool(self.uses_ground_truth),
+            "axis_aligned": bool(self.axis_aligned),
             "frame_names": list(self.frame_names),
             "box_fields": ["cx", "cy", "w", "h", "angle"],
-            "boxes": [None if np.isnan(r).any() else [float(v) for v in r] for r in self.boxes],
+            "boxes": _rows(self.boxes),
+            "aabb_fields": ["x0", "y0", "x1", "y1"],
+            "aabbs": None if self.aabbs is None else _rows(self.aabbs),
+            "masks": self.masks,
+            "setup_seconds": float(self.setup_seconds),
             "times": [float(t) for t in self.times],
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SequenceResult:
-        if d.get("format") != RESULT_FORMAT:
-            raise ValueError(f"not a sequence result (format {d.get('format')!r}, expected {RESULT_FORMAT!r})")
+        fmt = d.get("format")
+        if fmt == LEGACY_RESULT_FORMAT:
+            version = 1
+        elif fmt == RESULT_FORMAT and d.get("version") == RESULT_VERSION:
+            version = 2
+        else:
+            raise ValueError(f"not a sequence result (format {fmt!r} version {d.get('version')!r}, expected "
+                             f"{RESULT_FORMAT!r} version {RESULT_VERSION} or {LEGACY_RESULT_FORMAT!r})")
         boxes = np.array([[np.nan] * 5 if b is None else b for b in d["boxes"]], dtype=np.float64).reshape(-1, 5)
+        aabbs = d.get("aabbs") if version >= 2 else None
+        if aabbs is not None:
+            aabbs = np.array([[np.nan] * 4 if b is None else b for b in aabbs], dtype=np.float64).reshape(-1, 4)
+        masks = d.get("masks") if version >= 2 else None
+        for name, per_frame in (("aabbs", aabbs), ("masks", masks), ("times", d["times"])):
+            if per_frame is not None and len(per_frame) != len(boxes):
+                raise ValueError(f"{len(per_frame)} {name} for {len(boxes)} frames")
         return cls(
             tracker=str(d["tracker"]), sequence=str(d["sequence"]), boxes=boxes,
             times=np.asarray(d["times"], dtype=np.float64), img_size=tuple(int(v) for v in d["img_size"]),
             uses_ground_truth=bool(d.get("uses_ground_truth", False)),
-            frame_names=tuple(d.get("frame_names", ())),
+            frame_names=tuple(d.get("frame_names", ())), aabbs=aabbs, masks=masks,
+            setup_seconds=float(d.get("setup_seconds", 0.0)), axis_aligned=bool(d.get("axis_aligned", False)),
+            version=version,
         )
 
     def save(self, path: str | Path) -> None:
@@ -226,15 +389,33 @@ class SequenceResult:
             raise ValueError(f"{path}: unreadable sequence result: {exc}") from None
 
 
+def _rate(frames: int, seconds: float) -> float:
+    if frames <= 0:
+        return float("nan")
+    return frames / seconds if seconds > 0 else float("inf")
+
+
+def _rows(a: np.ndarray) -> list[list[float] | None]:
+    return [None if np.isnan(r).any() else [float(v) for v in r] for r in a]
+
+
 def run_tracker(tracker: Any, ds: VideoDataset, track: Track, gt_boxes: Sequence[RBox | None],
-                name: str | None = None, init_box: RBox | None = None) -> SequenceResult:
+                name: str | None = None, init_box: RBox | None = None, setup_seconds: float = 0.0,
+                first_aabb: Any = None) -> SequenceResult:
     """One pass: ``init`` on frame 0 with the ground-truth box, ``update`` on every later frame.
 
     ``init_box`` replaces ``gt_boxes[0]`` as the box given to ``init`` (e.g. the mask's tight
-    bounds for an axis-aligned tracker); it is recorded as the frame-0 prediction.
-    A tracker with ``uses_ground_truth = True`` first gets ``set_ground_truth(gt_boxes, W, H)``.
-    Only the time inside ``init``/``update`` is measured. Exceptions raised by the tracker
-    propagate (a bug is not a tracking failure); a returned non-box is recorded as a NaN row.
+    bounds for an axis-aligned tracker); it is recorded as the frame-0 prediction, and
+    ``first_aabb`` (the annotation's tight box, what got10k / pytracking record for frame 0) as
+    its axis-aligned box. A tracker with ``uses_ground_truth = True`` first gets
+    ``set_ground_truth(gt_boxes, W, H)``. After each ``update`` the tracker's ``last_aabb`` (its
+    axis-aligned box, when it reports one) and ``last_mask`` (a tracker that segments) are read.
+
+    Time measured: ``set_ground_truth`` + ``init`` (frame 0; plus ``reused_init_seconds``, a shared
+    adaptation made for another tracker) and each ``update`` with the reading of its box and mask;
+    ``setup_seconds`` (constructing the tracker, measured by the caller) is recorded beside them.
+    Frame decoding is not timed. Exceptions raised by the tracker propagate (a bug is not a
+    tracking failure); a returned non-box is recorded as a NaN row.
     """
     if len(gt_boxes) != len(track):
         raise ValueError(f"{track.name}: {len(gt_boxes)} ground-truth boxes for {len(track)} frames")
@@ -242,28 +423,36 @@ def run_tracker(tracker: Any, ds: VideoDataset, track: Track, gt_boxes: Sequence
         raise ValueError(f"{track.name}: the object is absent in frame 0, nothing to initialise on")
     h, w = track.size
     uses_gt = bool(getattr(tracker, "uses_ground_truth", False))
-    if uses_gt:
-        tracker.set_ground_truth(list(gt_boxes), w, h)
+    segments = hasattr(tracker, "last_mask")
     n = len(track)
-    boxes = np.full((n, 5), np.nan)
+    boxes, aabbs = np.full((n, 5), np.nan), np.full((n, 4), np.nan)
+    masks: list[dict[str, Any] | None] | None = [None] * n if segments else None
     times = np.zeros(n)
     frame = ds.frame(track, 0)
     first = init_box if init_box is not None else gt_boxes[0]
     t0 = time.perf_counter()
+    if uses_gt:
+        tracker.set_ground_truth(list(gt_boxes), w, h)
     tracker.init(frame, first)
     # a tracker that reused work made for another (a shared first-frame adaptation) is charged for it
     times[0] = time.perf_counter() - t0 + float(getattr(tracker, "reused_init_seconds", 0.0))
     boxes[0] = first.as_array()
+    aabbs[0] = _aabb_row(first_aabb)
     for i in range(1, n):
         frame = ds.frame(track, i)
         t0 = time.perf_counter()
         pred = tracker.update(frame)
+        aabb = getattr(tracker, "last_aabb", None)
+        mask = tracker.last_mask if segments else None
         times[i] = time.perf_counter() - t0
-        boxes[i] = _box_row(pred)
+        boxes[i], aabbs[i] = _box_row(pred), _aabb_row(aabb)
+        if masks is not None and mask is not None:
+            masks[i] = encode_mask(mask)
     return SequenceResult(
         tracker=name or str(getattr(tracker, "name", type(tracker).__name__)), sequence=track.name,
         boxes=boxes, times=times, img_size=(int(h), int(w)), uses_ground_truth=uses_gt,
-        frame_names=tuple(track.frame_names),
+        frame_names=tuple(track.frame_names), aabbs=aabbs, masks=masks, setup_seconds=float(setup_seconds),
+        axis_aligned=bool(getattr(tracker, "axis_aligned", False)),
     )
 
 
@@ -276,13 +465,17 @@ class SequenceScore:
 
     tracker: str
     sequence: str
-    iou: np.ndarray  # axis-aligned IoU (headline, OTB protocol): inscribed ellipse's bounds vs tight bounds
-    iou_bounds: np.ndarray  # axis-aligned IoU of the rotated box's corners' bounds (the headline before session 11)
+    iou: np.ndarray  # headline (OTB): the tracker's axis-aligned box against the mask's tight box
+    iou_ellipse: np.ndarray  # the rotated box's inscribed ellipse's bounds against the tight box
+    iou_bounds: np.ndarray  # the rotated box's corner bounds against the tight box
     iou_rot: np.ndarray  # rotated IoU against the canonical ground-truth RBox
-    center_error: np.ndarray  # px; +inf where the prediction was not a box
-    fps: float
+    center_error: np.ndarray  # px, centre of the tracker's axis-aligned box; +inf where no box
+    fps: float  # frames over the whole tracking time (every per-track set-up counted)
+    fps_per_frame: float = float("nan")  # update calls only
     uses_ground_truth: bool = False
     loss_threshold: float = 0.0
+    jf: Mapping[str, float] | None = None  # metrics.j_and_f of the tracked masks; None: no masks
+    box_source: str = BOX_CORNERS
 
     @property
     def n_frames(self) -> int:
@@ -291,6 +484,7 @@ class SequenceScore:
 
     def summary(self) -> dict[str, Any]:
         valid, valid_rot = self.iou[~np.isnan(self.iou)], self.iou_rot[~np.isnan(self.iou_rot)]
+        jf = self.jf
         return {
             "tracker": self.tracker,
             "sequence": self.sequence,
@@ -299,20 +493,29 @@ class SequenceScore:
             "success_auc": success_auc(self.iou),
             "precision_20": precision_at(self.center_error, 20.0),
             "mean_iou": float(valid.mean()) if valid.size else float("nan"),
+            "jf": None if jf is None else float(jf["J&F"]),
+            "j_mean": None if jf is None else float(jf["J_mean"]),
+            "f_mean": None if jf is None else float(jf["F_mean"]),
+            "success_auc_ellipse": success_auc(self.iou_ellipse),
             "success_auc_bounds": success_auc(self.iou_bounds),
             "success_auc_rot": success_auc(self.iou_rot),
             "mean_iou_rot": float(valid_rot.mean()) if valid_rot.size else float("nan"),
             "losses": count_losses(self.iou, self.loss_threshold),
             "fps": self.fps,
+            "fps_per_frame": self.fps_per_frame,
+            "box": self.box_source,
         }
 
 
 def score_sequence(result: SequenceResult, gt_rboxes: Sequence[RBox | None], gt_aabbs: Any,
-                   loss_threshold: float = 0.0) -> SequenceScore:
-    """Per-frame axis-aligned IoU, rotated IoU and centre error of a result against the annotation.
+                   loss_threshold: float = 0.0, gt_masks: Sequence[Any] | None = None,
+                   gt_voids: Sequence[Any] | None = None) -> SequenceScore:
+    """Per-frame IoUs and centre error of a result against the annotation, and J&F of its masks.
 
     ``gt_rboxes``: canonical rotated boxes (None where absent); ``gt_aabbs``: (N, 4)
-    ``[x0, y0, x1, y1]`` tight mask bounds (NaN rows or None entries where absent).
+    ``[x0, y0, x1, y1]`` tight mask bounds (NaN rows or None entries where absent); ``gt_masks``
+    (and ``gt_voids``, void pixels or None per frame): the object's masks, needed for J&F of a
+    result with masks (J&F is None without them, or for a result without masks).
     """
     n = len(result)
     if len(gt_rboxes) != n:
@@ -320,22 +523,38 @@ def score_sequence(result: SequenceResult, gt_rboxes: Sequence[RBox | None], gt_
     aabbs = np.array([[np.nan] * 4 if b is None else b for b in gt_aabbs], dtype=np.float64).reshape(-1, 4)
     if len(aabbs) != n:
         raise ValueError(f"{result.sequence}: {n} predictions for {len(aabbs)} ground-truth bounds")
-    iou, iou_bounds, iou_rot, err = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
+    iou, iou_ell, iou_bounds, iou_rot, err = (np.full(n, np.nan) for _ in range(5))
     for i in range(1, n):  # frame 0 is given, not scored
         gt_r, gt_a = gt_rboxes[i], aabbs[i]
         present = gt_r is not None and not np.isnan(gt_a).any()
         if not present:
             continue
-        pred = result.box(i)
-        if pred is None:
-            iou[i], iou_bounds[i], iou_rot[i], err[i] = 0.0, 0.0, 0.0, math.inf
+        pred, box = result.box(i), result.aabb(i)
+        if pred is None or box is None:
+            iou[i], iou_ell[i], iou_bounds[i], iou_rot[i], err[i] = 0.0, 0.0, 0.0, 0.0, math.inf
             continue
-        iou[i] = aabb_iou(rbox_ellipse_xyxy(pred), gt_a)
+        iou[i] = aabb_iou(box, gt_a)
+        iou_ell[i] = aabb_iou(rbox_ellipse_xyxy(pred), gt_a)
         iou_bounds[i] = aabb_iou(rbox_to_xyxy(pred), gt_a)
         iou_rot[i] = rotated_iou(pred, gt_r)
-        err[i] = float(center_errors([[pred.cx, pred.cy]], [[(gt_a[0] + gt_a[2]) / 2, (gt_a[1] + gt_a[3]) / 2]])[0])
-    return SequenceScore(result.tracker, result.sequence, iou, iou_bounds, iou_rot, err, result.fps,
-                         result.uses_ground_truth, loss_threshold)
+        err[i] = float(center_errors([[(box[0] + box[2]) / 2, (box[1] + box[3]) / 2]],
+                                     [[(gt_a[0] + gt_a[2]) / 2, (gt_a[1] + gt_a[3]) / 2]])[0])
+    jf = None
+    if result.masks is not None and gt_masks is not None:
+        if len(gt_masks) != n:
+            raise ValueError(f"{result.sequence}: {n} predictions for {len(gt_masks)} ground-truth masks")
+        h, w = result.img_size
+        preds = [np.zeros((h, w), bool) if m is None else m for m in (result.mask(i) for i in range(n))]
+        jf = j_and_f(preds, list(gt_masks), gt_voids, exclude_first_last=True)
+    return SequenceScore(result.tracker, result.sequence, iou, iou_ell, iou_bounds, iou_rot, err, result.fps,
+                         result.fps_per_frame, result.uses_ground_truth, loss_threshold, jf, result.box_source)
+
+
+def score_against(result: SequenceResult, gt: GroundTruth, loss_threshold: float = 0.0) -> SequenceScore:
+    """``score_sequence`` against a track's ``GroundTruth`` (its masks read only for a result with masks)."""
+    masks = gt.masks() if result.masks is not None else None
+    return score_sequence(result, gt.rboxes, gt.aabbs, loss_threshold,
+                          None if masks is None else masks[0], None if masks is None else masks[1])
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -359,7 +578,8 @@ class EvaluationResults:
         return [s.summary() for runs in self.runs.values() for _, s in runs]
 
     def overall(self) -> list[dict[str, Any]]:
-        """One row per tracker: per-sequence numbers averaged over sequences, losses summed."""
+        """One row per tracker: per-sequence numbers averaged over sequences, losses summed, fps of
+        all frames over all time (J&F and its parts: None when no sequence has masks)."""
         rows = []
         for name, runs in self.runs.items():
             sums = [s.summary() for _, s in runs]
@@ -369,14 +589,17 @@ class EvaluationResults:
                 "sequences": len(runs),
                 "frames": int(sum(r["frames"] for r in sums)),
             }
-            for key in ("success_auc", "precision_20", "mean_iou", "success_auc_bounds", "success_auc_rot",
-                        "mean_iou_rot"):
-                vals = np.array([r[key] for r in sums], dtype=np.float64)
-                row[key] = float(np.nanmean(vals)) if np.any(~np.isnan(vals)) else float("nan")
+            for key in _MEAN_KEYS:
+                vals = np.array([r[key] for r in sums if r[key] is not None], dtype=np.float64)
+                if not vals.size and any(r[key] is None for r in sums):
+                    row[key] = None  # J&F of a tracker without masks: not applicable
+                else:
+                    row[key] = float(np.nanmean(vals)) if np.any(~np.isnan(vals)) else float("nan")
             row["losses"] = int(sum(r["losses"] for r in sums))
-            total_time = float(sum(np.sum(res.times) for res, _ in runs))
-            total_frames = sum(len(res) for res, _ in runs)
-            row["fps"] = total_frames / total_time if total_time > 0 else float("inf")
+            row["fps"] = _rate(sum(len(res) for res, _ in runs), sum(res.seconds for res, _ in runs))
+            row["fps_per_frame"] = _rate(sum(len(res) - 1 for res, _ in runs),
+                                         sum(res.update_seconds for res, _ in runs))
+            row["box"] = " / ".join(dict.fromkeys(r["box"] for r in sums))
             rows.append(row)
         return rows
 
@@ -402,7 +625,8 @@ def evaluate_trackers(
 ) -> EvaluationResults:
     """Run every tracker on every track (a fresh tracker from its factory per track) and score it.
 
-    ``trackers`` maps the name shown in the report to a zero-argument factory. A tracker with
+    ``trackers`` maps the name shown in the report to a zero-argument factory; the time it takes
+    to build the tracker counts in the track's fps. A tracker with
     ``axis_aligned = True`` is initialised with the mask's tight bounds (``"tight"``, OTB) or
     with the rotated ground-truth box like every other tracker (``"rbox"``). With
     ``results_dir`` each sequence result is saved as JSON as soon as it exists
@@ -417,14 +641,17 @@ def evaluate_trackers(
         gt = track_ground_truth(ds, track, box_method)
         for name, factory in trackers.items():
             bar.set_postfix_str(f"{name} {track.name}")
-            tracker = factory()
+            t0 = time.perf_counter()
+            tracker = factory()  # constructing it is part of its per-track set-up (fps)
+            setup = time.perf_counter() - t0
             init_box = None
             if axis_aligned_init == "tight" and getattr(tracker, "axis_aligned", False):
                 init_box = aabb_to_rbox(gt.aabbs[0])
-            result = run_tracker(tracker, ds, track, gt.rboxes, name=name, init_box=init_box)
+            result = run_tracker(tracker, ds, track, gt.rboxes, name=name, init_box=init_box, setup_seconds=setup,
+                                 first_aabb=gt.aabbs[0])
             if results_dir is not None:
                 result.save(result_file(results_dir, name, track.name))
-            out.add(result, score_sequence(result, gt.rboxes, gt.aabbs, loss_threshold))
+            out.add(result, score_against(result, gt, loss_threshold))
             bar.update(1)
     bar.close()
     return out
@@ -578,18 +805,32 @@ def _load_unrecorded(path: Path, trackers: Sequence[str] | None, warn: Callable[
 
 
 def rescore(results: Iterable[SequenceResult], ds: VideoDataset, box_method: BoxMethod = "minarearect",
-            loss_threshold: float = 0.0) -> EvaluationResults:
-    """Score saved results against the dataset's annotation again, without running any tracker."""
+            loss_threshold: float = 0.0, warn: Callable[[str], None] = _warn) -> EvaluationResults:
+    """Score saved results against the dataset's annotation again, without running any tracker.
+
+    Results of version 1 (no axis-aligned box, mask or construction time stored) score with their
+    rotated box's corner bounds as the axis-aligned box and no J&F; ``warn`` says which they are.
+    """
+    results = list(results)
     by_name = {t.name: t for t in ds.tracks()}
-    gts: dict[str, GroundTruth] = {}
+    missing = [r for r in results if r.sequence not in by_name]
+    if missing:
+        raise ValueError(f"result for {missing[0].sequence!r} ({missing[0].tracker}): no such track in {ds.root}")
+    legacy = sorted({r.tracker for r in results if r.version < 2})
+    if legacy:
+        warn(f"results of {', '.join(legacy)} were saved in format version 1, which stores no axis-aligned box "
+             "or mask: they are rescored with the rotated box's corner bounds as the axis-aligned box (a tracker "
+             "that segments scored with its mask's tight box when evaluated anew), no J&F, and fps without "
+             "tracker construction; evaluate again for the current protocol")
+    scores: dict[int, SequenceScore] = {}
+    for sequence in dict.fromkeys(r.sequence for r in results):  # one track's annotation (and masks) at a time
+        gt = track_ground_truth(ds, by_name[sequence], box_method)
+        for i, res in enumerate(results):
+            if res.sequence == sequence:
+                scores[i] = score_against(res, gt, loss_threshold)
     out = EvaluationResults()
-    for res in results:
-        if res.sequence not in by_name:
-            raise ValueError(f"result for {res.sequence!r} ({res.tracker}): no such track in {ds.root}")
-        if res.sequence not in gts:
-            gts[res.sequence] = track_ground_truth(ds, by_name[res.sequence], box_method)
-        gt = gts[res.sequence]
-        out.add(res, score_sequence(res, gt.rboxes, gt.aabbs, loss_threshold))
+    for i, res in enumerate(results):
+        out.add(res, scores[i])
     return out
 
 
@@ -597,6 +838,8 @@ def rescore(results: Iterable[SequenceResult], ds: VideoDataset, box_method: Box
 
 
 def _fmt(value: Any, fmt: str) -> str:
+    if value is None:  # not applicable (J&F of a tracker without masks): a blank cell
+        return ""
     if isinstance(value, float) and math.isnan(value):
         return "–"
     if isinstance(value, float) and math.isinf(value):
@@ -612,11 +855,23 @@ def _columns(per_sequence: bool) -> list[tuple[str, str, str]]:
     return lead + [("frames", "Frames", "{:d}")] + list(_METRIC_COLUMNS)
 
 
+TABLE_NOTE = (
+    "Success AUC (IoU thresholds 0..1), Prec@20px and mIoU: the tracker's axis-aligned box against the "
+    "mask's tight box (OTB); Box says what that box is: mask = the tight box of the tracker's mask (SiamMask), "
+    "corners = the corner bounds of its rotated box, axis-aligned = its own box. J&F: DAVIS, of the tracked "
+    "masks (box-initialised; blank: the tracker has no masks). AUC ellipse / AUC corners: the rotated box's "
+    "inscribed-ellipse bounds / corner bounds; AUC rot, mIoU rot: rotated IoU. FPS: frames over the whole "
+    "time per track (construction, init, first-frame adaptation, proposal trackers, updates); FPS (per frame): "
+    "update calls only."
+)
+
+
 def markdown_table(rows: Sequence[Mapping[str, Any]], per_sequence: bool = False) -> str:
-    """A Markdown table of overall (or per-sequence) rows; trackers that use the answer are marked †."""
+    """A Markdown table of overall (or per-sequence) rows and what its columns mean; trackers that use
+    the answer are marked †."""
     cols = _columns(per_sequence)
     lines = ["| " + " | ".join(h for _, h, _ in cols) + " |",
-             "|" + "|".join(":---" if key in ("tracker", "sequence") else "---:" for key, _, _ in cols) + "|"]
+             "|" + "|".join(":---" if key in ("tracker", "sequence", "box") else "---:" for key, _, _ in cols) + "|"]
     for r in rows:
         cells = []
         for key, _, fmt in cols:
@@ -625,15 +880,18 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], per_sequence: bool = False
                 cell += " †"
             cells.append(cell)
         lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", TABLE_NOTE]
     if any(r.get("uses_gt") for r in rows):
-        lines.append("")
-        lines.append("† uses the ground truth (upper bound, not a tracker).")
+        lines += ["", "† uses the ground truth (upper bound, not a tracker)."]
+    if any(BOX_LEGACY in str(r.get("box", "")) for r in rows):
+        lines += ["", f"{BOX_LEGACY}: rescored from results saved in format version 1 (no axis-aligned box or mask "
+                      "stored): corner bounds, no J&F, fps without tracker construction."]
     return "\n".join(lines) + "\n"
 
 
 def csv_table(rows: Sequence[Mapping[str, Any]], per_sequence: bool = False) -> str:
-    """CSV of the same rows, machine-readable keys as headers, full precision."""
-    keys = [k for k, _, _ in _columns(per_sequence)] + ["uses_gt"]
+    """CSV of the same rows, machine-readable keys as headers, full precision (blank: not applicable)."""
+    keys = [k for k, _, _ in _columns(per_sequence)] + list(_CSV_EXTRAS)
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
@@ -643,7 +901,8 @@ def csv_table(rows: Sequence[Mapping[str, Any]], per_sequence: bool = False) -> 
 
 
 def plot_success(results: EvaluationResults, path: str | Path, title: str = "") -> None:
-    """PNG success plots: axis-aligned IoU (headline) and rotated IoU, one curve per tracker, AUC in the legend."""
+    """PNG success plots, one curve per tracker with its success AUC in the legend: the headline (the
+    tracker's axis-aligned box against the mask's tight box, OTB) and the rotated IoU."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -655,7 +914,7 @@ def plot_success(results: EvaluationResults, path: str | Path, title: str = "") 
     palette = [plt.get_cmap("tab10")(i) for i in range(10)] + [plt.get_cmap("tab20")(2 * i + 1) for i in range(10)]
     colour = {name: palette[i % len(palette)] for i, name in enumerate(results.trackers)}
     fig, axes = plt.subplots(1, 2, figsize=(15, 4.4 + 0.12 * max(0, len(colour) - 12)))
-    for ax, rotated, label, key in ((axes[0], False, "axis-aligned IoU (OTB)", "success_auc"),
+    for ax, rotated, label, key in ((axes[0], False, "IoU of the tracker's axis-aligned box (OTB)", "success_auc"),
                                     (axes[1], True, "rotated IoU", "success_auc_rot")):
         curves = results.success_curves(rotated)
         order = sorted(curves, key=lambda n: -np.nan_to_num(overall[n][key], nan=-1.0))
@@ -667,7 +926,7 @@ def plot_success(results: EvaluationResults, path: str | Path, title: str = "") 
         ax.set_ylim(0, 1.02)
         ax.set_xlabel(f"overlap threshold ({label})")
         ax.set_ylabel("success rate")
-        ax.set_title(f"Success plot — {label}", fontsize=10)
+        ax.set_title(f"Success plot — {label}; [success AUC]", fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     if title:
@@ -677,14 +936,82 @@ def plot_success(results: EvaluationResults, path: str | Path, title: str = "") 
     plt.close(fig)
 
 
+def toolkit_boxes(result: SequenceResult) -> np.ndarray:
+    """The tracker's axis-aligned box per frame as ``[x, y, w, h]`` in the got10k / pytracking convention.
+
+    Their boxes count pixels: ``x, y`` is the 0-based column and row of the top-left pixel, ``w, h``
+    the width and height in pixels (pytracking takes the centre as ``x + (w − 1)/2``; in the
+    pixel-edge reading pixel ``i`` spans ``[i, i + 1)`` and the box ``[x, x + w)``). A box of this
+    project runs between the centres of its outermost pixels, so ``[x0, y0, x1, y1]`` becomes
+    ``[x0, y0, x1 − x0 + 1, y1 − y0 + 1]``: the mask's tight box becomes exactly the pixel-count box
+    of the mask, and the centres agree. Frame 0 is the given box (the annotation's tight box when
+    recorded); a frame without a box is ``0, 0, 0, 0`` (got10k scores it IoU 0, pytracking keeps the
+    previous box: their own conventions for a missing prediction).
+    """
+    out = np.zeros((len(result), 4))
+    for i in range(len(result)):
+        box = result.aabb(i)
+        if box is not None:
+            out[i] = [box[0], box[1], box[2] - box[0] + 1.0, box[3] - box[1] + 1.0]
+    return out
+
+
+def toolkit_times(result: SequenceResult) -> np.ndarray:
+    """Seconds per frame as got10k / pytracking record them: frame 0 holds the track's set-up
+    (construction, init, adaptation), later frames their ``update``; they sum to the track's time."""
+    times = np.asarray(result.times, dtype=np.float64).copy()
+    if times.size:
+        times[0] += result.setup_seconds
+    return times
+
+
+def write_toolkit_files(results: EvaluationResults, out_dir: str | Path) -> dict[str, Path]:
+    """Per-sequence result files that the got10k and pytracking toolkits read; returns their two folders.
+
+    * got10k (``ExperimentGOT10k`` / ``ExperimentOTB`` record format):
+      ``<out>/got10k/<tracker>/<sequence>/<sequence>_001.txt``, one ``x,y,w,h`` line per frame
+      (comma-separated, ``%.3f``; repetition 1 of a deterministic run), and
+      ``<sequence>_time.txt``, one line of seconds per frame (``%.8f``), e.g. ``10.000,18.000,12.000,12.000``
+      and ``0.00123400``.
+    * pytracking (``pytracking/evaluation/running.py``):
+      ``<out>/pytracking/<tracker>/<sequence>.txt``, one ``x<TAB>y<TAB>w<TAB>h`` line per frame, and
+      ``<sequence>_time.txt``, one line of seconds per frame (``%f``). pytracking writes its own boxes
+      as integers but reads any number (``load_text(..., dtype=np.float64)``), so these keep three
+      decimals: ``10.000\t18.000\t12.000\t12.000``. Its ``Tracker(name, parameter_name)`` reads
+      ``<results_path>/<name>/<parameter_name>/<sequence>.txt``: set ``results_path`` to ``<out>`` with
+      name ``pytracking`` and ``parameter_name`` the tracker's folder.
+
+    Boxes: ``toolkit_boxes`` (pixel-count convention, frame 0 = the given box); times:
+    ``toolkit_times``. Tracker and sequence names are made file-safe (a track ``bear/1`` → ``bear_1``).
+    The toolkits score against their own annotation files, in the same pixel-count convention.
+    """
+    out = Path(out_dir)
+    got, pyt = out / GOT10K_DIR, out / PYTRACKING_DIR
+    for name, runs in results.runs.items():
+        for res, _ in runs:
+            seq = _slug(res.sequence)
+            boxes, times = toolkit_boxes(res), toolkit_times(res)
+            folder = got / _slug(name) / seq
+            atomic_write_text(folder / f"{seq}_001.txt", _lines(boxes, "%.3f", ","))
+            atomic_write_text(folder / f"{seq}_time.txt", _lines(times[:, None], "%.8f", ","))
+            atomic_write_text(pyt / _slug(name) / f"{seq}.txt", _lines(boxes, "%.3f", "\t"))
+            atomic_write_text(pyt / _slug(name) / f"{seq}_time.txt", _lines(times[:, None], "%f", "\t"))
+    return {"got10k": got, "pytracking": pyt}
+
+
+def _lines(rows: np.ndarray, fmt: str, sep: str) -> str:
+    return "".join(sep.join(fmt % v for v in row) + "\n" for row in rows)
+
+
 def write_report(results: EvaluationResults, out_dir: str | Path, title: str = "",
-                 save_sequences: bool = True) -> dict[str, Path]:
+                 save_sequences: bool = True, toolkit_files: bool = True) -> dict[str, Path]:
     """Write the report into ``out_dir`` (every file atomically) and return the paths by role.
 
     ``overall.md`` / ``overall.csv`` (one row per tracker), ``sequences.md`` / ``sequences.csv``
-    (one row per tracker and track), ``success.png``, and with ``save_sequences`` the predicted
-    boxes per frame under ``results/<tracker>/<track>.json`` (``load_results`` + ``rescore``
-    recompute the report from them).
+    (one row per tracker and track), ``success.png``; with ``save_sequences`` the predictions per
+    frame under ``results/<tracker>/<track>.json`` (``load_results`` + ``rescore`` recompute the
+    report from them); with ``toolkit_files`` the got10k and pytracking files
+    (``write_toolkit_files``).
     """
     out = Path(out_dir)
     overall, per_seq = results.overall(), results.per_sequence()
@@ -702,6 +1029,8 @@ def write_report(results: EvaluationResults, out_dir: str | Path, title: str = "
     if save_sequences:
         save_results(results, out / "results")
         paths["results"] = out / "results"
+    if toolkit_files:
+        paths.update(write_toolkit_files(results, out))
     return paths
 
 

@@ -1,10 +1,13 @@
 """`python -m bmvtrack.evaluate`: run box trackers over a dataset's tracks and write the baseline report.
 
-Prints the overall table (success AUC, precision@20 px, mean IoU axis-aligned and rotated,
-losses of track, fps) and writes ``overall.{md,csv}``, ``sequences.{md,csv}``, ``success.png``
-and the predicted boxes per sequence (``results/``) into ``--out``, with the exact command.
-``--rescore DIR`` recomputes the report from saved results without running any tracker.
-Protocol: see ``bmvtrack.evaluate``.
+Prints the overall table — the standard columns first: success AUC, precision at 20 px and mean
+IoU of each tracker's axis-aligned box against the mask's tight box (OTB), J&F of the tracked
+masks (trackers that segment); then the ellipse and corner conversions of the rotated box, the
+rotated IoU, losses of track, fps with every per-track set-up counted and fps of the update calls
+alone — and writes ``overall.{md,csv}``, ``sequences.{md,csv}``, ``success.png``, the predictions
+per sequence (``results/``) and the same boxes in the got10k and pytracking formats (``got10k/``,
+``pytracking/``) into ``--out``, with the exact command. ``--rescore DIR`` recomputes the report
+from saved results without running any tracker. Protocol: see ``bmvtrack.evaluate``.
 
 No result is lost or mixed up (``bmvtrack.run_folder``): ``--out`` is locked while the command
 writes it (a second command on it stops at once); a folder that already holds an evaluation is
@@ -131,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     ds = VideoDataset.from_config(cfg)
     title = f"Tracking on {cfg.root} ({ds.layout}, {ds.resolution or ''} split {cfg.split or 'all'})"
     command = "python -m bmvtrack.evaluate " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    from bmvtrack.logging_wandb import dataset_config
+
+    resolved = {"command": command, "title": title, "data": dataset_config(cfg, ds), "adapt": adapt}  # the W&B config
     if args.rescore is not None:
         _check_rescore_target(args.rescore, args.out)
         chosen = None if args.trackers is None else [n.strip().lower() for n in args.trackers.split(",") if n.strip()]
@@ -143,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             write_manifest(args.out, status="finished", trackers=results.trackers,
                            tracks=sorted({r.sequence for r in loaded}), kind="rescore",
                            source=str(evaluation_folder(args.rescore)), command=command)
-            _print_and_log(results, paths, args, title)
+            _print_and_log(results, paths, args, title, {**resolved, "kind": "rescore"})
         return 0
     names = [n.strip().lower() for n in (args.trackers or DEFAULT_TRACKERS).split(",") if n.strip()]
     from bmvtrack.agents.loading import learned_tracker_factories
@@ -174,31 +180,36 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_text(args.out / "command.txt", command + "\n")
         write_manifest(args.out, status="finished", trackers=list(factories), tracks=[t.name for t in tracks],
                        results=results, **record)
-        _print_and_log(results, paths, args, title)
+        _print_and_log(results, paths, args, title, {**resolved, "kind": "run"})
     return 0
 
 
-def _print_and_log(results: EvaluationResults, paths: dict, args: argparse.Namespace, title: str) -> None:
+def _print_and_log(results: EvaluationResults, paths: dict, args: argparse.Namespace, title: str,
+                   resolved: dict | None = None) -> None:
     n_tracks = max((len(r) for r in results.runs.values()), default=0)
     print(f"{title}: {n_tracks} tracks\n")
     print(markdown_table(results.overall()))
     print(f"wrote {', '.join(str(v) for v in paths.values())} and {args.out / 'command.txt'}")
-    log_report(results, paths, args, title)
+    log_report(results, paths, args, title, resolved)
 
 
-def log_report(results, paths: dict, args: argparse.Namespace, title: str) -> None:
-    """The overall table and the success plot to W&B (offline by default)."""
-    from bmvtrack.logging_wandb import RunLogger, WandbConfig, run_name
+def log_report(results, paths: dict, args: argparse.Namespace, title: str, resolved: dict | None = None) -> None:
+    """The overall table and the success plot to W&B (offline by default); the run's config is the
+    command's resolved configuration (``args``, ``data``, ``adapt``, ``trackers``, ``tracks``, …)."""
+    from bmvtrack.logging_wandb import RunLogger, WandbConfig, command_config, run_name
 
     rows = results.overall()
     if not rows:
         return
-    logger = RunLogger(args.out, run_name("evaluate"), "evaluate", {"title": title, "trackers": list(results.runs)},
-                       WandbConfig(enabled=not args.no_wandb))
-    keys = ("success_auc", "success_auc_bounds", "precision_20", "mean_iou", "success_auc_rot", "fps")
+    config = command_config(args, **{"title": title, **(resolved or {})}, trackers=list(results.runs),
+                            tracks=max((len(r) for r in results.runs.values()), default=0))
+    logger = RunLogger(args.out, run_name("evaluate"), "evaluate", config, WandbConfig(enabled=not args.no_wandb))
+    keys = ("success_auc", "precision_20", "mean_iou", "jf", "success_auc_ellipse", "success_auc_bounds",
+            "success_auc_rot", "fps", "fps_per_frame")
     logger.log({f"eval/{r['tracker']}/{k}": r[k] for r in rows for k in keys if isinstance(r.get(k), (int, float))})
     cols = list(rows[0])
-    logger.log_table("eval/overall", cols, [[r[c] for c in cols] for r in rows])
+    # a blank J&F (tracker without masks) goes to the table as NaN: one type per column
+    logger.log_table("eval/overall", cols, [[float("nan") if r[c] is None else r[c] for c in cols] for r in rows])
     png = paths.get("success_png") or next((v for v in paths.values() if str(v).endswith(".png")), None)
     if png is not None:
         logger.log_image("eval/success_plot", png)
