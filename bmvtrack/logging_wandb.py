@@ -2,14 +2,21 @@
 
 ``RunLogger`` writes every scalar to ``<run_dir>/metrics.jsonl`` (so curves can be re-plotted
 without W&B) and, when enabled, to a W&B run in the project ``bmvtrack``. W&B is imported lazily;
-``--no-wandb`` (``WandbConfig.enabled = False``) or ``WANDB_MODE=disabled`` turn it off. Offline
-runs land in ``<runs>/wandb/`` and are uploaded later with ``wandb sync <runs>/wandb/offline-run-*``.
+``--no-wandb`` (``WandbConfig.enabled = False``) or ``WANDB_MODE=disabled`` turn it off, and a W&B
+that fails to start (not installed, not logged in for an online run) only warns: the command goes on
+with ``metrics.jsonl``. Offline runs land in ``<runs>/wandb/`` (``WANDB_DIR`` moves them) and are
+uploaded later with ``wandb sync <runs>/wandb/offline-run-*``; ``WANDB_MODE=online`` (or
+``--set wandb.mode=online``) logs live. Every command logs its resolved configuration as the run's
+config (``command_config``: its parsed arguments plus what they resolved to, e.g. the dataset's
+detected layout); runs of one experiment share ``WandbConfig.group`` or ``WANDB_RUN_GROUP``.
 Keys are namespaced: ``train/…``, ``val/…``, ``eval/…``, ``rollout/…``.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +33,7 @@ class WandbConfig:
     mode: Literal["offline", "online", "disabled"] = "offline"  # WANDB_MODE in the environment wins
     project: str = "bmvtrack"  # one project for every command
     entity: str | None = None  # W&B team or user (online only)
-    group: str | None = None  # runs of one experiment (e.g. seeds) share a group
+    group: str | None = None  # runs of one experiment (e.g. seeds) share a group; unset: WANDB_RUN_GROUP
     tags: list[str] = field(default_factory=list)  # extra tags
 
 
@@ -34,6 +41,37 @@ def run_name(command: str, tag: str = "", stamp: str | None = None) -> str:
     """``<command>[-<tag>]-<YYYYmmdd-HHMMSS>``: the same name for the run folder and the W&B run."""
     stamp = stamp or time.strftime("%Y%m%d-%H%M%S")
     return "-".join(p for p in (command, tag, stamp) if p)
+
+
+def plain(value: Any) -> Any:
+    """``value`` as JSON-able plain data (dataclasses as dicts, paths as strings, tuples as lists,
+    numpy scalars and arrays as numbers and lists), so a config logs the same to W&B, JSON and YAML."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [plain(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if callable(getattr(value, "tolist", None)):  # numpy scalar or array
+        return plain(value.tolist())
+    return str(value)
+
+
+def command_config(args: Any, **resolved: Any) -> dict[str, Any]:
+    """A command's resolved configuration: ``args`` (its parsed argparse namespace) and the values
+    they resolved to (``data=dataset_config(...)``, tracker names, …), as plain data."""
+    return {"args": plain(vars(args)), **{k: plain(v) for k, v in resolved.items()}}
+
+
+def dataset_config(cfg: Any, ds: Any) -> dict[str, Any]:
+    """A ``DataConfig`` with what reading it resolved: the detected layout and resolution."""
+    out = plain(cfg)
+    out.update(layout=ds.layout, resolution=getattr(ds, "resolution", None))
+    return out
 
 
 class RunLogger:
@@ -56,12 +94,19 @@ class RunLogger:
             if wandb is not None:
                 wandb_dir = Path(os.environ.get("WANDB_DIR", RUNS_DIR))
                 wandb_dir.mkdir(parents=True, exist_ok=True)
-                self.wandb = wandb.init(
-                    project=cfg.project, entity=cfg.entity, group=cfg.group, job_type=command,
-                    name=name, config=config or {}, dir=str(wandb_dir), mode=mode,
-                    tags=[command, *cfg.tags], id=resume_id, resume="allow" if resume_id else None,
-                    reinit="finish_previous",
-                )
+                try:
+                    self.wandb = wandb.init(
+                        project=cfg.project, entity=cfg.entity, job_type=command,
+                        # read here, not by wandb: its settings keep the environment of the process's first run
+                        group=cfg.group or os.environ.get("WANDB_RUN_GROUP") or None,
+                        name=name, config=plain(config or {}), dir=str(wandb_dir), mode=mode,
+                        tags=[command, *cfg.tags], id=resume_id, resume="allow" if resume_id else None,
+                        reinit="finish_previous",  # wandb >= 0.19.9
+                    )
+                except Exception as exc:  # W&B is never required: a failed start costs the run its dashboard only
+                    print(f"warning: W&B did not start ({type(exc).__name__}: {exc}); "
+                          f"logging to {self.run_dir / 'metrics.jsonl'} only", file=sys.stderr)
+                    self.wandb = None
 
     @property
     def run_id(self) -> str | None:

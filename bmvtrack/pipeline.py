@@ -13,12 +13,17 @@ Outputs go under ``./data`` and ``./runs`` (``BMVTRACK_DATA_DIR`` / ``BMVTRACK_R
 the full job's videos are the synthetic default's folder (``paths.SYNTH_DIR``, which
 ``BMVTRACK_SYNTH_DIR`` moves). ``--quick`` generates its own small set and writes under
 ``runs/quick`` so that its tiny prior and checkpoint are never taken for the full job's finished steps.
+W&B (offline by default): the runs of the steps share one group, ``pipeline-[quick-]<time>`` (or the
+``WANDB_RUN_GROUP`` already set), and the pipeline's own run in it holds its resolved configuration
+(budget, seed, folders) and each step's duration.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 QUICK = {
@@ -36,9 +41,25 @@ def _step(title: str) -> float:
     return time.time()
 
 
-def _done(t0: float, *paths: Path) -> None:
+def _done(t0: float, *paths: Path) -> float:
     where = ", ".join(str(p) for p in paths)
-    print(f"--- done in {time.time() - t0:.0f}s: {where}", flush=True)
+    took = time.time() - t0
+    print(f"--- done in {took:.0f}s: {where}", flush=True)
+    return took
+
+
+@contextmanager
+def _env(name: str, value: str):
+    """``os.environ[name] = value`` inside the block (the commands run in-process read it)."""
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,6 +69,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-wandb", action="store_true", help="do not log to W&B")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    from bmvtrack.logging_wandb import run_name
+
+    name = run_name("pipeline", "quick" if args.quick else "")
+    group = os.environ.get("WANDB_RUN_GROUP") or name
+    with _env("WANDB_RUN_GROUP", group):  # every step's W&B run joins the pipeline's group
+        return _run(args, name, group)
+
+
+def _run(args: argparse.Namespace, run: str, group: str) -> int:
     budget = QUICK if args.quick else FULL
 
     from bmvtrack import analyze_motion, evaluate, paths, pretrain_vae, train_sac, visualize
@@ -68,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = _step("1/6 synthetic data")
     ensure_synthetic(data_root, layout=layout, videos=budget["videos"], seed=args.seed,
                      cfg=SynthConfig(frames=budget["frames"]))
-    _done(t0, data_root)
+    took = {"data": _done(t0, data_root)}
 
     t0 = _step("2/6 motion prior (training split)")
     robust = prior.with_name("prior_robust.json")
@@ -76,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         analyze_motion.main([*data_args, "--split", "train", "--out", str(prior), "--overwrite"])
     if args.force or not robust.is_file():  # the bulk of the motion (for agent.prior_file=...; the default cue agent uses the env prior)
         analyze_motion.main([*data_args, "--split", "train", "--fit", "robust", "--out", str(robust), "--overwrite"])
-    _done(t0, prior, prior.with_suffix(".png"), robust)
+    took["motion_prior"] = _done(t0, prior, prior.with_suffix(".png"), robust)
 
     t0 = _step("3/6 pretrain the βMVUnet")
     ckpt = vae_dir / paths.DEFAULT_VAE_CHECKPOINT.name
@@ -87,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             sets.append(f"max_steps={budget['pretrain_steps']}")
         # no checkpoint: at most an interrupted run's logs are there; --force: redo it
         pretrain_vae.main([*sum((["--set", s] for s in sets), []), *wandb, "--overwrite"])
-    _done(t0, ckpt)
+    took["pretrain_vae"] = _done(t0, ckpt)
 
     t0 = _step("4/6 train MV-SAC")
     agent_dir = runs / "train_sac" / f"mvsac-s{args.seed}"
@@ -98,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         train_sac.main(["--encoder", str(ckpt), "--timesteps", str(budget["rl_steps"]), "--time-budget",
                         str(budget["rl_min"]), "--seed", str(args.seed), "--out", str(agent_dir),
                         *sum((["--set", s] for s in sets), []), *wandb, "--overwrite"])
-    _done(t0, agent_dir)
+    took["train_sac"] = _done(t0, agent_dir)
 
     t0 = _step("5/6 evaluate against the baselines (held-out synthetic videos)")
     eval_dir = runs / "evaluate" / name
@@ -106,15 +136,23 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.main([*data_args, "--split", "val", "--trackers", trackers, "--segmenter", str(ckpt),
                    "--policy", f"mvsac={agent_dir}", "--out", str(eval_dir), "--no-progress", *wandb,
                    "--overwrite"])
-    _done(t0, eval_dir / "overall.md", eval_dir / "success.png")
+    took["evaluate"] = _done(t0, eval_dir / "overall.md", eval_dir / "success.png")
 
     t0 = _step("6/6 rollout video")
     vis_dir = runs / "visualize"
     visualize.main([*data_args, "--split", "val", "--policy", f"mvsac={agent_dir}",
                     "--trackers", "csrt,segmentation", "--segmenter", str(ckpt), "--out", str(vis_dir), *wandb,
                     "--overwrite"])
-    _done(t0, vis_dir)
+    took["visualize"] = _done(t0, vis_dir)
     print(f"\npipeline finished in {(time.time() - start) / 60:.1f} min", file=sys.stderr)
+
+    from bmvtrack.logging_wandb import RunLogger, WandbConfig, command_config
+
+    config = command_config(args, group=group, budget=budget, data=data_root, layout=layout, runs=runs, prior=prior,
+                            checkpoint=ckpt, agent=agent_dir, evaluation=eval_dir, videos=vis_dir)
+    logger = RunLogger(runs / "pipeline", run, "pipeline", config, WandbConfig(enabled=not args.no_wandb, group=group))
+    logger.log({f"pipeline/{k}_s": v for k, v in took.items()} | {"pipeline/total_s": time.time() - start})
+    logger.finish()
     return 0
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from bmvtrack.cli import add_data_args, data_config_from_args, run_main, writable_folder
 from bmvtrack.config import ConfigError
-from bmvtrack.data.readers import Track, VideoDataset
+from bmvtrack.data.readers import DataConfig, Track, VideoDataset
 from bmvtrack.motion import motion_between
 from bmvtrack.paths import RUNS_DIR
 from bmvtrack.run_folder import claim_run_folder
@@ -117,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     if not factories:
         p.error("nothing to show: give --policy NAME=RUN and/or --trackers")
 
-    ds = VideoDataset.from_config(data_config_from_args(args))
+    data_cfg = data_config_from_args(args)
+    ds = VideoDataset.from_config(data_cfg)
     track = pick_track(ds, args.sequence)
     writable_folder(args.out)  # fail now, not after every tracker has run
     base = track.name.replace("/", "_")
@@ -125,10 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     # locked while writing; temporaries: bmvtrack.io's .<name>.*.tmp and video.write_mp4's .<stem>.*.mp4
     with claim_run_folder(args.out, own, overwrite=args.overwrite, what=f"video of {track.name}", resume_flag=None,
                           temporaries=[".*.tmp", f".{glob.escape(base)}.*.mp4"]):
-        return _render(args, ds, track, factories)
+        return _render(args, ds, track, factories, data_cfg)
 
 
-def _render(args: argparse.Namespace, ds: VideoDataset, track: Track, factories: dict) -> int:
+def _render(args: argparse.Namespace, ds: VideoDataset, track: Track, factories: dict, data_cfg: DataConfig) -> int:
     """Run the trackers on ``track`` and write the video, GIF and IoU plot into the claimed ``--out``."""
     gt = track_ground_truth(ds, track)
     results, ious = [], []
@@ -143,10 +144,12 @@ def _render(args: argparse.Namespace, ds: VideoDataset, track: Track, factories:
     png = args.out / f"{base}_iou.png"
     plot_iou(results, ious, png, f"{track.name}: rotated IoU per frame")
 
-    from bmvtrack.logging_wandb import RunLogger, WandbConfig, run_name
+    from bmvtrack.logging_wandb import RunLogger, WandbConfig, command_config, dataset_config, run_name
 
-    logger = RunLogger(args.out, run_name("visualize", track.name.replace("/", "_")), "visualize",
-                       {"sequence": track.name, "trackers": list(factories)}, WandbConfig(enabled=not args.no_wandb))
+    config = command_config(args, data=dataset_config(data_cfg, ds), sequence=track.name, frames=len(track),
+                            trackers=list(factories))
+    logger = RunLogger(args.out, run_name("visualize", track.name.replace("/", "_")), "visualize", config,
+                       WandbConfig(enabled=not args.no_wandb))
     logger.log({f"rollout/{r.tracker}/mean_iou": float(np.nanmean(i[1:])) for r, i in zip(results, ious)})
     logger.log_video("rollout/video", mp4, fps=args.fps)
     logger.log_image("rollout/iou_over_time", png)

@@ -1,10 +1,11 @@
-"""Is tracker A really ahead of tracker B? Per-sequence paired comparison with a bootstrap interval.
+"""Is tracker A really ahead of tracker B? Per-sequence paired comparison with a BCa bootstrap interval.
 
     python scripts/compare_trackers.py runs/evaluate/NAME/sequences.csv --a mvsac --b csrt [--metric success_auc]
 
 Reads ``bmvtrack.evaluate``'s sequences.csv. Runs named ``<variant>-s<seed>`` are pooled: each
 sequence's score is the mean over the variant's seeds, so the interval is over sequences (the
-benchmark's sample), not over seeds. Prints the mean gap, its 95 % bootstrap interval and the
+benchmark's sample), not over seeds. Prints the mean gap, its 95 % bootstrap interval (bias-corrected
+and accelerated, ``scipy.stats.bootstrap``: see ``bmvtrack.metrics.paired_bootstrap``) and the
 sequences A wins.
 """
 from __future__ import annotations
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     if not common:
         raise SystemExit(f"{args.sequences_csv}: {args.a} and {args.b} share no sequence")
     r = paired_bootstrap([a[s] for s in common], [b[s] for s in common], n_boot=args.boot)
-    print(f"{args.metric}: {args.a} − {args.b} = {r['mean_diff']:+.3f} (95% bootstrap interval over "
+    print(f"{args.metric}: {args.a} − {args.b} = {r['mean_diff']:+.3f} (95% BCa bootstrap interval over "
           f"{r['n']} sequences: {r['low']:+.3f} … {r['high']:+.3f}); {args.a} ahead on {r['wins']} of {r['n']}")
     return 0
 

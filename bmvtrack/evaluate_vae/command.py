@@ -22,7 +22,7 @@ import torch
 from bmvtrack.checkpoint import CheckpointError
 from bmvtrack.cli import add_data_args, data_config_from_args
 from bmvtrack.data.readers import VideoDataset
-from bmvtrack.logging_wandb import RunLogger, WandbConfig, run_name
+from bmvtrack.logging_wandb import RunLogger, WandbConfig, command_config, dataset_config, run_name
 from bmvtrack.paths import DEFAULT_VAE_CHECKPOINT, RUNS_DIR
 from bmvtrack.run_folder import RunFolder, RunFolderError, claim_run_folder
 from bmvtrack.segmentation import load_segmenter
@@ -143,8 +143,10 @@ def _run(args: argparse.Namespace, cfg: VaeEvalConfig, model, model_cfg, data_cf
         "resolution": getattr(ds, "resolution", None), "split": data_cfg.split or "all", "device": device,
         "command": "python -m bmvtrack.evaluate_vae " + " ".join(shlex.quote(a) for a in argv_list),
     }
-    logger = RunLogger(out, name, "evaluate_vae", config={"eval": config_dict(cfg), **info},
-                       wandb_cfg=WandbConfig(enabled=not args.no_wandb))
+    # the run's config: the arguments, the evaluation config and what they resolved to (model, dataset)
+    config = command_config(args, **{**info, "eval": config_dict(cfg), "data": dataset_config(data_cfg, ds),
+                                     "model": model_cfg, "out": out})
+    logger = RunLogger(out, name, "evaluate_vae", config=config, wandb_cfg=WandbConfig(enabled=not args.no_wandb))
     try:
         report = evaluate(model, ds, cfg, progress=None if args.quiet else (lambda s: print(s, file=sys.stderr)),
                           info=info)

@@ -209,6 +209,7 @@ class Trainer:
         config = to_dict(cfg)
         config["params"] = self.params
         config["world_size"] = self.ctx.world
+        config["command"] = command
         self.logger = RunLogger(self.run_dir, self.state.run_name, COMMAND, config=config, wandb_cfg=cfg.wandb,
                                 resume_id=self.state.wandb_id)
         self.state.wandb_id = self.logger.run_id
