@@ -1,6 +1,7 @@
 """`python -m bmvtrack.pipeline`: the whole chain on the synthetic default, one step after another.
 
 generate → analyse motion → pretrain the βMVUnet → train MV-SAC → evaluate against the baselines
+on a synthetic *test* set (another generator seed: videos no step trains, tunes or selects on)
 → render a rollout video. Each step is the same command a user runs by hand (called in-process),
 each prints where its artefacts are, and a finished step is not redone when its output exists
 (``--force`` redoes everything). ``--quick`` is a ≤ 3-minute smoke version with tiny budgets.
@@ -28,12 +29,13 @@ from pathlib import Path
 
 QUICK = {
     "videos": 6, "frames": 16, "pretrain_min": 0.6, "pretrain_steps": 60, "rl_steps": 400, "rl_min": 1.0,
-    "learning_starts": 150, "eval_every": 400,
+    "learning_starts": 150, "eval_every": 400, "test_videos": 4,
 }
 FULL = {
     "videos": 30, "frames": 40, "pretrain_min": 9.0, "pretrain_steps": 0, "rl_steps": 20_000, "rl_min": 14.0,
-    "learning_starts": 1000, "eval_every": 5000,
+    "learning_starts": 1000, "eval_every": 5000, "test_videos": 15,
 }
+TEST_SEED_OFFSET = 1000  # the test set's generator seed is the job's seed + this: never the training videos
 
 
 def _step(title: str) -> float:
@@ -130,10 +132,13 @@ def _run(args: argparse.Namespace, run: str, group: str) -> int:
                         *sum((["--set", s] for s in sets), []), *wandb, "--overwrite"])
     took["train_sac"] = _done(t0, agent_dir)
 
-    t0 = _step("5/6 evaluate against the baselines (held-out synthetic videos)")
-    eval_dir = runs / "evaluate" / name
+    t0 = _step("5/6 evaluate against the baselines (synthetic test set: videos no step has seen)")
+    test_root = paths.DATA_DIR / f"{name}-test"
+    ensure_synthetic(test_root, layout=layout, videos=budget["test_videos"], seed=args.seed + TEST_SEED_OFFSET,
+                     cfg=SynthConfig(frames=budget["frames"]))
+    eval_dir = runs / "evaluate" / f"{name}-test"
     trackers = "zero,kcf,csrt,segmentation,oracle" if args.quick else "zero,mil,kcf,csrt,segmentation,oracle"
-    evaluate.main([*data_args, "--split", "val", "--trackers", trackers, "--segmenter", str(ckpt),
+    evaluate.main(["--data", str(test_root), "--layout", layout, "--trackers", trackers, "--segmenter", str(ckpt),
                    "--policy", f"mvsac={agent_dir}", "--out", str(eval_dir), "--no-progress", *wandb,
                    "--overwrite"])
     took["evaluate"] = _done(t0, eval_dir / "overall.md", eval_dir / "success.png")

@@ -15,11 +15,11 @@ def test_quick_pipeline_end_to_end(tmp_path: Path):
     runs = tmp_path / "runs" / "quick"  # apart from the full job's outputs, which it must not stand in for
     assert not (tmp_path / "runs" / "prior").exists() and not (tmp_path / "runs" / "pretrain_vae").exists()
     for path in ("prior/prior.json", "prior/prior.png", "pretrain_vae/checkpoint.pt",
-                 "train_sac/mvsac-s0/checkpoints/latest", "evaluate/synth-quick/overall.md",
-                 "evaluate/synth-quick/success.png"):
+                 "train_sac/mvsac-s0/checkpoints/latest", "evaluate/synth-quick-test/overall.md",
+                 "evaluate/synth-quick-test/success.png"):
         assert (runs / path).is_file(), path
     assert list((runs / "visualize").glob("*.mp4")) and list((runs / "visualize").glob("*_iou.png"))
-    table = (runs / "evaluate/synth-quick/overall.md").read_text()
+    table = (runs / "evaluate/synth-quick-test/overall.md").read_text()
     for name in ("zero", "csrt", "segmentation", "mvsac", "oracle"):
         assert f"| {name}" in table
     assert list((tmp_path / "wandb").glob("offline-run-*")), "W&B offline runs were not written"
