@@ -17,7 +17,10 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
                    help=f"dataset folder (default: the synthetic set in {DEFAULT_SYNTH_DIR}, generated if absent)")
     g.add_argument("--layout", default="auto", choices=["auto", "davis2016", "davis2017", "youtube-vos"])
     g.add_argument("--resolution", default=None, help="DAVIS resolution folder (480p, 240p, ...)")
-    g.add_argument("--split", default=None, help="DAVIS ImageSets split (e.g. dev/train) or YouTube-VOS split folder")
+    g.add_argument("--split", default=None,
+                   help="DAVIS ImageSets split (e.g. dev/train), YouTube-VOS split folder, or a fold of a folds "
+                        "file, FILE:FOLD:train|test (e.g. configs/folds/davis2016_3fold.yaml:0:test: fold 0's "
+                        "sequences; :0:train: all the other folds')")
     g.add_argument("--absent", default="keep", choices=["keep", "drop"],
                    help="tracks whose object vanishes in a frame: keep (frame marked absent) or drop (paper)")
     g.add_argument("--max-box-fraction", type=float, default=1.0,

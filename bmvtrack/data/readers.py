@@ -7,6 +7,13 @@ frame absent), and drop a track whose object box reaches ≥ 70 % of the frame w
 Every problem on disk raises ``DatasetError`` naming the file or folder. A sequence that yields no
 track is not an error but is reported: a ``DroppedSequenceWarning`` and ``VideoDataset.dropped``,
 so that a filter or a one-frame video never shrinks a dataset unnoticed.
+
+Folds: a ``split`` of the form ``<folds file>:<fold>:<part>`` (e.g.
+``configs/folds/davis2016_3fold.yaml:0:test``) selects sequences by a committed folds file, for any
+layout: ``test`` is fold ``<fold>``'s sequences, ``train`` those of all the other folds of the file
+(``FoldSplit``, ``load_folds``). Being a split, it goes wherever a split goes — a config's
+``data.split``, ``eval_split``, ``val_split``, the commands' ``--split`` — so a held-out set swapped
+in for a split is another part of the same fold, never a filter stacked on the training part.
 """
 from __future__ import annotations
 
@@ -41,6 +48,80 @@ class TrackFilter:
     min_frames: int = field(default=2, metadata={"ge": 1})  # a track needs at least this many annotated frames
 
 
+FoldPart = Literal["train", "test"]
+FOLD_PARTS = ("train", "test")
+FOLD_SPLIT_FORM = "<folds file>:<fold>:<part> (part train or test), e.g. configs/folds/davis2016_3fold.yaml:0:test"
+
+
+def load_folds(path: str | Path) -> list[list[str]]:
+    """The folds of a folds file (YAML ``folds: [[seq, ...], ...]``), checked to be a partition:
+    at least two folds, none empty, no sequence twice. Every problem is a one-line DatasetError."""
+    from bmvtrack.config import ConfigError, read_yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: folds file not found")
+    try:
+        data = read_yaml(path)
+    except ConfigError as exc:  # not YAML, or not a mapping
+        raise DatasetError(" ".join(str(exc).split())) from None
+    if set(data) != {"folds"}:
+        raise DatasetError(f"{path}: a folds file is a mapping with the one key 'folds' (a list of lists of "
+                           f"sequence names), got keys {sorted(data)}")
+    folds = data["folds"]
+    if not isinstance(folds, list) or len(folds) < 2:
+        raise DatasetError(f"{path}: 'folds' must be a list of at least 2 folds (lists of sequence names)")
+    seen: dict[str, int] = {}
+    for k, fold in enumerate(folds):
+        if not isinstance(fold, list) or not fold:
+            raise DatasetError(f"{path}: not a partition: fold {k} is {'empty' if fold in ([], None) else 'not a list'}")
+        for name in fold:
+            if not isinstance(name, str) or not name:
+                raise DatasetError(f"{path}: fold {k} holds {name!r}, not a sequence name")
+            if name in seen:
+                where = f"fold {k} twice" if seen[name] == k else f"folds {seen[name]} and {k}"
+                raise DatasetError(f"{path}: not a partition: sequence '{name}' is in {where}")
+            seen[name] = k
+    return [list(f) for f in folds]
+
+
+@dataclass(frozen=True)
+class FoldSplit:
+    """A split ``<folds file>:<fold>:<part>``: fold ``fold``'s sequences (``test``) or the other folds' (``train``)."""
+
+    path: Path
+    fold: int
+    part: FoldPart
+
+    @classmethod
+    def parse(cls, split: str | None) -> "FoldSplit | None":
+        """The fold selection ``split`` names; None for an ordinary split (one naming no .yaml/.yml
+        file). A split that names a folds file but is malformed raises DatasetError."""
+        if split is None or not re.search(r"\.ya?ml(:|$)", split):
+            return None
+        parts = split.rsplit(":", 2)
+        if len(parts) != 3 or not re.fullmatch(r"\.ya?ml", Path(parts[0]).suffix):
+            raise DatasetError(f"split '{split}': a fold selection is {FOLD_SPLIT_FORM}")
+        path, fold, part = parts
+        if not re.fullmatch(r"\d+", fold.strip()):
+            raise DatasetError(f"split '{split}': fold must be a whole number >= 0, got '{fold}' ({FOLD_SPLIT_FORM})")
+        if part.strip() not in FOLD_PARTS:
+            raise DatasetError(f"split '{split}': part must be train or test, got '{part}' ({FOLD_SPLIT_FORM})")
+        return cls(Path(path), int(fold), part.strip())  # type: ignore[arg-type]
+
+    def sequences(self) -> list[str]:
+        """The selected sequences, sorted; an unknown fold is a DatasetError."""
+        folds = load_folds(self.path)
+        if self.fold >= len(folds):
+            raise DatasetError(f"{self.path}: no fold {self.fold}; the file has folds 0 to {len(folds) - 1}")
+        if self.part == "test":
+            return sorted(folds[self.fold])
+        return sorted(s for k, f in enumerate(folds) if k != self.fold for s in f)
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.fold}:{self.part}"
+
+
 @dataclass
 class DataConfig:
     """Where a dataset is and how to read it."""
@@ -48,9 +129,18 @@ class DataConfig:
     root: str = "data/synth"  # dataset folder (or set BMVTRACK_DATA); the synthetic default is generated there
     layout: Layout = "auto"  # davis2016 | davis2017 | youtube-vos | auto (detected)
     resolution: str | None = None  # DAVIS resolution folder (480p, 240p, Full-Resolution); detected if only one
-    split: str | None = None  # DAVIS: ImageSets file ('dev/train', 'train', ...); YouTube-VOS: split folder
+    split: str | None = None  # DAVIS: ImageSets file ('dev/train', 'train', ...); YouTube-VOS: split folder; any layout: <folds file>:<fold>:<train|test>
     filters: TrackFilter = field(default_factory=TrackFilter)
     cache_mb: int = field(default=512, metadata={"ge": 0})  # decoded-frame cache size (0 = none)
+
+    def __post_init__(self) -> None:
+        """A malformed fold selection is a config error at once (the folds file is read when the data is)."""
+        from bmvtrack.config import ConfigError
+
+        try:
+            FoldSplit.parse(self.split)
+        except DatasetError as exc:
+            raise ConfigError(f"data: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -165,6 +255,7 @@ class VideoDataset:
         self.filters = filters or TrackFilter()
         self.cache = cache if cache is not None else FrameCache()
         self.split = split
+        self.fold = FoldSplit.parse(split)  # a fold selection, else None
         self.resolution = resolution
         if self.layout == "youtube-vos":
             self._init_youtube_vos()
@@ -201,7 +292,9 @@ class VideoDataset:
             if not d.is_dir():
                 raise DatasetError(f"{d}: resolution folder missing")
         all_seqs = sorted(p.name for p in self.frame_dir.iterdir() if p.is_dir())
-        if self.split in (None, "all"):
+        if self.fold is not None:
+            seqs = self._fold_sequences(all_seqs)
+        elif self.split in (None, "all"):
             seqs = all_seqs
         else:
             seqs = self._read_davis_split(self.split)
@@ -237,10 +330,24 @@ class VideoDataset:
             raise DatasetError(f"{path}: split file is empty")
         return names
 
+    def _fold_sequences(self, available: list[str]) -> list[str]:
+        """The fold selection's sequences, all of which the dataset must have."""
+        assert self.fold is not None
+        seqs, have = self.fold.sequences(), set(available)
+        missing = [s for s in seqs if s not in have]
+        if missing:
+            raise DatasetError(
+                f"{self.frame_dir}: split '{self.split}' names {len(missing)} sequence(s) this dataset lacks: "
+                f"{missing[:5]}{' ...' if len(missing) > 5 else ''}"
+            )
+        return seqs
+
     def _init_youtube_vos(self) -> None:
-        split = self.split or ("train" if (self.root / "train").is_dir() else None)
+        folder = None if self.fold is not None else self.split  # a fold selection picks videos of the default folder
+        split = folder or ("train" if (self.root / "train").is_dir() else None)
         base = self.root / split if split else self.root
-        self.split = split
+        if self.fold is None:
+            self.split = split
         self.frame_dir, self.mask_dir = base / "JPEGImages", base / "Annotations"
         meta_path = base / "meta.json"
         for d in (self.frame_dir, self.mask_dir):
@@ -254,7 +361,7 @@ class VideoDataset:
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise DatasetError(f"{meta_path}: malformed meta.json ({exc!r}); expected {{'videos': {{...}}}}") from None
         self.meta = videos
-        self.sequences = sorted(videos)
+        self.sequences = self._fold_sequences(sorted(videos)) if self.fold is not None else sorted(videos)
         self.categories = {
             (v, int(oid)): str(o.get("category", ""))
             for v, vd in videos.items() for oid, o in vd.get("objects", {}).items()
