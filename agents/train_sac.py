@@ -58,9 +58,9 @@ class AgentConfig:
     prior_source: Literal["global", "state", "cue"] = "cue"  # data MGD, the encoder's per-state posterior, or the mask's motion (obs features_motion)
     prior_file: str | None = None  # shaping prior (e.g. analyze_motion --fit robust); None = the env's prior
     prior_warmup: bool = True  # warm-up actions drawn from the prior instead of uniform noise (mvsac)
-    prior_kl_coef: float = ranged(0.1, ge=0.0)  # weight of KL(π ‖ prior) in the actor loss (mvsac; 0 = off); without it the cue agent drifts off (README)
+    prior_kl_coef: float = ranged(0.1, ge=0.0)  # weight of KL(π ‖ prior) in the actor loss (mvsac; 0 = off); without it the cue agent drifts off its cue
     prior_init: bool = True  # start the actor at the prior (mvsac)
-    cue_scale: float = ranged(0.05, gt=0.0)  # prior_source=cue: the cue prior's std as a fraction of the global prior's; it sets the exploration noise (0.2 halved the sampled policy's IoU on synthetic video: README)
+    cue_scale: float = ranged(0.05, gt=0.0)  # prior_source=cue: the cue prior's std as a fraction of the global prior's; it sets the exploration noise (0.2 halved the sampled policy's IoU on held-out synthetic video)
     demo_episodes: int = ranged(0, ge=0)  # expert episodes (info['expert_action']) pushed into the replay buffer
     demo_noise: float = ranged(0.0, ge=0.0)  # execute expert + noise (this × the prior's std) while recording the expert (DART)
     bc_epochs: int = ranged(0, ge=0)  # behaviour-cloning warm start on those demonstrations (0 = off)

@@ -5,7 +5,7 @@ and tracking fps at inference on full-resolution 480p DAVIS frames (crop + encod
                                      [--proposal csrt]
 
 Ratios are measured side by side in one run; absolute numbers on this shared machine are noisy.
-Targets (issue 5): update ratio ≥ 0.8; ≥ 30 fps on 2 cores for the default model.
+Targets: update ratio ≥ 0.8; ≥ 30 fps on 2 cores for the default model.
 """
 from __future__ import annotations
 

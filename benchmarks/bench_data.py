@@ -1,6 +1,6 @@
 """Data speed: frames/s of reading + decoding frames and masks, cold and cached, and generator throughput.
 
-    python benchmarks/bench_data.py [--data ../shared/data/davis2016 --resolution 240p]
+    python benchmarks/bench_data.py [--data PATH/davis2016 --resolution 240p]
 
 Cold and cached passes run back to back in one process; the cached/cold ratio is the figure to
 compare across machines.

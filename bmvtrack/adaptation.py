@@ -1,6 +1,6 @@
 """First-frame adaptation: fine-tune a copy of the segmenter on the one frame a track starts from.
 
-Why: trained on 24 real sequences, the βMVUnet generalises poorly to unseen objects (issue 3): on
+Why: trained on 24 real sequences, the βMVUnet generalises poorly to unseen objects: on
 DAVIS dev-val the box fitted to its mask, from a crop at the previous annotated box, overlaps the
 next annotated box by 0.44–0.49 mean rotated IoU, where not moving at all scores 0.90. A tracker
 knows the object on frame 0, so, as OSVOS does for masks and MDNet-style trackers for boxes, a few
@@ -14,7 +14,7 @@ over-segments compact shapes. The default, ``label="pseudo"``, is the network's 
 the box plus the box's centre half (``core``): object there, background outside the box, no loss
 on the rest of the box. It teaches mostly what is *not* the object (look-alikes, shore, water)
 and keeps the network's own idea of the object's shape; the centre keeps a network that finds
-only part of the object from shrinking onto that part. Measured in the README (tracking section).
+only part of the object from shrinking onto that part.
 The base model is never modified; BatchNorm statistics stay frozen (a batch cut from one frame
 would replace them with that frame's). ``params="decoder"`` trains only the decoder and the output
 convolution, so the encoder's outputs — the RL state — stay exactly those the agent was trained on.

@@ -1,7 +1,7 @@
 """The motion model: rotated boxes, the 5-D motion G_t between them, rotated IoU, the MGD prior.
 
 A rotated box is ``RBox(cx, cy, w, h, angle)`` in pixel coordinates of the image (x right,
-y down), angle in degrees as OpenCV reports it. Between two boxes (DESIGN.md, with the paper's
+y down), angle in degrees as OpenCV reports it. Between two boxes (the paper's equations with its
 printed typo fixed — the paper has ``y`` where ``x`` belongs in the first term of ``t_x``)::
 
     Δs_x = w'/w   Δs_y = h'/h   θ = α' − α

@@ -1,10 +1,10 @@
 """A classical tracker's box as a second opinion beside the βMVUnet mask (ours, not the paper's).
 
 Why: on real video the mask tracker's losses come from crop placement — the mask latches onto a
-look-alike or shrinks onto a piece of the object, and the next crop follows it (DESIGN.md, "What is
-achievable"). A correlation-filter tracker (OpenCV's CSRT) fails differently: it keeps the object's
-place but not its shape (axis-aligned, fixed aspect). ``fuse_boxes`` keeps the mask's tight rotated
-box while the two agree and takes the proposal when they do not, which re-places the next crop.
+look-alike or shrinks onto a piece of the object, and the next crop follows it. A
+correlation-filter tracker (OpenCV's CSRT) fails differently: it keeps the object's place but not
+its shape (axis-aligned, fixed aspect). ``fuse_boxes`` keeps the mask's tight rotated box while the
+two agree and takes the proposal when they do not, which re-places the next crop.
 
 ``ProposalTracks`` runs the proposal tracker once over a whole track, from frame 0's box: its boxes
 do not depend on what an agent does, so an environment replays them from memory (and, with a cache

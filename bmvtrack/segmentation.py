@@ -139,7 +139,7 @@ def mask_from_prob(prob: np.ndarray, threshold: float = 0.5, keep: Keep = "all",
     ``"all"``: every component. ``"largest"``: the largest only. ``"overlap"``: the components that
     touch ``anchor`` (a boolean map of the previous box, same shape), so a look-alike or a large
     neighbour at the crop's edge does not pull the box off the target, while the pieces of a split
-    object inside the box all stay (DESIGN.md); when none touches, all are kept (the object may
+    object inside the box all stay; when none touches, all are kept (the object may
     have moved out of the previous box).
     """
     mask = np.asarray(prob) > threshold

@@ -5,7 +5,7 @@ agent's box onto the box fitted to the decoder's mask — to the mask pieces tha
 box, as the segmentation tracker does (standardised by the encoder's prior, (G − μ)/σ, clipped to
 ±10), the mask's area fraction, and a flag set when the mask is empty (G is then "stay"). It puts
 the segmentation tracker's answer in the state, so the policy can learn when to follow it and when
-not (DESIGN.md: the agent earns its keep on crop placement).
+not (the agent earns its keep on crop placement).
 When the environment also emits a classical tracker's ``proposal`` box (``EnvConfig.proposal``,
 ours), the cue's motion goes to ``bmvtrack.proposals.fuse_boxes`` of the mask's box and the
 proposal's (the ``segmentation-csrt`` tracker's box), and 6 more numbers follow: the standardised

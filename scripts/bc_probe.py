@@ -4,7 +4,7 @@
 
 Expert episodes on the synthetic train split (optionally with DART noise), BC epochs, then
 one-pass evaluation on the held-out tracks beside zero motion and the untrained agent (for
-``--prior-source cue``: the mask's own motion). README, "Where it stands".
+``--prior-source cue``: the mask's own motion).
 """
 import argparse
 

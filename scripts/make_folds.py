@@ -7,10 +7,10 @@ compare). Sequences are sorted by motion, largest first (ties by name), and deal
 snake order 0, 1, 2, 2, 1, 0, 0, 1, 2, ...: each fold gets one of every ``k`` consecutive ranks, so
 the folds are balanced in motion and have equal sizes (±1). Only the masks are read (lossless PNG),
 so the output does not depend on a JPEG decoder. tests/test_folds.py checks the committed file
-equals this script's output on the shared data:
+equals this script's output on the DAVIS 2016 train split:
 
-    python scripts/make_folds.py --data ../shared/data/davis2016 --out configs/folds/davis2016_3fold.yaml
-    python scripts/make_folds.py --data ../shared/data/davis2016 --check configs/folds/davis2016_3fold.yaml
+    python scripts/make_folds.py --data PATH/davis2016 --out configs/folds/davis2016_3fold.yaml
+    python scripts/make_folds.py --data PATH/davis2016 --check configs/folds/davis2016_3fold.yaml
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-COMMAND = "python scripts/make_folds.py --data ../shared/data/davis2016 --out configs/folds/davis2016_3fold.yaml"
+COMMAND = "python scripts/make_folds.py --data PATH/davis2016 --out configs/folds/davis2016_3fold.yaml"
 
 
 def sequence_motion(root: str | Path, resolution: str = "240p") -> dict[str, tuple[float, int]]:
@@ -99,7 +99,7 @@ def make_folds(root: str | Path, k: int = 3, resolution: str = "240p") -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", type=Path, required=True, help="DAVIS 2016 folder (e.g. ../shared/data/davis2016)")
+    p.add_argument("--data", type=Path, required=True, help="DAVIS 2016 folder holding the 30 train sequences")
     p.add_argument("--resolution", default="240p", help="resolution folder whose masks are measured (default 240p)")
     p.add_argument("--folds", type=int, default=3, help="number of folds (default 3)")
     out = p.add_mutually_exclusive_group()

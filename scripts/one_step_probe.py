@@ -1,6 +1,6 @@
 """How good is the segmenter's box as a measurement of the next box? A diagnostic, not a tracker.
 
-    python scripts/one_step_probe.py --checkpoint CKPT --data ../shared/data/davis2016 --resolution 240p --split dev/val
+    python scripts/one_step_probe.py --checkpoint CKPT --data PATH/davis2016 --resolution 240p --split dev/val
                                      [--gains 0,0.2,0.5,1] [--adapt-steps 0]
 
 Per track it prints two mean rotated IoUs with the next annotated box:

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Pretraining side by side (issue 3): each line of the list is "<name> <pretrain_vae arguments>".
+# Pretraining variants side by side: each line of the list is "<name> <pretrain_vae arguments>".
 # Every run trains for the same number of steps (not the same wall time, so that runs sharing a
 # machine stay comparable), then its final checkpoint (no selection on the validation split) is
 # scored on DAVIS dev/val with the paper's crop and with a perturbed crop. Then:
 #   python scripts/summarize_pretrain.py runs/pexp
 # Environment: PARALLEL (runs at a time, default 1), STEPS (default 1600 = 4 LR cycles),
-# DAVIS (default ../shared/data/davis2016), PY (default .venv/bin/python), EXP_DIR (default runs/pexp),
+# DAVIS (the DAVIS 2016 folder; default: CI's data folder beside the repository), PY (default .venv/bin/python), EXP_DIR (default runs/pexp),
 # EXTRA (arguments added to every run, e.g. "--device cuda"), OVERWRITE (set to 1 to replace the runs and
 # reports of an earlier invocation; without it a run whose folder already holds one is refused, rc=2).
 # W&B (offline unless WANDB_MODE says otherwise; runs in $WANDB_DIR, default runs/wandb): a run's

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The RL comparisons of README (MV-SAC vs SAC × 3 seeds, and single-seed ablations): each line of the
+# RL comparisons (MV-SAC vs SAC × 3 seeds, and single-seed ablations): each line of the
 # list is "<name> <train_sac arguments>"; two runs at a time, 6 minutes each, one torch thread each,
 # into $EXP_DIR (default runs/exp). Then: python scripts/summarize_rl.py runs/exp
 # W&B (offline unless WANDB_MODE says otherwise; runs in $WANDB_DIR, default runs/wandb): every run

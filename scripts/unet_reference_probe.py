@@ -1,11 +1,12 @@
-"""Reference probe: a textbook U-Net trained the way DESIGN.md's "What is achievable" describes.
+"""Reference probe: a textbook U-Net of about 2 M parameters, trained for a fixed number of CPU minutes.
 
-Why: issue 3 compares the βMVUnet with "a plain 2 M-parameter U-Net trained for 10 CPU minutes"
-(DESIGN.md: J&F 59 on the official val split). Our β = 0 βMVUnet is not that network (ResNet stem,
-stride-4 first skip, pooled bottleneck). This script trains the textbook one (double 3×3 convs at
-five resolutions, full-resolution first stage, BCE + Dice) on the same patches, for a fixed wall
-time, and scores it with the same evaluation code (``bmvtrack.evaluate_vae``), so that the two can be
-read side by side on DAVIS dev/val.
+Why: the βMVUnet is compared with a plain U-Net of the same size and training time (on the official
+DAVIS 2016 val split such a network, trained for 10 minutes on two cores on the 30 train sequences,
+scores J&F 59). Our β = 0 βMVUnet is not that network (ResNet stem, stride-4 first skip, pooled
+bottleneck). This script trains the textbook one (double 3×3 convs at five resolutions,
+full-resolution first stage, BCE + Dice) on the same patches, for a fixed wall time, and scores it
+with the same evaluation code (``bmvtrack.evaluate_vae``), so that the two can be read side by side
+on DAVIS dev/val.
 
     python scripts/unet_reference_probe.py --minutes 10 --threads 2 --out runs/unet_ref
 """

@@ -3,10 +3,10 @@
 Each ``update`` crops the new frame around the previous box (the paper's padding, ``context·(w+h)``
 per side), runs the pretrained network deterministically (posterior mean), thresholds the pasted
 probability map and fits a rotated box to the mask components that touch the previous box
-(``keep="overlap"``): every piece of a split or half-hidden object inside the box stays (DESIGN.md
-measured that keeping all pieces beats keeping the largest), while a look-alike or a large
-neighbour that only enters at the crop's edge no longer drags the box onto itself. ``keep="all"``
-is DESIGN.md's variant (on held-out synthetic video it scored AUC 0.409 against 0.541). When the
+(``keep="overlap"``): every piece of a split or half-hidden object inside the box stays (keeping
+all pieces beats keeping the largest), while a look-alike or a large neighbour that only enters at
+the crop's edge no longer drags the box onto itself. ``keep="all"`` fits the box to every piece
+(on held-out synthetic video it scored AUC 0.409 against 0.541). When the
 mask is empty the previous box is kept and the frame is counted as a miss. This is the baseline the RL agent has to
 beat; the same code (``bmvtrack.segmentation.track_step``) is the "tracking" crop mode of
 ``python -m bmvtrack.evaluate_vae``.

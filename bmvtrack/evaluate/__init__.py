@@ -30,7 +30,7 @@ Protocol and conventions
 
   Further columns: "AUC ellipse", the bounds of the ellipse inscribed in the rotated box
   (``motion.rbox_ellipse_xyxy``, this project's estimate of an object's bounds inside its
-  minimum-area rectangle, the headline from session 11 until the standard one); "AUC corners", the corner bounds of
+  minimum-area rectangle); "AUC corners", the corner bounds of
   the rotated box (equal to the headline for every tracker that does not segment); "AUC rot" /
   "mIoU rot", the rotated IoU of the predicted ``RBox`` against the canonical ground-truth
   ``RBox``. For an axis-aligned prediction all three box conversions coincide. Centre error:

