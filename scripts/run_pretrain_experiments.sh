@@ -14,7 +14,7 @@
 #   bash scripts/run_pretrain_experiments.sh [configs/experiments/pretrain_davis.txt]
 set -uo pipefail
 cd "$(dirname "$0")/.."
-export PY=${PY:-.venv/bin/python} STEPS=${STEPS:-1600} DAVIS=${DAVIS:-../shared/data/davis2016}
+export PY=${PY:-.venv/bin/python} STEPS=${STEPS:-1600} DAVIS=${DAVIS:-data/davis2016}
 export EXP_DIR=${EXP_DIR:-runs/pexp} EXTRA=${EXTRA:-} OVERWRITE=${OVERWRITE:-}
 list=${1:-configs/experiments/pretrain_davis.txt}
 mkdir -p "$EXP_DIR"

@@ -72,7 +72,7 @@ def bce_dice(logits: Tensor, target: Tensor) -> Tensor:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default="../shared/data/davis2016")
+    ap.add_argument("--data", default="data/davis2016")
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--width", type=int, default=16)
