@@ -1,7 +1,7 @@
 """Agents on disk as data only: JSON for what rebuilds them, tensors for their weights.
 
-Why not SB3's ``model.zip``: its ``data`` entry is cloudpickled, so opening a crafted file runs
-code. An agent checkpoint here is a folder that nothing can execute:
+Why not SB3's ``model.zip``: its ``data`` entry holds serialised Python objects, so opening a crafted
+file runs code. An agent checkpoint here is a folder that nothing can execute:
 
 ====================  ==========================================================================
 ``agent.json``        algorithm, constructor arguments, spaces' shapes, the encoder's identity
