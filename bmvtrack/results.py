@@ -56,9 +56,10 @@ def _cell(value: str | None) -> str:
     if value in (None, "", "nan"):
         return ""
     try:
-        return f"{float(value):.3f}" if float(value) < 10 else f"{float(value):.1f}"
+        v = float(value)
     except ValueError:
         return value
+    return f"{v:.3f}" if v < 10 else f"{v:.1f}" if v < 1000 else f"{v:,.0f}"
 
 
 def table(rows: list[dict]) -> str:
@@ -68,6 +69,15 @@ def table(rows: list[dict]) -> str:
     for r in rows:
         lines.append(f"| {r.get('tracker', '?')} | " + " | ".join(_cell(r.get(k)) for k, _ in cols) + " |")
     return "\n".join(lines)
+
+
+def portable(command: str) -> str:
+    """The command with a machine-local dataset root (an absolute ``--data``) shown as ``PATH/<name>``."""
+    words = command.split(" ")
+    for i, word in enumerate(words[:-1]):
+        if word == "--data" and words[i + 1].startswith("/"):
+            words[i + 1] = "PATH/" + Path(words[i + 1]).name
+    return " ".join(words)
 
 
 def _commit() -> str:
@@ -87,19 +97,22 @@ def page(name: str, run: Path, title: str | None = None, today: dt.date | None =
     return "\n".join([
         f"# {title or name}",
         "",
-        f"Made {today.isoformat()} by `python -m bmvtrack.results` from `{run}` (commit {_commit()}).",
+        f"Written {today.isoformat()} by `python -m bmvtrack.results` (code at commit {_commit()}) from the run "
+        f"folder `{run}`.",
         f"{len(tracks)} tracks; trackers: {', '.join(meta.get('trackers', []))}.",
         "",
         "Reproduce:",
         "",
         "```",
-        ev["command"] or "(the run folder holds no command.txt)",
+        portable(ev["command"]) or "(the run folder holds no command.txt)",
         "```",
         "",
         table(ev["rows"]),
         "",
         "Success AUC, Prec@20px and mIoU compare each tracker's axis-aligned box with the mask's tight box "
-        "(OTB); J&F scores tracked masks (DAVIS); AUC rot is the rotated IoU's; FPS count every per-track set-up.",
+        "(OTB); J&F scores tracked masks (DAVIS); AUC rot is the rotated IoU's; FPS count every per-track set-up."
+        + (" The oracle replays the ground-truth motion: the motion model's upper bound, not a tracker."
+           if "oracle" in meta.get("trackers", []) else ""),
         "",
         f"![success plot]({name}_success.png)",
         "",

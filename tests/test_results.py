@@ -33,3 +33,8 @@ def test_an_unfinished_run_is_refused(tmp_path: Path, capsys):
     assert results.main([f"x={run}", "--out", str(tmp_path / "pages")]) == 2
     assert "not finished" in capsys.readouterr().err
     assert not (tmp_path / "pages" / "x.md").exists()
+
+
+def test_a_machine_local_dataset_root_is_shown_as_path():
+    cmd = "python -m bmvtrack.evaluate --data /home/me/datasets/davis2016 --resolution 240p --out runs/x"
+    assert results.portable(cmd) == "python -m bmvtrack.evaluate --data PATH/davis2016 --resolution 240p --out runs/x"
