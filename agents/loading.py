@@ -14,13 +14,19 @@ from bmvtrack.paths import DEFAULT_VAE_CHECKPOINT
 from bmvtrack.envs.state_encoder import StateEncoder
 
 
-def load_agent(path: str | Path):
-    """``(model, config)`` of a train_sac run folder or checkpoint folder; nothing is unpickled."""
+def _load(path: str | Path):
+    """``(model, config, meta, folder)`` of a train_sac run folder or checkpoint folder."""
     from bmvtrack.agents.agent_file import load_agent as load_files
     from bmvtrack.agents.train_sac import TrainConfig
 
     model, meta, folder = load_files(path)
-    return model, from_dict(TrainConfig, meta["config"], source=str(folder / "agent.json"))
+    return model, from_dict(TrainConfig, meta["config"], source=str(folder / "agent.json")), meta, folder
+
+
+def load_agent(path: str | Path):
+    """``(model, config)`` of a train_sac run folder or checkpoint folder; nothing is unpickled."""
+    model, cfg, _, _ = _load(path)
+    return model, cfg
 
 
 def policy_tracker_factory(model_path: str | Path, encoder: str | Path | None = None,
@@ -36,19 +42,17 @@ def policy_tracker_factory(model_path: str | Path, encoder: str | Path | None = 
     trained, whatever ``adapt`` says: its state means nothing without it. With ``shared``,
     agents of the same encoder file and ``AdaptConfig`` share each track's adapted copy.
     """
-    from bmvtrack.agents.agent_file import read_meta, resolve_agent
     from bmvtrack.agents.train_sac import check_encoder
 
-    model, cfg = load_agent(model_path)
+    model, cfg, meta, folder = _load(model_path)
     if cfg.adapt.steps > 0:
         adapt = cfg.adapt
     enc_path = Path(encoder or cfg.encoder or DEFAULT_VAE_CHECKPOINT)
-    folder = resolve_agent(model_path)
     if not enc_path.is_file():
         from bmvtrack.checkpoint import CheckpointError
 
         raise CheckpointError(f"{enc_path}: encoder checkpoint of agent {folder} not found")
-    check_encoder(read_meta(folder), enc_path, str(folder), allow_other_encoder)
+    check_encoder(meta, enc_path, str(folder), allow_other_encoder)
     one = None
     if shared is not None and adapt is not None and adapt.steps > 0:
         key = json.dumps([str(enc_path.resolve()), asdict(adapt)], sort_keys=True)

@@ -236,8 +236,7 @@ def training_state(model, venv, callback: TrackingCallback, pending_train: bool)
              "total_steps": m.total_steps} for m in _envs(venv)]
     state = {
         "n_updates": model._n_updates, "episode_num": model._episode_num, "pending_train": bool(pending_train),
-        "numpy_rng": [np_state[0], np_state[1].tolist(), *map(lambda v: v.item() if hasattr(v, "item") else v,
-                                                              np_state[2:])],
+        "numpy_rng": [np_state[0], np_state[1].tolist(), *np_state[2:]],  # the rest: int, int, float
         "python_rng": [py_state[0], list(py_state[1]), py_state[2]],
         "action_space_rng": model.action_space.np_random.bit_generator.state,
         "envs": envs, "callback": callback.state(),
@@ -479,7 +478,7 @@ def train(cfg: TrainConfig, resume: str | None = None, argv: list[str] | None = 
         arrays = load_training_arrays(folder)
         if not meta.get("training"):
             raise AgentFileError(f"{folder}: holds no training state (a final agent cannot be resumed)")
-        kwargs = read_meta(folder)["kwargs"]
+        kwargs = meta["kwargs"]
     else:
         shaping = MotionPrior.load(cfg.agent.prior_file) if cfg.agent.prior_file else prior
         kwargs = agent_kwargs(cfg, shaping.mean, shaping.cov, venv.obs_layout, cue=(encoder.prior_mean, encoder.prior_std))
