@@ -6,11 +6,11 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
-from bmvtrack.agents.baselines import make_tracker, segmentation_trackers
+from bmvtrack.agents.baselines import make_tracker, motion_trackers, segmentation_trackers
 from bmvtrack.agents.policy_tracker import PolicyTracker
 from bmvtrack.adaptation import AdaptConfig, SharedAdaptation
 from bmvtrack.config import from_dict
-from bmvtrack.paths import DEFAULT_VAE_CHECKPOINT
+from bmvtrack.paths import DEFAULT_MOTION_CHECKPOINT, DEFAULT_VAE_CHECKPOINT
 from bmvtrack.envs.state_encoder import StateEncoder
 
 
@@ -70,7 +70,8 @@ def policy_tracker_factory(model_path: str | Path, encoder: str | Path | None = 
 def learned_tracker_factories(policies: list[str], names: list[str], segmenter: Path | None = None,
                               adapt: AdaptConfig | None = None,
                               adapted_policies: Sequence[str] = (),
-                              allow_other_encoder: bool = False) -> tuple[dict, list[str]]:
+                              allow_other_encoder: bool = False,
+                              motion_net: Path | None = None) -> tuple[dict, list[str]]:
     """Factories of the learned trackers, and the names left for the registry (``make_tracker``).
 
     Learned trackers are the agents given as ``NAME=RUN_FOLDER`` (a train_sac run) and the βMVUnet segmentation
@@ -78,6 +79,8 @@ def learned_tracker_factories(policies: list[str], names: list[str], segmenter: 
     ``segmenter`` checkpoint (default: the default pretraining checkpoint). ``adapt`` configures
     first-frame adaptation: of ``segmentation-adapt`` (all weights) and of the agents given in
     ``adapted_policies`` (their cue's decoder only, so the state they were trained on is unchanged).
+    The motion-posterior trackers among ``names`` share one loaded ``motion_net`` (default
+    ``runs/motion/checkpoint.pt``).
     """
     adapt = adapt or AdaptConfig()
     out = {}
@@ -98,4 +101,11 @@ def learned_tracker_factories(policies: list[str], names: list[str], segmenter: 
         model, _ = load_segmenter(segmenter or DEFAULT_VAE_CHECKPOINT)  # loaded once, shared
         for name in segs:
             out[name] = lambda name=name: make_tracker(name, model=model, adapt=adapt)
-    return out, [n for n in names if n not in segs]
+    motions = [n for n in names if n in motion_trackers()]
+    if motions:
+        from bmvtrack.agents.baselines.motion_posterior import load_motion_posterior
+
+        net, _ = load_motion_posterior(motion_net or DEFAULT_MOTION_CHECKPOINT)
+        for name in motions:
+            out[name] = lambda name=name: make_tracker(name, model=net)
+    return out, [n for n in names if n not in segs and n not in motions]

@@ -274,6 +274,59 @@ def track_motions(boxes: Sequence[RBox | None], img_w: float, img_h: float) -> l
     ]
 
 
+# ------------------------------------------------------------------------------ box-relative motion
+
+
+RELATIVE_NAMES = ("log_s_x", "log_s_y", "sin_theta", "dx_win", "dy_win")
+
+
+def motion_window(box: RBox, context: float = 0.25) -> tuple[float, float]:
+    """Width and height of the crop window around ``box``: its axis-aligned bounds padded by
+    ``context·(w + h)`` per side, not clipped to the frame (``crop_window(..., clip=False)``)."""
+    x0, y0, x1, y1 = rbox_to_xyxy(box)
+    pad = 2.0 * context * ((x1 - x0) + (y1 - y0))
+    return float(x1 - x0 + pad), float(y1 - y0 + pad)
+
+
+def relative_between(b0: RBox, b1: RBox, context: float = 0.25) -> np.ndarray:
+    """The box-relative motion ``r`` from ``b0`` to ``b1`` (ours; ``RELATIVE_NAMES``).
+
+    ``r = [ln(w'/w), ln(h'/h), sinθ, Δcx / W_win, Δcy / H_win]`` with the window of
+    ``motion_window(b0)``: what a network sees in a crop placed at ``b0``, the same numbers wherever
+    the box is in the frame. ``relative_to_action`` converts it to ``G_t`` exactly.
+    """
+    ww, wh = motion_window(b0, context)
+    return np.array([math.log(b1.w / b0.w), math.log(b1.h / b0.h), math.sin(math.radians(b1.angle - b0.angle)),
+                     (b1.cx - b0.cx) / ww, (b1.cy - b0.cy) / wh], dtype=np.float64)
+
+
+def apply_relative(box: RBox, r: Sequence[float], context: float = 0.25) -> RBox:
+    """Move ``box`` by the box-relative motion ``r`` (inverse of ``relative_between``).
+
+    Log-scales are clipped to ±3 and sinθ to [-1, 1], so any finite ``r`` gives a valid box.
+    """
+    a = np.asarray(r, dtype=np.float64).reshape(-1)
+    if a.shape != (ACTION_DIM,) or not np.all(np.isfinite(a)):
+        raise ValueError(f"relative motion must be 5 finite numbers, got {np.asarray(r).tolist()}")
+    ww, wh = motion_window(box, context)
+    theta = math.degrees(math.asin(min(max(a[2], -1.0), 1.0)))
+    return RBox(float(box.cx + a[3] * ww), float(box.cy + a[4] * wh),
+                max(float(box.w * math.exp(min(max(a[0], -3.0), 3.0))), MIN_SIDE),
+                max(float(box.h * math.exp(min(max(a[1], -3.0), 3.0))), MIN_SIDE), float(box.angle + theta))
+
+
+def relative_to_action(box: RBox, r: Sequence[float], img_w: float, img_h: float,
+                       context: float = 0.25) -> np.ndarray:
+    """The environment's ``G_t`` that moves ``box`` exactly where the relative motion ``r`` does."""
+    return motion_between(box, apply_relative(box, r, context), img_w, img_h)
+
+
+def box_warp(b0: RBox, b1: RBox) -> np.ndarray:
+    """The 2×3 affine map of the image that carries box ``b0`` onto box ``b1`` (corner to corner)."""
+    src = np.c_[rbox_corners(b0)[:3], np.ones(3)]
+    return np.linalg.solve(src, rbox_corners(b1)[:3]).T
+
+
 # ------------------------------------------------------------------------------ IoU
 
 
@@ -285,6 +338,17 @@ def rbox_corners(box: RBox) -> np.ndarray:
     local = np.array([[-hw, -hh], [hw, -hh], [hw, hh], [-hw, hh]])
     rot = np.array([[c, -s], [s, c]])
     return local @ rot.T + np.array([box.cx, box.cy])
+
+
+def fill_rbox(box: RBox | None, frame_hw: tuple[int, int]) -> np.ndarray:
+    """Boolean H×W mask of the filled rotated box (sub-pixel polygon fill); empty for None."""
+    h, w = frame_hw
+    out = np.zeros((h, w), np.uint8)
+    if box is not None:
+        shift = 4
+        pts = np.round(rbox_corners(box) * (1 << shift)).astype(np.int32)
+        cv2.fillPoly(out, [pts], 1, lineType=cv2.LINE_8, shift=shift)
+    return out.astype(bool)
 
 
 def _polygon_area(p: np.ndarray) -> float:
@@ -448,11 +512,14 @@ class MotionPrior:
     box_method: str = "minarearect"
     eps_std: np.ndarray | None = None  # std of the ε draws (Table 1 in the paper); default √diag(cov)
     fit: str = "gaussian"  # gaussian (plain sample moments, the paper) | robust (the bulk of the data)
+    units: str = "action"  # action: G_t (ACTION_NAMES) | relative: box-relative motion (RELATIVE_NAMES)
 
     def __post_init__(self) -> None:
         self.mean = np.asarray(self.mean, dtype=np.float64).reshape(ACTION_DIM)
         self.cov = np.asarray(self.cov, dtype=np.float64).reshape(ACTION_DIM, ACTION_DIM)
         check_spd(self.cov, f"prior covariance ({self.source or 'in memory'})")
+        if self.units not in ("action", "relative"):
+            raise PriorError(f"prior units must be 'action' or 'relative', got {self.units!r} ({self.source})")
         if self.eps_std is not None:
             self.eps_std = np.asarray(self.eps_std, dtype=np.float64).reshape(ACTION_DIM)
 
@@ -471,7 +538,7 @@ class MotionPrior:
 
     @classmethod
     def from_samples(cls, samples: np.ndarray, source: str = "", box_method: str = "minarearect",
-                     fit: str = "gaussian") -> "MotionPrior":
+                     fit: str = "gaussian", units: str = "action") -> "MotionPrior":
         """Fit μ, Σ (and quantiles) to an (N, 5) array of motions.
 
         ``fit="gaussian"`` is the paper's plain sample mean and covariance. ``fit="robust"`` fits
@@ -497,11 +564,13 @@ class MotionPrior:
             source=source,
             box_method=box_method,
             fit=fit,
+            units=units,
         )
 
     def to_dict(self) -> dict:
         d = {
-            "variables": list(ACTION_NAMES),
+            "variables": list(RELATIVE_NAMES if self.units == "relative" else ACTION_NAMES),
+            "units": self.units,
             "mean": self.mean.tolist(),
             "cov": self.cov.tolist(),
             "std": self.std.tolist(),
@@ -531,6 +600,7 @@ class MotionPrior:
             box_method=d.get("box_method", "minarearect"),
             eps_std=d.get("eps_std"),
             fit=d.get("fit", "gaussian"),
+            units=d.get("units", "action"),
         )
 
     def save(self, path: str | Path) -> None:

@@ -13,3 +13,6 @@ SYNTH_DIR = Path(os.environ.get("BMVTRACK_SYNTH_DIR", DATA_DIR / "synth"))
 DEFAULT_PRIOR = RUNS_DIR / "prior" / "prior.json"
 DEFAULT_VAE_DIR = RUNS_DIR / "pretrain_vae"
 DEFAULT_VAE_CHECKPOINT = DEFAULT_VAE_DIR / "checkpoint.pt"
+DEFAULT_MOTION_DIR = RUNS_DIR / "motion"
+DEFAULT_MOTION_CHECKPOINT = DEFAULT_MOTION_DIR / "checkpoint.pt"
+DEFAULT_RELATIVE_PRIOR = RUNS_DIR / "prior" / "relative_prior.json"

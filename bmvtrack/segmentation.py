@@ -32,7 +32,7 @@ from bmvtrack.checkpoint import load_checkpoint, model_entries, network_mismatch
 from bmvtrack.data.patches import CropWindow, crop_image, crop_window, paste_patch
 from bmvtrack.models import ModelConfig, build_model
 from bmvtrack.models.preprocess import patches_to_tensor
-from bmvtrack.motion import BoxMethod, RBox, canonicalize, rbox_corners, rbox_from_mask
+from bmvtrack.motion import BoxMethod, RBox, canonicalize, fill_rbox, rbox_corners, rbox_from_mask  # noqa: F401  (fill_rbox re-exported)
 
 Keep = Literal["all", "largest", "overlap"]
 KEEP_CHOICES = ("overlap", "all", "largest")
@@ -174,17 +174,6 @@ def box_from_prob(
     """
     box = rbox_from_mask(mask_from_prob(prob, threshold, keep, anchor).astype(np.uint8), method)
     return None if box is None else canonicalize(box, reference_angle)
-
-
-def fill_rbox(box: RBox | None, frame_hw: tuple[int, int]) -> np.ndarray:
-    """Boolean H×W mask of the filled rotated box (sub-pixel polygon fill); empty for None."""
-    h, w = frame_hw
-    out = np.zeros((h, w), np.uint8)
-    if box is not None:
-        shift = 4
-        pts = np.round(rbox_corners(box) * (1 << shift)).astype(np.int32)
-        cv2.fillPoly(out, [pts], 1, lineType=cv2.LINE_8, shift=shift)
-    return out.astype(bool)
 
 
 def box_in_window(

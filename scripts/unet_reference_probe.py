@@ -80,6 +80,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="runs/unet_ref")
+    ap.add_argument("--train-split", default="dev/train", help="e.g. configs/folds/davis2016_3fold.yaml:0:train")
+    ap.add_argument("--val-split", default="dev/val", help="e.g. configs/folds/davis2016_3fold.yaml:0:test")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -89,7 +91,7 @@ def main() -> None:
     keep_all = TrackFilter(absent="keep", max_box_fraction=1.0)  # what evaluate_vae's command line uses
     train_ds, val_ds = (VideoDataset.from_config(DataConfig(root=args.data, layout="davis2016", resolution="240p",
                                                             split=split, filters=keep_all))
-                        for split in ("dev/train", "dev/val"))
+                        for split in (args.train_split, args.val_split))
     data = PatchDataset([PatchSampler(train_ds, 96, AugmentConfig())], seed=args.seed)
     model = TextbookUNet(args.width)
     n_params = sum(p.numel() for p in model.parameters())
@@ -123,6 +125,7 @@ def main() -> None:
         result[f"JF_{crop}"] = 100 * rep.overall["JF"]
         result[f"J_{crop}"] = 100 * rep.overall["J"]
         result[f"box_JF_{crop}"] = 100 * rep.overall["box_JF"]
+        result[f"per_track_JF_{crop}"] = {t.name: 100 * t.metrics["JF"] for t in rep.tracks}
     print(json.dumps(result, indent=1))
     (out / "result.json").write_text(json.dumps(result, indent=1))
 

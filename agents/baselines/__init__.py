@@ -22,12 +22,14 @@ from bmvtrack.agents.baselines.base import (
     available_trackers,
     describe_trackers,
     make_tracker,
+    motion_trackers,
     register_tracker,
     registered_tracker,
     segmentation_trackers,
 )
 from bmvtrack.opencv_trackers import KINDS as OPENCV_KINDS
 from bmvtrack.opencv_trackers import OpenCVTracker, cv_rect_to_rbox, rbox_to_cv_rect, seed_opencv
+from bmvtrack.agents.baselines.motion_posterior import MotionPosteriorTracker
 from bmvtrack.agents.baselines.oracle import OracleTracker
 from bmvtrack.agents.baselines.segmentation_tracker import SegmentationTracker
 from bmvtrack.agents.baselines.zero import ZeroMotionTracker
@@ -68,13 +70,17 @@ register_segmentation_tracker(
     "segmentation-csrt-principal", "'segmentation-csrt' with the principal-axes box fitted to the mask",
     keep="overlap", adapt=True, proposal="csrt", box_method="principal")
 
+register_tracker(
+    "motion-posterior", lambda model: MotionPosteriorTracker(model), motion=True,
+    summary="the box moved by the motion posterior's mean μ′ every frame (--motion-net; no CSRT, no RL)")
+
 # name → options of the segmentation trackers, as registered (a view of the registry)
 SEGMENTATION_TRACKERS: Mapping[str, Mapping[str, Any]] = MappingProxyType(
     {n: registered_tracker(n).options for n in segmentation_trackers()})
 
 __all__ = [
-    "OPENCV_KINDS", "OpenCVTracker", "OracleTracker", "RegisteredTracker", "SEGMENTATION_TRACKERS",
+    "MotionPosteriorTracker", "OPENCV_KINDS", "OpenCVTracker", "OracleTracker", "RegisteredTracker", "SEGMENTATION_TRACKERS",
     "SegmentationTracker", "Tracker", "TrackerFactory", "ZeroMotionTracker", "available_trackers",
-    "cv_rect_to_rbox", "describe_trackers", "make_tracker", "rbox_to_cv_rect", "register_tracker",
+    "cv_rect_to_rbox", "describe_trackers", "make_tracker", "motion_trackers", "rbox_to_cv_rect", "register_tracker",
     "register_segmentation_tracker", "registered_tracker", "segmentation_trackers", "seed_opencv",
 ]

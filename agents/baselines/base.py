@@ -58,6 +58,7 @@ class RegisteredTracker:
     summary: str = ""
     segmenter: bool = False
     options: Mapping[str, Any] = field(default_factory=dict)
+    motion: bool = False  # built from one loaded motion posterior, ``factory(model)``
 
 
 _REGISTRY: dict[str, RegisteredTracker] = {}
@@ -68,7 +69,8 @@ def _key(name: str) -> str:
 
 
 def register_tracker(name: str, factory: TrackerFactory, *, overwrite: bool = False, summary: str = "",
-                     segmenter: bool = False, options: Mapping[str, Any] | None = None) -> None:
+                     segmenter: bool = False, options: Mapping[str, Any] | None = None,
+                     motion: bool = False) -> None:
     """Make ``make_tracker(name, **kwargs)`` call ``factory(**kwargs)``.
 
     Names are case-insensitive. Registering a taken name raises ``ValueError`` unless
@@ -82,7 +84,7 @@ def register_tracker(name: str, factory: TrackerFactory, *, overwrite: bool = Fa
         raise TypeError(f"factory for tracker {name!r} is not callable: {factory!r}")
     if key in _REGISTRY and not overwrite and _REGISTRY[key].factory is not factory:
         raise ValueError(f"tracker {key!r} is already registered; pass overwrite=True to replace it")
-    _REGISTRY[key] = RegisteredTracker(factory, summary, segmenter, dict(options or {}))
+    _REGISTRY[key] = RegisteredTracker(factory, summary, segmenter, dict(options or {}), motion)
 
 
 def available_trackers() -> list[str]:
@@ -101,6 +103,11 @@ def registered_tracker(name: str) -> RegisteredTracker:
 def segmentation_trackers() -> list[str]:
     """The registered trackers built from a loaded βMVUnet segmenter, sorted."""
     return [n for n in available_trackers() if _REGISTRY[n].segmenter]
+
+
+def motion_trackers() -> list[str]:
+    """The registered trackers built from a loaded motion posterior (``model.input: pair``), sorted."""
+    return [n for n in available_trackers() if _REGISTRY[n].motion]
 
 
 def make_tracker(name: str, **kwargs) -> Tracker:

@@ -15,7 +15,8 @@ from tqdm.auto import tqdm
 
 from bmvtrack.data.readers import Track, VideoDataset
 from bmvtrack.motion import (
-    ACTION_NAMES, BoxMethod, MotionPrior, RBox, apply_motion, boxes_from_masks, rotated_iou, track_motions,
+    ACTION_NAMES, BoxMethod, MotionPrior, RBox, apply_motion, boxes_from_masks, relative_between, rotated_iou,
+    track_motions,
 )
 
 
@@ -50,8 +51,18 @@ def motion_samples(measured: list[TrackMotion]) -> np.ndarray:
     return np.array(rows, dtype=np.float64).reshape(-1, 5)
 
 
-def fit_prior(measured: list[TrackMotion], source: str, method: str, fit: str = "gaussian") -> MotionPrior:
-    return MotionPrior.from_samples(motion_samples(measured), source=source, box_method=method, fit=fit)
+def relative_samples(measured: list[TrackMotion], context: float = 0.25) -> np.ndarray:
+    """All box-relative motions (``bmvtrack.motion.relative_between``) of all tracks, (N, 5)."""
+    rows = [relative_between(a, b, context) for tm in measured for a, b in zip(tm.boxes[:-1], tm.boxes[1:])
+            if a is not None and b is not None]
+    return np.array(rows, dtype=np.float64).reshape(-1, 5)
+
+
+def fit_prior(measured: list[TrackMotion], source: str, method: str, fit: str = "gaussian",
+              units: str = "action", context: float = 0.25) -> MotionPrior:
+    """The MGD of the measured motion, over G_t (``units="action"``) or box-relative motion."""
+    x = relative_samples(measured, context) if units == "relative" else motion_samples(measured)
+    return MotionPrior.from_samples(x, source=source, box_method=method, fit=fit, units=units)
 
 
 def oracle_replay(tm: TrackMotion) -> list[float]:

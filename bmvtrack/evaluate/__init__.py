@@ -309,8 +309,8 @@ class SequenceResult:
         """Where its axis-aligned boxes come from: ``BOX_MASK``, ``BOX_AXIS_ALIGNED``, ``BOX_CORNERS``, ``BOX_LEGACY``."""
         if self.version < 2:
             return BOX_LEGACY
-        if self.masks is not None:
-            return BOX_MASK
+        if self.masks is not None and self.aabbs is not None and np.isfinite(self.aabbs[1:]).any():
+            return BOX_MASK  # a tracker that segments and reports its mask's box
         return BOX_AXIS_ALIGNED if self.axis_aligned else BOX_CORNERS
 
     def box(self, i: int) -> RBox | None:

@@ -103,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--segmenter", type=Path, default=None,
                    help="βMVUnet checkpoint of the segmentation trackers (the segmentation* names below; "
                         "default runs/pretrain_vae/checkpoint.pt)")
+    p.add_argument("--motion-net", type=Path, default=None,
+                   help="motion-posterior βMVUnet checkpoint (model.input: pair) of the motion-posterior tracker "
+                        "(default runs/motion/checkpoint.pt)")
     p.add_argument("--policy-adapt", action="append", default=[], metavar="NAME=RUN",
                    help="like --policy, but the decoder proposing the agent's motion cue is fine-tuned on "
                         "frame 0's box first (the encoder, hence the rest of the state, is unchanged)")
@@ -155,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     from bmvtrack.agents.loading import learned_tracker_factories
 
     learned, names = learned_tracker_factories(args.policy, names, args.segmenter, adapt, args.policy_adapt,
-                                               allow_other_encoder=args.allow_other_encoder)
+                                               allow_other_encoder=args.allow_other_encoder,
+                                               motion_net=args.motion_net)
     unknown = [n for n in names if n not in available_trackers()]
     if not (names or learned) or unknown:
         p.error(f"unknown tracker(s) {unknown}; registered: {', '.join(available_trackers())}")

@@ -66,7 +66,8 @@ from bmvtrack.metrics import (
     mask_nll,
     saliency_mae,
 )
-from bmvtrack.motion import BoxMethod, RBox, boxes_from_masks
+from bmvtrack.calibration import compare_to_prior
+from bmvtrack.motion import BoxMethod, RBox, boxes_from_masks, relative_between
 from bmvtrack.segmentation import (
     KEEP_CHOICES,
     Keep,
@@ -124,6 +125,10 @@ SEG_KEYS = ("J", "F", "JF", "J_recall", "F_recall", "J_decay", "F_decay")
 SAL_KEYS = ("mae", "max_f", "mean_f", "adaptive_f")
 PATCH_KEYS = ("nll", "mse")
 LATENT_KEYS = ("maha_batch", "maha_patch")
+# a motion posterior (model.input: pair): calibration of N(μ′, Σ′) on the true box-relative motion,
+# pooled over all pairs, and the same figures of the global prior stored in the checkpoint
+MOTION_KEYS = ("cover50", "cover90", "motion_nll", "prior_cover50", "prior_cover90", "prior_nll", "nll_gain",
+               "kl")
 BOX_KEYS = ("box_J", "box_F", "box_JF")
 BEST_KEYS = ("best_J", "best_F", "best_JF", "best_mae", "best_max_f", "best_sample_frac")
 
@@ -138,6 +143,7 @@ class TrackResult:
     mu: np.ndarray  # (n, 5) posterior means μ′ of the evaluated patches
     cov: np.ndarray  # (n, 5, 5) posterior covariances Σ′
     seconds: float  # deterministic segmentation time (crop, forward, paste), for fps
+    motions: np.ndarray | None = None  # (n, 5) true box-relative motions of the pairs (motion posterior)
 
 
 @dataclass
@@ -164,6 +170,8 @@ class VaeEvalReport:
             cols.append("misses")
         if self.config.best_of:
             cols += list(BEST_KEYS)
+        if any(t.motions is not None for t in self.tracks):
+            cols += list(MOTION_KEYS)
         return cols
 
 
@@ -234,6 +242,57 @@ def _posterior_arrays(out: dict[str, torch.Tensor], b: int) -> tuple[np.ndarray 
     return mu.double().numpy().reshape(b, -1), cov.double().numpy().reshape(b, mu.shape[-1], mu.shape[-1])
 
 
+def _pair_frames(model: Any, ds: VideoDataset, track: Track, cfg: VaeEvalConfig, index: int,
+                 gts: list[np.ndarray], gt_boxes: list[RBox | None], last: int,
+                 scored: list[int]) -> tuple[dict[int, _Frame], list[np.ndarray]]:
+    """A motion posterior's frames: in gt / perturbed mode each scored frame i is the search crop of
+    the pair (frame i−1 with its annotation at its — perturbed — annotated box, frame i); in tracking
+    mode the ``motion-posterior`` tracker runs from frame 0's box. Also the true motions (where both
+    boxes exist) in the same order as the frames that have a posterior."""
+    from bmvtrack.agents.baselines.motion_posterior import MotionPosteriorTracker
+
+    hw = track.size
+    size = patch_size_of(model)
+    frames: dict[int, _Frame] = {}
+    motions: list[np.ndarray] = []
+    tracker = MotionPosteriorTracker(model, context=cfg.context, threshold=cfg.threshold)
+    if cfg.crop in ("gt", "perturbed"):
+        rng = np.random.default_rng([cfg.seed, index])
+        for i in scored:
+            box = gt_boxes[i - 1] if i > 0 else None
+            if box is None:
+                frames[i] = _Frame(None)
+                continue
+            if cfg.crop == "perturbed":
+                box = perturb_box(box, rng, cfg.perturb_shift, cfg.perturb_scale)
+            tracker.init(ds.frame(track, i - 1), box)
+            tracker.reference_mask(gts[i - 1])
+            frames[i] = _pair_frame(tracker, ds.frame(track, i), box, hw, size, cfg.context)
+            if gt_boxes[i] is not None:
+                motions.append(relative_between(box, gt_boxes[i], cfg.context))
+            else:
+                frames[i].mu = frames[i].cov = None
+    else:
+        box = gt_boxes[0]
+        assert box is not None, "a track starts on a frame where its object is present"
+        tracker.init(ds.frame(track, 0), box)
+        for i in range(1, last + 1):
+            frames[i] = _pair_frame(tracker, ds.frame(track, i), box, hw, size, cfg.context)
+            if gt_boxes[i] is not None and i in scored:
+                motions.append(relative_between(box, gt_boxes[i], cfg.context))
+            else:
+                frames[i].mu = frames[i].cov = None
+            box = tracker.box
+    return frames, motions
+
+
+def _pair_frame(tracker: Any, frame: np.ndarray, box: RBox, hw: tuple[int, int], size: int, context: float) -> _Frame:
+    tracker.update(frame)
+    mu, cov = tracker.last_posterior
+    window = crop_window(box, hw, size, context, clip=False)
+    return _Frame(window, tracker.last_patch_prob, tracker.last_prob, mu, cov)
+
+
 def evaluate_track(model: Any, ds: VideoDataset, track: Track, cfg: VaeEvalConfig, index: int = 0) -> TrackResult:
     """Run one track through the network in the configured crop mode and score it."""
     n = len(track)
@@ -250,7 +309,11 @@ def evaluate_track(model: Any, ds: VideoDataset, track: Track, cfg: VaeEvalConfi
     frames: dict[int, _Frame] = {}
     misses = 0
     t0 = time.perf_counter()
-    if cfg.crop in ("gt", "perturbed"):
+    pair = getattr(getattr(model, "cfg", None), "input", "patch") == "pair"
+    motions: list[np.ndarray] = []
+    if pair:
+        frames, motions = _pair_frames(model, ds, track, cfg, index, gts, gt_boxes, last, scored)
+    elif cfg.crop in ("gt", "perturbed"):
         rng = np.random.default_rng([cfg.seed, index])
         for i in scored:
             box = gt_boxes[i]
@@ -291,7 +354,7 @@ def evaluate_track(model: Any, ds: VideoDataset, track: Track, cfg: VaeEvalConfi
     preds, gts_s, voids_s, box_masks = [], [], [], []
     mae, max_f, mean_f, ad_f, nll, mse, mus, covs = [], [], [], [], [], [], [], []
     for i in scored:
-        fr = frames[i]
+        fr = frames.get(i, _Frame(None))
         prob = fr.prob if fr.prob is not None else zeros
         gt, void = gts[i], voids[i]
         preds.append(prob > cfg.threshold)
@@ -321,11 +384,37 @@ def evaluate_track(model: Any, ds: VideoDataset, track: Track, cfg: VaeEvalConfi
     mu_arr = np.array(mus, dtype=np.float64).reshape(-1, 5) if mus else np.zeros((0, 5))
     cov_arr = np.array(covs, dtype=np.float64).reshape(-1, 5, 5) if covs else np.zeros((0, 5, 5))
     metrics.update(_latent_metrics(model, mu_arr, cov_arr))
-    if cfg.crop == "tracking":
+    if cfg.crop == "tracking" and not pair:
         metrics["misses"] = float(misses)
-    if cfg.best_of:
+    if cfg.best_of and not pair:
         metrics.update(_best_of(model, ds, track, cfg, index, scored, frames, gts, voids))
-    return TrackResult(_track_label(track), len(scored), metrics, mu_arr, cov_arr, seconds)
+    motion_arr = np.array(motions, dtype=np.float64).reshape(-1, 5) if pair else None
+    if motion_arr is not None:
+        metrics.update(_motion_metrics(model, motion_arr, mu_arr, cov_arr))
+    return TrackResult(_track_label(track), len(scored), metrics, mu_arr, cov_arr, seconds, motion_arr)
+
+
+def _motion_metrics(model: Any, motions: np.ndarray, mu: np.ndarray, cov: np.ndarray) -> dict[str, float]:
+    """Calibration of the posteriors and of the checkpoint's prior on the true motions; mean KL."""
+    prior = model_prior(model)
+    if prior is None or motions.shape[0] == 0:
+        return {k: math.nan for k in MOTION_KEYS}
+    cmp = compare_to_prior(motions, mu, cov, prior[0], prior[1])
+    kl = [gaussian_kl_np(m, c, prior[0], prior[1]) for m, c in zip(mu, cov)]
+    return {"cover50": cmp.posterior.coverage[0.5], "cover90": cmp.posterior.coverage[0.9],
+            "motion_nll": cmp.posterior.nll, "prior_cover50": cmp.prior.coverage[0.5],
+            "prior_cover90": cmp.prior.coverage[0.9], "prior_nll": cmp.prior.nll, "nll_gain": cmp.nll_gain,
+            "kl": float(np.mean(kl))}
+
+
+def gaussian_kl_np(mu_q: np.ndarray, cov_q: np.ndarray, mu_p: np.ndarray, cov_p: np.ndarray) -> float:
+    """KL(N(μ_q, Σ_q) ‖ N(μ_p, Σ_p)) in nats."""
+    d = mu_q.shape[0]
+    inv_p = np.linalg.inv(cov_p)
+    diff = mu_p - mu_q
+    _, logdet_p = np.linalg.slogdet(cov_p)
+    _, logdet_q = np.linalg.slogdet(cov_q)
+    return float(0.5 * (np.trace(inv_p @ cov_q) + diff @ inv_p @ diff - d + logdet_p - logdet_q))
 
 
 def _latent_metrics(model: Any, mu: np.ndarray, cov: np.ndarray) -> dict[str, float]:
@@ -429,6 +518,10 @@ def aggregate(model: Any, results: list[TrackResult], cfg: VaeEvalConfig) -> dic
         overall["fps"] = frames / secs if secs > 0 else math.nan
     if cfg.crop == "tracking":
         overall["misses"] = float(sum(r.metrics.get("misses", 0.0) for r in results))
+    pairs = [r for r in results if r.motions is not None and r.motions.shape[0] == r.mu.shape[0]]
+    if pairs:  # calibration pools the pairs of all tracks
+        overall.update(_motion_metrics(model, np.concatenate([r.motions for r in pairs]),
+                                       np.concatenate([r.mu for r in pairs]), np.concatenate([r.cov for r in pairs])))
     overall["n_tracks"] = float(len(results))
     return overall
 
@@ -521,6 +614,7 @@ def report_markdown(report: VaeEvalReport) -> str:
         .get(str(info.get("bottleneck")), "")
         + " NLL and MSE are per pixel at patch level (annotation cropped the same way). Paper (βMVUnet, "
         "YouTube-VOS train/val): Mahalanobis ≈ 1e-6, NLL 1.98/2.71, MSE 0.30/0.30.",
+        *(_motion_section(o) if "cover90" in o else []),
         "",
         "## Table 5 style: saliency of the probability maps (full frame)",
         "",
@@ -552,6 +646,21 @@ def report_markdown(report: VaeEvalReport) -> str:
     if info.get("command"):
         lines += ["", f"Command: `{info['command']}`"]
     return "\n".join(lines) + "\n"
+
+
+def _motion_section(o: dict[str, float]) -> list[str]:
+    return [
+        "",
+        "## Motion posterior: calibration on the true box-relative motion (pooled over pairs)",
+        "",
+        "| Gaussian | inside 50 % ellipsoid | inside 90 % ellipsoid | NLL (nats/pair) |",
+        "|---|---|---|---|",
+        f"| posterior N(μ′, Σ′) | {_fmt(o.get('cover50'), True)} | {_fmt(o.get('cover90'), True)} | {_fmt(o.get('motion_nll'))} |",
+        f"| global prior N(μ, Σ) | {_fmt(o.get('prior_cover50'), True)} | {_fmt(o.get('prior_cover90'), True)} | {_fmt(o.get('prior_nll'))} |",
+        "",
+        f"NLL gain of the posterior over the prior: {_fmt(o.get('nll_gain'))} nats per pair; mean KL(posterior ‖ prior) "
+        f"{_fmt(o.get('kl'))} nats. Ellipsoids: χ² with 5 degrees of freedom; a calibrated Gaussian holds 50 % and 90 %.",
+    ]
 
 
 def report_stem(cfg: VaeEvalConfig) -> str:

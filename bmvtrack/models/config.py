@@ -19,7 +19,16 @@ class ModelConfig:
     """Shape and bottleneck of a βMVAE / βMVUnet (read with ``bmvtrack.config.load_config``)."""
 
     arch: Literal["mvae", "mvunet"] = "mvunet"  # mvae: plain auto-encoder; mvunet: U-Net skips
-    in_channels: int = 3  # channels of the input patch (RGB)
+    # patch: one object-centred crop (paper); pair: the motion posterior (ours) — reference crop,
+    # its mask and the next frame's crop through the same window (in_channels 7); the bottleneck's
+    # N(μ′, Σ′) is then over the box-relative motion between the two and is trained by its NLL
+    input: Literal["patch", "pair"] = "patch"
+    in_channels: int = 3  # channels of the input patch (RGB; 7 for input: pair)
+    # input pair: the reference channel is the object's mask at t (when tracking: the previous decoded
+    # mask) or the box the tracker holds, filled in (no feedback from the decoder's masks into the motion)
+    reference: Literal["mask", "box"] = "mask"
+    keypoints: int = 0  # spatial soft-argmax keypoints of the H/8 map added to the pooled feature (0 = none)
+    motion_weight: float = 1.0  # weight of the motion NLL in the loss (input: pair)
     num_classes: int = 2  # output classes; 0 = background, the rest object (paper: 66)
     patch_size: int = 96  # square input side in pixels, divisible by 32 (paper: 256)
     base_width: int = 16  # encoder ResNet-18 stage widths = base_width × (1, 2, 4, 8) (paper: 64)
@@ -59,6 +68,13 @@ class ModelConfig:
         ):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"model config: {key} must be positive, got {getattr(self, key)}")
+        if self.input == "pair" and self.in_channels != 7:
+            raise ConfigError(f"model config: input pair needs in_channels 7 (reference RGB, its mask, "
+                              f"search RGB), got {self.in_channels}")
+        if self.input == "pair" and self.bottleneck != "cholesky":
+            raise ConfigError("model config: input pair needs bottleneck cholesky (a posterior per pair)")
+        if self.keypoints < 0 or self.motion_weight < 0:
+            raise ConfigError("model config: keypoints and motion_weight must be >= 0")
         if self.num_classes < 2:
             raise ConfigError(f"model config: num_classes must be >= 2, got {self.num_classes}")
         if self.extra_width < 0 or self.extra_blocks < 1:
@@ -84,7 +100,8 @@ class ModelConfig:
     @property
     def feature_dim(self) -> int:
         """Length F of the pooled encoder feature that the μ′ and Σ′ heads read."""
-        return self.extra_channels if self.extra_stage else 8 * self.base_width
+        pooled = self.extra_channels if self.extra_stage else 8 * self.base_width
+        return pooled + 2 * self.keypoints
 
     @property
     def latent_dim(self) -> int:

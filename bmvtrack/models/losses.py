@@ -6,6 +6,8 @@ depending on the crop; inverse-frequency weights stop either class from dominati
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 from torch.nn import functional as F
@@ -116,10 +118,27 @@ def beta_mv_loss(
     return parts
 
 
+def motion_nll(mu: Tensor, scale_tril: Tensor, motion: Tensor) -> Tensor:
+    """Per-sample negative log-likelihood of ``motion`` (B×P) under N(μ′, LLᵀ) (B×P, B×P×P)."""
+    diff = (motion - mu).unsqueeze(-1)
+    white = torch.linalg.solve_triangular(scale_tril, diff, upper=False).squeeze(-1)
+    logdet = torch.log(torch.diagonal(scale_tril, dim1=-2, dim2=-1)).sum(-1)
+    return 0.5 * (white**2).sum(-1) + logdet + 0.5 * mu.shape[-1] * math.log(2 * math.pi)
+
+
 def loss_from_config(
-    out: dict[str, Tensor], target: Tensor, cfg: ModelConfig, ignore_index: int = 255
+    out: dict[str, Tensor], target: Tensor, cfg: ModelConfig, ignore_index: int = 255,
+    motion: Tensor | None = None,
 ) -> dict[str, Tensor]:
-    """``beta_mv_loss`` with β and the CE class weighting from the model config."""
-    return beta_mv_loss(
+    """``beta_mv_loss`` with β and the CE class weighting from the model config; with ``motion``
+    (the true box-relative motion of each pair, ``input: pair``) plus ``motion_weight`` times its
+    NLL under the posterior (reported as ``nll``)."""
+    parts = beta_mv_loss(
         out, target, beta=cfg.beta, ignore_index=ignore_index, class_weights=cfg.class_weights
     )
+    if motion is None:
+        parts["nll"] = torch.zeros((), device=parts["total"].device)
+    else:
+        parts["nll"] = motion_nll(out["mu"], out["scale_tril"], motion.to(out["mu"].dtype)).mean()
+        parts["total"] = parts["total"] + cfg.motion_weight * parts["nll"]
+    return parts

@@ -58,6 +58,15 @@ class BasicBlock(nn.Module):
         return self.act(out + self.shortcut(x))
 
 
+def spatial_soft_argmax(maps: Tensor) -> Tensor:
+    """Expected (x, y) in [-1, 1] of each channel's spatial softmax: B×C×H×W → B×2C."""
+    b, c, h, w = maps.shape
+    weights = torch.softmax(maps.reshape(b, c, h * w), dim=-1).view(b, c, h, w)
+    xs = torch.linspace(-1.0, 1.0, w, device=maps.device, dtype=maps.dtype)
+    ys = torch.linspace(-1.0, 1.0, h, device=maps.device, dtype=maps.dtype)
+    return torch.cat([(weights.sum(-2) * xs).sum(-1), (weights.sum(-1) * ys).sum(-1)], dim=1)
+
+
 def _stage(cin: int, cout: int, blocks: int, stride: int, cfg: ModelConfig) -> nn.Sequential:
     layers = [BasicBlock(cin, cout, stride, cfg.norm, cfg.leaky_slope)]
     layers += [BasicBlock(cout, cout, 1, cfg.norm, cfg.leaky_slope) for _ in range(blocks - 1)]
@@ -86,6 +95,8 @@ class ResNetBackbone(nn.Module):
         self.extra = (
             _stage(w4, cfg.extra_channels, cfg.extra_blocks, 1, cfg) if cfg.extra_stage else None
         )
+        # where things are (ours, for the motion posterior): pooling forgets position, soft-argmax keeps it
+        self.keypoints = nn.Conv2d(w2, cfg.keypoints, 3, 1, 1) if cfg.keypoints else None
         self.skip_channels: list[int] = [w1, w1, w2, w3, w4] + (
             [cfg.extra_channels] if cfg.extra_stage else []
         )
@@ -105,6 +116,8 @@ class ResNetBackbone(nn.Module):
         if self.extra is not None:
             skips.append(self.extra(s4))
         features = skips[-1].mean(dim=(-2, -1))
+        if self.keypoints is not None:
+            features = torch.cat([features, spatial_soft_argmax(self.keypoints(s2))], dim=1)
         return features, skips
 
 

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from bmvtrack import paths
 from bmvtrack.checkpoint import CheckpointError, load_checkpoint
 from bmvtrack.config import ConfigError, apply_overrides, from_dict, load_config, merge_into, to_dict
+from bmvtrack.data.pair_sampler import PairConfig
 from bmvtrack.data.patch_sampler import AugmentConfig
 from bmvtrack.data.readers import DataConfig, TrackFilter
 from bmvtrack.logging_wandb import WandbConfig
@@ -36,6 +37,7 @@ class PretrainConfig:
     extra_data: list[DataConfig] = field(default_factory=list)  # more training datasets, mixed in uniformly per patch
     val_split: str | None = "val"  # held-out split of `data` for validation (None: no validation, no best.pt)
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # box jitter, flips, colour noise
+    pairs: PairConfig = field(default_factory=PairConfig)  # real and warped training pairs (model.input: pair)
     wandb: WandbConfig = field(default_factory=WandbConfig)  # W&B (offline by default)
     batch_size: int = field(default=32, metadata={"ge": 1})  # patches per step and per process (paper: 32)
     # Paper: RAdam, cyclical LR between 5e-5 and 1e-4 (920 epochs on a GPU). A 10-minute CPU run

@@ -20,20 +20,23 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from bmvtrack import paths
 from bmvtrack.config import ConfigError
+from bmvtrack.data.pair_sampler import PairSampler
 from bmvtrack.data.patch_sampler import PatchSampler
 from bmvtrack.data.readers import DataConfig, VideoDataset
+from bmvtrack.motion import MotionPrior
 from bmvtrack.pretrain_vae.config import PretrainConfig
 from bmvtrack.pretrain_vae.distributed import DistContext
 
 
 class PatchDataset(Dataset):
-    """Training patches over one or more ``PatchSampler``s: ``(uint8 S×S×3, bool S×S)`` tensors.
+    """Training items over one or more samplers: ``(uint8 S×S×3, bool S×S)`` tensors from
+    ``PatchSampler``s, ``(uint8 S×S×7, bool S×S, float32 5)`` from ``PairSampler``s (``input: pair``).
 
     The jitter of item ``i`` in epoch ``e`` comes from ``default_rng((seed, e, i))``, so the data do
     not depend on the number of workers or ranks. ``augment=False`` gives the paper's plain crop.
     """
 
-    def __init__(self, samplers: list[PatchSampler], seed: int, augment: bool = True) -> None:
+    def __init__(self, samplers: list[PatchSampler] | list[PairSampler], seed: int, augment: bool = True) -> None:
         self.samplers = samplers
         self.seed = seed
         self.augment = augment
@@ -43,15 +46,14 @@ class PatchDataset(Dataset):
     def __len__(self) -> int:
         return int(self.offsets[-1])
 
-    def locate(self, index: int) -> tuple[PatchSampler, int]:
+    def locate(self, index: int) -> tuple[PatchSampler | PairSampler, int]:
         k = int(np.searchsorted(self.offsets, index, side="right")) - 1
         return self.samplers[k], index - int(self.offsets[k])
 
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+    def __getitem__(self, index: int) -> tuple[Tensor, ...]:
         sampler, local = self.locate(index)
         rng = np.random.default_rng((self.seed, self.epoch, index)) if self.augment else None
-        patch, mask = sampler.sample(local, rng)
-        return torch.from_numpy(patch), torch.from_numpy(mask)
+        return tuple(torch.from_numpy(a) for a in sampler.sample(local, rng))
 
 
 class ResumableSampler(Sampler[int]):
@@ -75,6 +77,14 @@ class ResumableSampler(Sampler[int]):
     @property
     def batches_per_epoch(self) -> int:
         return len(self.base) // self.batch_size
+
+
+def make_sampler(cfg: PretrainConfig, ds: VideoDataset) -> PatchSampler | PairSampler:
+    """Patches for a single-crop model, pairs for a motion posterior (``model.input``)."""
+    if cfg.model.input == "pair":
+        return PairSampler(ds, cfg.model.patch_size, cfg.augment, cfg.box_method, cfg.pairs,
+                           reference=cfg.model.reference)
+    return PatchSampler(ds, cfg.model.patch_size, cfg.augment, cfg.box_method)
 
 
 def _is_default_synthetic(root: str) -> bool:
@@ -102,7 +112,7 @@ class TrainingData:
     """What a run trains on: its datasets, their patch samplers and the resumable loader over them."""
 
     sets: list[VideoDataset]
-    samplers: list[PatchSampler]
+    samplers: list[PatchSampler] | list[PairSampler]
     dataset: PatchDataset
     sampler: ResumableSampler
     loader: DataLoader
@@ -112,7 +122,7 @@ class TrainingData:
         """Open ``cfg.data`` and ``cfg.extra_data`` (rank 0 first: it may generate the synthetic default)."""
         with ctx.main_first():
             sets = [open_dataset(dc, progress=progress and ctx.is_main) for dc in [cfg.data, *cfg.extra_data]]
-        samplers = [PatchSampler(ds, cfg.model.patch_size, cfg.augment, cfg.box_method) for ds in sets]
+        samplers = [make_sampler(cfg, ds) for ds in sets]
         dataset = PatchDataset(samplers, cfg.seed)
         sampler = ResumableSampler(len(dataset), ctx.world, ctx.rank, cfg.seed, cfg.batch_size)
         if sampler.batches_per_epoch == 0:
@@ -126,6 +136,12 @@ class TrainingData:
                             num_workers=cfg.num_workers, drop_last=True, pin_memory=device.type == "cuda",
                             generator=torch.Generator().manual_seed(cfg.seed + 7919 * ctx.rank))
         return cls(sets, samplers, dataset, sampler, loader)
+
+    def use_prior(self, prior: MotionPrior) -> None:
+        """Pair samplers draw the motion of warped pairs from the run's (box-relative) prior."""
+        for s in self.samplers:
+            if isinstance(s, PairSampler):
+                s.use_prior(prior.mean, prior.cov)
 
     @property
     def steps_per_epoch(self) -> int:

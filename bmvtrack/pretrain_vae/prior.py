@@ -12,7 +12,7 @@ from typing import Any
 
 from bmvtrack.analyze_motion import fit_prior, measure_dataset, motion_samples
 from bmvtrack.data.readers import VideoDataset
-from bmvtrack.motion import MotionPrior
+from bmvtrack.motion import MotionPrior, PriorError
 from bmvtrack.pretrain_vae.config import PretrainConfig
 from bmvtrack.pretrain_vae.distributed import DistContext
 
@@ -29,15 +29,23 @@ def run_prior(cfg: PretrainConfig, ctx: DistContext, ckpt: dict[str, Any] | None
 
 def _configured_prior(cfg: PretrainConfig, ctx: DistContext, train_sets: list[VideoDataset],
                       say: Callable[[str], None]) -> tuple[MotionPrior, str]:
+    units = "relative" if cfg.model.input == "pair" else "action"
     if cfg.prior == "paper":
+        if units == "relative":
+            raise PriorError("pretrain config: a motion posterior (model.input: pair) needs a box-relative prior; "
+                             "the paper's is over G_t — give a prior file path (measured when absent)")
         return MotionPrior.paper(), "the paper's (appendix 2.2), as configured"
     path = Path(cfg.prior)
     if path.is_file() or not ctx.is_main:  # ranks > 0: rank 0 wrote it before we got here
         prior = MotionPrior.load(path)
+        if prior.units != units:
+            raise PriorError(f"{path}: prior is over {prior.units} motion, model.input {cfg.model.input} needs "
+                             f"{units} motion (give another prior path; a missing one is measured)")
         return prior, f"{path} ({prior.source})"
     measured = [tm for ds in train_sets for tm in measure_dataset(ds, cfg.box_method, progress=False)]
     roots = ", ".join(f"{dc.root} (split {dc.split or 'all'})" for dc in [cfg.data, *cfg.extra_data])
-    prior = fit_prior(measured, f"measured by pretrain_vae on {roots}, {len(measured)} tracks", cfg.box_method)
+    prior = fit_prior(measured, f"measured by pretrain_vae on {roots}, {len(measured)} tracks", cfg.box_method,
+                      units=units, context=cfg.augment.context)
     prior.save(path)
     n = len(motion_samples(measured))
     say(f"no prior file at {path}: measured the motion prior on the training data "

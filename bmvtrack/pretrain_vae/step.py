@@ -19,7 +19,7 @@ from bmvtrack.motion import MotionPrior
 from bmvtrack.pretrain_vae.config import PretrainConfig
 from bmvtrack.pretrain_vae.distributed import DistContext
 
-STAT_KEYS = ("total", "cons", "ce", "jaccard", "kl")
+STAT_KEYS = ("total", "cons", "ce", "jaccard", "kl", "nll")
 
 
 class NonFinite(Exception):
@@ -61,8 +61,11 @@ class Optimisation:
     def lr(self) -> float:
         return float(self.scheduler.get_last_lr()[0])
 
-    def train_step(self, patches: Tensor, masks: Tensor, stop_flag: float = 0.0) -> dict[str, float]:
+    def train_step(self, patches: Tensor, masks: Tensor, stop_flag: float = 0.0,
+                   motion: Tensor | None = None) -> dict[str, float]:
         """One optimiser step on a uint8 NHWC batch; returns the (all-reduced) loss parts.
+
+        ``motion`` (B×5): the true box-relative motion of each pair (``input: pair`` models).
 
         ``stop_flag`` (rank 0) travels with the loss all-reduce so that every rank agrees to stop.
         Raises ``NonFinite`` (nothing is stepped) when the loss or the gradient is not finite.
@@ -71,7 +74,8 @@ class Optimisation:
         y = masks.to(self.device, non_blocking=True).long()
         self.model.train()
         out = self.model(x)
-        parts = loss_from_config(out, y, self.cfg.model)
+        parts = loss_from_config(out, y, self.cfg.model,
+                                 motion=None if motion is None else motion.to(self.device))
         loss = parts["total"]
         stats = torch.stack([parts[k].detach().float().reshape(()) for k in STAT_KEYS]
                             + [torch.tensor(stop_flag, device=loss.device)])

@@ -167,6 +167,7 @@ class Trainer:
         self.val_set = (ValidationSet.cut(cfg, self.data.sets[0], self.say)
                         if cfg.val_split is not None and ctx.is_main else None)
         self.prior, self.prior_note = run_prior(cfg, ctx, reader.ckpt if reader else None, self.data.sets, self.say)
+        self.data.use_prior(self.prior)
         self._build_model(reader)
         # what callers (tests, benchmarks/bench_pretrain.py) read of a Trainer
         self.dataset, self.sampler, self.loader = self.data.dataset, self.data.sampler, self.data.loader
@@ -250,9 +251,10 @@ class Trainer:
         """Epochs done, with the current one's fraction."""
         return self.state.epoch + self.state.epoch_step / self.data.steps_per_epoch
 
-    def train_step(self, patches: Tensor, masks: Tensor, stop_flag: float = 0.0) -> dict[str, float]:
-        """One optimiser step (``Optimisation.train_step``)."""
-        return self.opt.train_step(patches, masks, stop_flag)
+    def train_step(self, patches: Tensor, masks: Tensor, motion: Tensor | None = None,
+                   stop_flag: float = 0.0) -> dict[str, float]:
+        """One optimiser step (``Optimisation.train_step``) on a batch of the loader."""
+        return self.opt.train_step(patches, masks, stop_flag, motion)
 
     # ---------------------------------------------------------------- checkpoints
 
@@ -320,11 +322,12 @@ class Trainer:
         """The rest of the current epoch; why the run stops within it, or None when it ran to its end."""
         cfg, ctx, st = self.cfg, self.ctx, self.state
         self.data.start_epoch(st.epoch, st.epoch_step)
-        for patches, masks in self.data.loader:
+        for batch in self.data.loader:
+            patches, masks, motion = batch[0], batch[1], (batch[2] if len(batch) > 2 else None)
             ts = time.perf_counter()
             flag = 1.0 if ctx.is_main and timing.out_of_time(ts) else 0.0
             try:
-                stats = self.opt.train_step(patches, masks, flag)
+                stats = self.opt.train_step(patches, masks, flag, motion)
             except NonFinite as exc:
                 self._diverged(str(exc))
             st.step += 1

@@ -13,7 +13,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from bmvtrack.data.patch_sampler import PatchSampler
 from bmvtrack.data.readers import VideoDataset
 from bmvtrack.io import atomic_save
 from bmvtrack.metrics import mahalanobis_gaussians
@@ -21,7 +20,8 @@ from bmvtrack.models import loss_from_config
 from bmvtrack.models.preprocess import patches_to_tensor
 from bmvtrack.motion import MotionPrior
 from bmvtrack.pretrain_vae.config import PretrainConfig
-from bmvtrack.pretrain_vae.data import evenly_spaced, open_dataset
+from bmvtrack.calibration import compare_to_prior
+from bmvtrack.pretrain_vae.data import evenly_spaced, make_sampler, open_dataset
 from bmvtrack.pretrain_vae.step import STAT_KEYS
 
 
@@ -38,10 +38,12 @@ def _eval_mode(net: nn.Module) -> Iterator[None]:
 
 @dataclass
 class ValidationSet:
-    """The validation patches (uint8 N×S×S×3) and their masks (N×S×S)."""
+    """The validation patches (uint8 N×S×S×3, or ×7 pairs) and their masks (N×S×S); for pairs
+    (``model.input: pair``) also the true box-relative motions (N×5)."""
 
     patches: np.ndarray
     masks: np.ndarray
+    motions: np.ndarray | None = None
 
     @classmethod
     def cut(cls, cfg: PretrainConfig, train_set: VideoDataset, say: Callable[[str], None]) -> ValidationSet:
@@ -53,28 +55,33 @@ class ValidationSet:
         if overlap:
             say(f"warning: validation split '{cfg.val_split}' shares {len(overlap)} sequences with the "
                 f"training data ({sorted(overlap)[:3]} ...): val metrics are not held-out")
-        vs = PatchSampler(val_ds, cfg.model.patch_size, cfg.augment, cfg.box_method)
+        vs = make_sampler(cfg, val_ds)
         idx = evenly_spaced(len(vs), cfg.val_max_patches)
-        pairs = [vs.sample(int(i)) for i in idx]
-        return cls(np.stack([p for p, _ in pairs]), np.stack([m for _, m in pairs]))
+        items = [vs.sample(int(i)) for i in idx]
+        motions = np.stack([it[2] for it in items]) if cfg.model.input == "pair" else None
+        return cls(np.stack([it[0] for it in items]), np.stack([it[1] for it in items]), motions)
 
     def __len__(self) -> int:
         return len(self.patches)
 
     @torch.no_grad()
     def evaluate(self, net: nn.Module, prior: MotionPrior, cfg: PretrainConfig, device: torch.device) -> dict[str, float]:
-        """Deterministic masks (z = μ′, eval mode) of the validation patches: losses, J, Mahalanobis."""
+        """Deterministic masks (z = μ′, eval mode) of the validation patches: losses, J, Mahalanobis;
+        for pairs also the calibration of the motion posterior against the prior (``bmvtrack.calibration``)."""
         sums: dict[str, float] = {k: 0.0 for k in STAT_KEYS}
         ious: list[float] = []
         maha: list[float] = []
+        mus: list[np.ndarray] = []
+        covs: list[np.ndarray] = []
         mean_p, cov_p = prior.mean, prior.cov
         n = len(self.patches)
         with _eval_mode(net):
             for i in range(0, n, cfg.batch_size):
                 x = patches_to_tensor(self.patches[i:i + cfg.batch_size], device)
                 y = torch.from_numpy(self.masks[i:i + cfg.batch_size]).to(device).long()
+                motion = None if self.motions is None else torch.from_numpy(self.motions[i:i + cfg.batch_size])
                 out = net(x, sample=False)
-                parts = loss_from_config(out, y, cfg.model)
+                parts = loss_from_config(out, y, cfg.model, motion=None if motion is None else motion.to(device))
                 b = x.shape[0]
                 for k in STAT_KEYS:
                     sums[k] += float(parts[k]) * b
@@ -86,9 +93,17 @@ class ValidationSet:
                 mu = out["mu"].double().cpu().numpy()
                 cov = out["cov"].double().cpu().numpy()
                 maha += [mahalanobis_gaussians(mean_p, cov_p, mu[j], cov[j]) for j in range(b)]
+                mus.append(mu)
+                covs.append(cov)
         val = {f"val/{'loss' if k == 'total' else k}": v / n for k, v in sums.items()}
         val["val/J"] = float(np.mean(ious))
         val["val/mahalanobis"] = float(np.mean(maha))
+        if self.motions is not None:
+            cmp = compare_to_prior(self.motions, np.concatenate(mus), np.concatenate(covs), mean_p, cov_p)
+            val["val/cover50"] = cmp.posterior.coverage[0.5]
+            val["val/cover90"] = cmp.posterior.coverage[0.9]
+            val["val/prior_nll"] = cmp.prior.nll
+            val["val/prior_cover90"] = cmp.prior.coverage[0.9]
         return val
 
     @torch.no_grad()
@@ -108,7 +123,8 @@ class ValidationSet:
         pr[pred & gt] = (255, 255, 255)
         pr[pred & ~gt] = (230, 40, 40)
         pr[~pred & gt] = (40, 90, 230)
-        rows = [np.concatenate(list(r), axis=1) for r in (patches, gt_rgb, pr)]
+        shown = patches[..., -3:]  # a pair shows its search crop, the one the mask is of
+        rows = [np.concatenate(list(r), axis=1) for r in (shown, gt_rgb, pr)]
         grid = np.concatenate(rows, axis=0)
         scale = max(1, 96 // patches.shape[1])
         if scale > 1:

@@ -1,0 +1,109 @@
+"""The posterior-mean tracker: the box moved by the motion posterior's μ′ every frame, nothing else.
+
+A βMVUnet trained with ``model.input: pair`` reads frame t's crop at the current box with that
+frame's mask, and frame t+1 through the same window; its bottleneck is a full-covariance Gaussian
+N(μ′, Σ′) over the box-relative motion between the two (``bmvtrack.motion.relative_between``),
+its decoder the object's mask in frame t+1. Each ``update`` moves the box by μ′
+(``apply_relative``, exactly the environment's ``G_t`` of ``last_action``) and keeps the decoded mask
+as the next reference mask. No classical tracker, no RL: it shows what the latent alone carries.
+
+At ``init`` only the box is known, so the first reference mask is the rotated box filled in (the
+same information every other tracker gets). A network trained with ``reference: box`` always sees
+the box it holds filled in, so its motion never depends on its own decoded masks. After each update the tracker exposes ``last_mask``
+(the decoded mask, for J&F), ``last_posterior`` (μ′ and Σ′ in box-relative units) and
+``last_action`` (the ``G_t`` that moved the box).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from bmvtrack.data.pair_sampler import pair_crops
+from bmvtrack.models.preprocess import patches_to_tensor
+from bmvtrack.motion import RBox, apply_relative, fill_rbox, keep_in_reach, motion_between
+from bmvtrack.segmentation import foreground_prob
+
+
+def load_motion_posterior(checkpoint: str | Path, device: str = "cpu") -> tuple[Any, Any]:
+    """A pretraining checkpoint of a motion posterior (``model.input: pair``), loaded for tracking.
+
+    Any other checkpoint is a one-line ``CheckpointError`` naming the file.
+    """
+    from bmvtrack.checkpoint import CheckpointError
+    from bmvtrack.segmentation import load_segmenter
+
+    model, cfg = load_segmenter(checkpoint, device)
+    if cfg.input != "pair":
+        raise CheckpointError(f"{checkpoint}: a single-crop βMVUnet (model.input {cfg.input}); the motion-posterior "
+                              "tracker needs one trained with model.input: pair (configs/pretrain_motion*.yaml)")
+    return model, cfg
+
+
+class MotionPosteriorTracker:
+    """Box tracker from a motion-posterior βMVUnet (a checkpoint path or a loaded model)."""
+
+    uses_ground_truth = False
+
+    def __init__(self, checkpoint: str | Path | Any, context: float = 0.25, threshold: float = 0.5,
+                 device: str = "cpu", name: str = "motion-posterior") -> None:
+        if isinstance(checkpoint, (str, Path)):
+            self.model, cfg = load_motion_posterior(checkpoint, device)
+        else:
+            self.model, cfg = checkpoint, checkpoint.cfg
+        if cfg.input != "pair":
+            raise ValueError("the motion-posterior tracker needs a model trained with model.input: pair")
+        self.size = cfg.patch_size
+        self.reference = cfg.reference
+        self.context, self.threshold, self.name = context, threshold, name
+        self.device = next(self.model.parameters()).device
+        self._box: RBox | None = None
+        self._frame: np.ndarray | None = None
+        self._mask: np.ndarray | None = None
+        self.last_mask: np.ndarray | None = None
+        self.last_aabb = None  # the rotated box's corner bounds are its axis-aligned box
+        self.last_posterior: tuple[np.ndarray, np.ndarray] | None = None
+        self.last_action: np.ndarray | None = None
+        self.last_patch_prob: np.ndarray | None = None  # the decoder's P(object) over the search crop
+        self.last_prob: np.ndarray | None = None  # the same pasted into the frame (H×W float32)
+
+    @property
+    def box(self) -> RBox | None:
+        """The current box (after the last update)."""
+        return self._box
+
+    def reference_mask(self, mask: np.ndarray) -> None:
+        """Replace the next pair's reference mask (e.g. by the annotation, when scoring with the
+        annotation's crop); a network whose reference is the box keeps the box."""
+        if self.reference == "mask":
+            self._mask = np.asarray(mask, dtype=bool)
+
+    def init(self, frame: np.ndarray, box: RBox) -> None:
+        """Start at ``box``; the reference mask is the box filled in."""
+        self._box, self._frame = box, frame
+        self._mask = fill_rbox(box, frame.shape[:2])
+        self.last_mask = self.last_posterior = self.last_action = self.last_prob = self.last_patch_prob = None
+
+    @torch.no_grad()
+    def update(self, frame: np.ndarray) -> RBox:
+        """Move the box by μ′ of the pair (previous frame and mask, this frame)."""
+        if self._box is None or self._frame is None or self._mask is None:
+            raise RuntimeError("MotionPosteriorTracker.update called before init")
+        h, w = frame.shape[:2]
+        x, crop = pair_crops(self._frame, self._mask, frame, self._box, self.size, self.context)
+        out = self.model(patches_to_tensor(x[None], self.device), sample=False)
+        mu = out["mu"][0].double().cpu().numpy()
+        self.last_posterior = (mu, out["cov"][0].double().cpu().numpy())
+        box = keep_in_reach(apply_relative(self._box, mu, self.context), (h, w))
+        self.last_action = motion_between(self._box, box, w, h)
+        prob = foreground_prob(out["logits"])[0].cpu().numpy()
+        pasted = cv2.warpAffine(prob, cv2.invertAffineTransform(crop), (w, h), flags=cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        mask = pasted > self.threshold
+        self.last_mask, self.last_prob, self.last_patch_prob = mask, pasted, prob
+        self._mask = mask if mask.any() and self.reference == "mask" else fill_rbox(box, (h, w))
+        self._box, self._frame = box, frame
+        return box

@@ -1,0 +1,153 @@
+"""Training pairs for the motion posterior: a reference crop with its mask, the next frame's crop
+through the same window, and the true box-relative motion between them.
+
+An item is a frame t of a track whose object is also present at t + 1. Its pair is either
+
+- **real**: frame t and its mask at a jittered box b̂_t, frame t + 1 through the same window; the
+  target is the motion from b̂_t to the annotated box b_{t+1} (so a network learns to correct its
+  own placement error as well as the object's motion); or
+- **warped** (``PairConfig.warp_fraction`` of training items): frame t paired with itself warped
+  by a motion drawn from the measured prior of box-relative motion, so the supply of pairs with
+  exactly known motion is unlimited and covers the whole prior, not only the few hundred real
+  steps of a small dataset.
+
+Arrays are uint8 ``(S, S, 7)``: reference RGB, reference mask (0/255), search RGB; the label is the
+search crop's mask, the target ``r`` the box-relative motion (``bmvtrack.motion.relative_between``).
+Numpy only, like ``patch_sampler``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import cv2
+import numpy as np
+
+from bmvtrack.data.patch_sampler import AugmentConfig, _colour_jitter
+from bmvtrack.data.patches import crop_window
+from bmvtrack.data.readers import VideoDataset
+from bmvtrack.motion import RBox, apply_relative, box_warp, boxes_from_masks, fill_rbox, relative_between
+
+PAIR_CHANNELS = 7  # reference RGB, reference mask, search RGB
+
+
+@dataclass
+class PairConfig:
+    """How training pairs are made (``input: pair`` models)."""
+
+    warp_fraction: float = 0.5  # share of training pairs that are a frame and its own warp by a prior draw
+    warp_scale: float = 1.0  # the prior's covariance is scaled by this squared for the warp draws
+    mask_noise: float = 0.3  # probability of eroding or dilating the reference mask (a tracker's own mask is imperfect)
+
+
+def _window_affine(box: RBox, frame_hw: tuple[int, int], size: int, context: float) -> np.ndarray:
+    """3×3 map from frame pixels to the crop of the unclipped window around ``box``."""
+    m = np.eye(3)
+    m[:2] = crop_window(box, frame_hw, size, context, clip=False).affine()
+    return m
+
+
+def _warp(img: np.ndarray, m: np.ndarray, size: int, nearest: bool = False) -> np.ndarray:
+    flags = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
+    return cv2.warpAffine(img, m[:2], (size, size), flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def pair_crops(ref_frame: np.ndarray, ref_mask: np.ndarray, search_frame: np.ndarray, box: RBox, size: int,
+               context: float = 0.25, search_warp: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The ``(S, S, 7)`` network input around ``box`` and the crop's 2×3 map from frame to crop.
+
+    ``search_warp`` (2×3) is applied to ``search_frame`` before cropping (warped training pairs).
+    Shared by training and the tracker, so both cut exactly the same crops.
+    """
+    m = _window_affine(box, ref_frame.shape[:2], size, context)
+    ms = m if search_warp is None else m @ np.vstack([search_warp, [0.0, 0.0, 1.0]])
+    ref = _warp(ref_frame, m, size)
+    mask = _warp(ref_mask.astype(np.uint8) * 255 if ref_mask.dtype == bool else ref_mask, m, size, nearest=True)
+    search = _warp(search_frame, ms, size)
+    return np.concatenate([ref, mask[..., None], search], axis=-1), m[:2]
+
+
+class PairSampler:
+    """Index of (track, frame t) with the object present at t and t + 1; ``sample(i, rng)`` → pair."""
+
+    def __init__(self, ds: VideoDataset, size: int, aug: AugmentConfig | None = None, box_method: str = "minarearect",
+                 pairs: PairConfig | None = None, prior_mean: np.ndarray | None = None,
+                 prior_cov: np.ndarray | None = None, reference: Literal["mask", "box"] = "mask") -> None:
+        self.ds, self.size, self.aug, self.pairs = ds, size, aug or AugmentConfig(), pairs or PairConfig()
+        self.reference = reference  # the reference channel: the object's mask, or the reference box filled in
+        self.prior_mean: np.ndarray | None = None
+        self.prior_chol: np.ndarray | None = None
+        if prior_mean is not None and prior_cov is not None:
+            self.use_prior(prior_mean, prior_cov)
+        self.items: list[tuple[int, int]] = []
+        self.boxes: list[list[RBox | None]] = []
+        for ti, tr in enumerate(ds.tracks()):
+            boxes = boxes_from_masks((ds.mask(tr, i) if tr.present[i] else None for i in range(len(tr))), box_method)
+            self.boxes.append(boxes)
+            self.items.extend((ti, fi) for fi in range(len(boxes) - 1)
+                              if boxes[fi] is not None and boxes[fi + 1] is not None)
+        if not self.items:
+            from bmvtrack.data.images import DatasetError
+
+            raise DatasetError(f"{ds.root}: no two consecutive annotated frames of an object to make pairs from")
+
+    def use_prior(self, mean: np.ndarray, cov: np.ndarray) -> None:
+        """The box-relative prior N(mean, cov) that warped pairs draw their motion from."""
+        self.prior_mean = np.asarray(mean, dtype=np.float64).reshape(5)
+        self.prior_chol = np.linalg.cholesky(np.asarray(cov, dtype=np.float64).reshape(5, 5))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def sequence_of(self, index: int) -> str:
+        return self.ds.tracks()[self.items[index][0]].sequence
+
+    def sample(self, index: int, rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(S, S, 7)`` uint8 pair, ``(S, S)`` bool search mask, float32 5-vector ``r``.
+
+        ``rng=None``: the real pair at the annotated box, no augmentation (validation).
+        """
+        ti, fi = self.items[index]
+        tr = self.ds.tracks()[ti]
+        frame, mask, box = self.ds.frame(tr, fi), self.ds.mask(tr, fi), self.boxes[ti][fi]
+        a, ctx = self.aug, self.aug.context
+        warped = rng is not None and self.pairs.warp_fraction > 0 and rng.random() < self.pairs.warp_fraction
+        if warped:
+            if self.prior_mean is None or self.prior_chol is None:
+                raise RuntimeError("warped pairs need the box-relative prior: call use_prior first")
+            r_true = self.prior_mean + self.pairs.warp_scale * self.prior_chol @ rng.standard_normal(5)
+            r_true[2] = np.clip(r_true[2], -0.7, 0.7)
+            target = apply_relative(box, r_true, ctx)
+            warp = box_warp(box, target)
+            search_frame, search_mask = frame, mask
+        else:
+            target, warp = self.boxes[ti][fi + 1], None
+            search_frame, search_mask = self.ds.frame(tr, fi + 1), self.ds.mask(tr, fi + 1)
+        ref_box = box
+        if rng is not None:
+            s = max(box.w, box.h)
+            ref_box = RBox(box.cx + rng.normal(0, a.jitter_shift) * s, box.cy + rng.normal(0, a.jitter_shift) * s,
+                           box.w * float(np.exp(rng.normal(0, a.jitter_scale))),
+                           box.h * float(np.exp(rng.normal(0, a.jitter_scale))), box.angle)
+            mask = self._noisy_mask(mask, rng)
+        ref_channel = fill_rbox(ref_box, frame.shape[:2]) if self.reference == "box" else mask
+        x, m = pair_crops(frame, ref_channel, search_frame, ref_box, self.size, ctx, warp)
+        ms = m if warp is None else (np.vstack([m, [0, 0, 1]]) @ np.vstack([warp, [0, 0, 1]]))[:2]
+        label = _warp(search_mask.astype(np.uint8), np.vstack([ms, [0, 0, 1]]), self.size, nearest=True).astype(bool)
+        r = relative_between(ref_box, target, ctx)
+        if rng is not None:
+            if a.flip and rng.random() < 0.5:  # a mirror turns the other way and moves the other way in x
+                x, label = x[:, ::-1], label[:, ::-1]
+                r[2], r[3] = -r[2], -r[3]
+            if a.colour > 0:  # one photometric change for both frames, as in a real clip
+                both = _colour_jitter(np.concatenate([x[..., :3], x[..., 4:]], axis=1), rng, a.colour)
+                x = np.concatenate([both[:, :self.size], x[..., 3:4], both[:, self.size:]], axis=-1)
+        return np.ascontiguousarray(x), np.ascontiguousarray(label), r.astype(np.float32)
+
+    def _noisy_mask(self, mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if self.pairs.mask_noise <= 0 or rng.random() >= self.pairs.mask_noise:
+            return mask
+        k = int(rng.integers(1, 4)) * 2 + 1
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+        op = cv2.dilate if rng.random() < 0.5 else cv2.erode
+        return op(mask.astype(np.uint8), kernel) > 0
