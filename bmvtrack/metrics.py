@@ -19,6 +19,9 @@ Tracking (OTB-2015 toolkit / got10k ``utils/metrics.py`` / pysot):
   perfect tracker scores 20/21 ≈ 0.952 with the default thresholds — this is the OTB/got10k
   number and is kept so our AUCs compare with published ones. Precision: fraction of frames
   with centre error **≤** the threshold (20 px for the headline).
+* Recovery: an *event* is a frame where the tracker came off the object — a loss (``loss_events``)
+  or a re-initialisation on a wrong box — and it *recovers* at the first frame from the event on
+  whose IoU is ≥ 0.5 (``recovery_frames``, summarised by ``recovery_summary``).
 
 Segmentation (DAVIS 2016 protocol, as in the official ``davis2017-evaluation`` code):
 
@@ -47,6 +50,9 @@ __all__ = [
     "precision_at",
     "precision_curve",
     "count_losses",
+    "loss_events",
+    "recovery_frames",
+    "recovery_summary",
     "paired_bootstrap",
     "jaccard",
     "seg2bmap",
@@ -141,6 +147,95 @@ def count_losses(ious: ArrayLike, threshold: float = 0.0, min_frames: int = 1) -
     starts = np.flatnonzero(edges == 1)
     ends = np.flatnonzero(edges == -1)
     return int(np.sum((ends - starts) >= min_frames))
+
+
+def loss_events(ious: ArrayLike, lost: float = 0.1, on_target: float = 0.5,
+                resets: ArrayLike = ()) -> NDArray[np.int64]:
+    """Frames where the tracker loses the object: IoU < ``lost`` while it was on target.
+
+    Why: ``count_losses`` says how often the overlap vanished; to ask whether a tracker finds the
+    object again, each loss needs a frame to count the recovery from, and a tracker wobbling
+    around one threshold must not make a new loss of every wobble. So the frames are read with
+    two thresholds (hysteresis): the tracker is *on target* at the start (it was given the ground
+    truth) and after every frame with IoU ≥ ``on_target``; a frame with IoU < ``lost`` while on
+    target is a loss event, and the tracker is off target from there on until a frame with IoU ≥
+    ``on_target``. Frames in between (``lost`` ≤ IoU < ``on_target``) change nothing, nor do NaN
+    frames (not scored: nothing can be said about the tracker there).
+
+    ``resets``: frames where the tracker was re-initialised on a box that was not the ground truth
+    (a perturbation, applied before the frame is tracked). The tracker is off target from such a
+    frame on until IoU ≥ ``on_target`` again, so what the perturbation did is not counted as a loss
+    of the tracker's own (it is an event of its own: ``recovery_frames`` of the reset frames).
+    Returns the event frames in increasing order (indices into ``ious``).
+    """
+    if not lost <= on_target:
+        raise ValueError(f"lost threshold {lost} must not exceed the on-target threshold {on_target}")
+    arr = np.atleast_1d(np.asarray(ious, dtype=np.float64))
+    if arr.ndim != 1:
+        raise ValueError(f"ious must be 1-D (one value per frame), got shape {arr.shape}")
+    reset = np.zeros(arr.size, dtype=bool)
+    reset[_event_frames(resets, arr.size, "resets")] = True
+    events, on = [], True
+    for i, v in enumerate(arr):
+        if reset[i]:
+            on = False
+        if v >= on_target:
+            on = True
+        elif v < lost and on:
+            events.append(i)
+            on = False
+    return np.asarray(events, dtype=np.int64)
+
+
+def recovery_frames(ious: ArrayLike, events: ArrayLike, on_target: float = 0.5,
+                    stops: ArrayLike = ()) -> NDArray[np.float64]:
+    """Per event frame, how many frames later the IoU was back ≥ ``on_target``; NaN: it never was.
+
+    Why: a tracker that drifts off and never returns and one that is back two frames later can
+    have the same success AUC; the frames it takes to be back on target tell them apart. Event
+    ``e``'s window runs from ``e`` itself up to, not including, the next later frame of ``events``
+    or ``stops`` (frames where something outside the tracker intervened, e.g. a re-initialisation),
+    else to the end of the sequence: recovering after the next event would be recovering from that
+    one. The count is of frames elapsed (NaN frames — not scored — included, though never a
+    recovery): 0 means on target at the event frame itself (an event frame after a
+    re-initialisation is the first frame tracked from the new box). ``events``: strictly
+    increasing frame indices into ``ious``.
+    """
+    arr = np.atleast_1d(np.asarray(ious, dtype=np.float64))
+    if arr.ndim != 1:
+        raise ValueError(f"ious must be 1-D (one value per frame), got shape {arr.shape}")
+    ev = _event_frames(events, arr.size, "events")
+    bounds = np.union1d(ev, _event_frames(stops, arr.size, "stops"))
+    on = arr >= on_target  # NaN compares False: never a recovery
+    out = np.full(ev.size, np.nan)
+    for k, e in enumerate(ev):
+        later = bounds[bounds > e]
+        end = int(later[0]) if later.size else arr.size
+        hits = np.flatnonzero(on[e:end])
+        if hits.size:
+            out[k] = float(hits[0])
+    return out
+
+
+def recovery_summary(frames: ArrayLike) -> dict[str, float | int]:
+    """``recovered`` (fraction of events recovered, NaN without events), ``frames_to_recover``
+    (median frames over the recovered ones, NaN if none) and ``events`` (their number) of
+    ``recovery_frames`` results — of one sequence, or of several concatenated (pooled over events,
+    so a sequence counts by its number of events)."""
+    f = np.atleast_1d(np.asarray(frames, dtype=np.float64)).reshape(-1)
+    done = f[~np.isnan(f)]
+    return {"recovered": float(done.size / f.size) if f.size else float("nan"),
+            "frames_to_recover": float(np.median(done)) if done.size else float("nan"),
+            "events": int(f.size)}
+
+
+def _event_frames(frames: ArrayLike, n: int, name: str) -> NDArray[np.int64]:
+    """Frame indices as a strictly increasing int array within ``[0, n)``."""
+    raw = np.atleast_1d(np.asarray(frames, dtype=np.float64)).reshape(-1)
+    idx = np.where(np.isfinite(raw), raw, -1.0).astype(np.int64)
+    if raw.size and (not np.array_equal(idx, raw) or idx.min() < 0 or idx.max() >= n or np.any(np.diff(idx) <= 0)):
+        raise ValueError(f"{name} must be strictly increasing frame indices in [0, {n}), got {raw.tolist()}")
+    return idx
 
 
 def paired_bootstrap(a: ArrayLike, b: ArrayLike, n_boot: int = 10_000, level: float = 0.95,

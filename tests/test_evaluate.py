@@ -35,7 +35,10 @@ from bmvtrack.evaluate import (
 KEEP_ALL = TrackFilter(absent="keep", max_box_fraction=1.0)
 OVERALL_COLUMNS = ["tracker", "sequences", "frames", "success_auc", "precision_20", "mean_iou", "jf",
                    "success_auc_ellipse", "success_auc_bounds", "success_auc_rot", "mean_iou_rot", "losses", "fps",
-                   "fps_per_frame", "box", "j_mean", "f_mean", "uses_gt"]
+                   "fps_per_frame", "box", "j_mean", "f_mean", "uses_gt",
+                   # recovery (after every earlier column)
+                   "recovered", "frames_to_recover", "events", "perturbed_recovered", "perturbed_frames_to_recover",
+                   "perturbed_events"]
 
 
 def make_moving_square(root: Path, n_frames=6, h=48, w=64, absent=(3,)) -> Path:

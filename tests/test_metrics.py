@@ -162,6 +162,74 @@ def test_count_losses_ignores_nan_frames():
     assert M.count_losses([0.0, np.nan, 0.0], min_frames=2) == 1
 
 
+def test_a_loss_recovered_after_k_frames():
+    ious = [np.nan, 0.9, 0.05, 0.2, 0.3, 0.6, 0.7]
+    events = M.loss_events(ious)
+    assert events.tolist() == [2]  # first frame below 0.1 after being on target
+    np.testing.assert_array_equal(M.recovery_frames(ious, events), [3.0])  # IoU back at 0.6 three frames later
+    assert M.recovery_summary(M.recovery_frames(ious, events)) == {"recovered": 1.0, "frames_to_recover": 3.0,
+                                                                   "events": 1}
+
+
+def test_a_loss_never_recovered():
+    ious = [np.nan, 0.8, 0.0, 0.0, 0.4, 0.49]
+    frames = M.recovery_frames(ious, M.loss_events(ious))
+    assert M.loss_events(ious).tolist() == [2] and np.isnan(frames).all()
+    s = M.recovery_summary(frames)
+    assert s["recovered"] == 0.0 and math.isnan(s["frames_to_recover"]) and s["events"] == 1
+
+
+def test_loss_events_use_hysteresis_and_start_on_target():
+    # the tracker starts on target (it was given the truth): an early drop is a loss, in-between values change nothing
+    assert M.loss_events([np.nan, 0.3, 0.05]).tolist() == [2]
+    # a second dip below 0.1 without being back >= 0.5 in between is the same loss, not a new one
+    assert M.loss_events([0.9, 0.05, 0.3, 0.05, 0.6, 0.05]).tolist() == [1, 5]
+    assert M.loss_events([0.9, 0.05, 0.3, 0.05, 0.6, 0.05], lost=0.04).tolist() == []
+    with pytest.raises(ValueError, match="must not exceed"):
+        M.loss_events([0.5], lost=0.6)
+
+
+def test_recovery_skips_nan_frames_but_counts_them_as_elapsed():
+    ious = [np.nan, 0.8, np.nan, 0.05, np.nan, np.nan, 0.9]
+    assert M.loss_events(ious).tolist() == [3]  # the absent frame neither makes nor hides a loss
+    np.testing.assert_array_equal(M.recovery_frames(ious, [3]), [3.0])  # frames 4, 5 absent: not a recovery
+    assert np.isnan(M.recovery_frames([0.9, 0.05, np.nan, np.nan], [1])).all()
+
+
+def test_no_events_give_nan_fractions():
+    ious = [np.nan, 0.9, 0.3, 0.4, 0.95]  # it drifts but never below 0.1
+    assert M.loss_events(ious).size == 0
+    s = M.recovery_summary(M.recovery_frames(ious, M.loss_events(ious)))
+    assert math.isnan(s["recovered"]) and math.isnan(s["frames_to_recover"]) and s["events"] == 0
+    assert M.loss_events([]).size == 0 and M.recovery_frames([], []).size == 0
+
+
+def test_recovery_must_come_before_the_next_event_or_stop():
+    ious = [np.nan, 0.2, 0.3, 0.1, 0.3, 0.6, 0.2, 0.55, 0.1]
+    # perturbations at 1, 4 and 7: the first is only back on target at 5, after the second (at 4) happened
+    np.testing.assert_array_equal(M.recovery_frames(ious, [1, 4, 7]), [np.nan, 1.0, 0.0])
+    # a loss at 1 whose window is cut by a re-initialisation at 4
+    np.testing.assert_array_equal(M.recovery_frames(ious, [1], stops=[4]), [np.nan])
+    np.testing.assert_array_equal(M.recovery_frames(ious, [1], stops=[6]), [4.0])
+    for bad in ([3, 1], [1, 1], [-1], [9], [1.5]):
+        with pytest.raises(ValueError, match="strictly increasing frame indices"):
+            M.recovery_frames(ious, bad)
+
+
+def test_a_reset_is_not_a_loss_of_the_trackers_own():
+    # re-initialised on a wrong box before frame 3: off target from there, so its 0.05 is no loss event;
+    # back on target at 5, the drop at 6 is one
+    ious = [np.nan, 0.9, 0.9, 0.05, 0.05, 0.9, 0.05]
+    assert M.loss_events(ious).tolist() == [3, 6]
+    assert M.loss_events(ious, resets=[3]).tolist() == [6]
+    assert M.loss_events([np.nan, 0.9, 0.7, 0.05], resets=[2]).tolist() == [3]  # back on target at the reset frame
+
+
+def test_recovery_summary_pools_events():
+    pooled = M.recovery_summary(np.concatenate([[1.0, np.nan], [3.0]]))
+    assert pooled == {"recovered": pytest.approx(2 / 3), "frames_to_recover": 2.0, "events": 3}
+
+
 # -------------------------------------------------------------------------------- segmentation
 
 

@@ -50,6 +50,30 @@ Protocol and conventions
   error +inf on a frame where the object is present: it is a failure, not a crash.
 * Losses of track: runs of scored frames with headline IoU ≤ 0 (no overlap), a long loss
   counting once (``metrics.count_losses``).
+* Recovery, on the headline IoU: a *loss event* is a frame with IoU < 0.1 (``LOST_IOU``) while the
+  tracker was on target — from the start, or since its last frame with IoU ≥ 0.5
+  (``RECOVERED_IOU``); ``metrics.loss_events``. An event is *recovered* at the first frame from it
+  on with IoU ≥ 0.5, before the next event and before the next re-initialisation
+  (``metrics.recovery_frames``; frames elapsed, absent frames included). Per sequence:
+  "Recovered" (``recovered``, fraction of its loss events recovered; NaN: none), "Frames to
+  recover" (``frames_to_recover``, median over recovered events) and "Loss events" (``events``);
+  overall: pooled over all events of all sequences. Computed from the stored boxes, so results
+  saved before rescore with them.
+* Perturbation protocol (opt-in, ``Perturbation``; off by default): every ``every`` frames
+  (frames ``every``, ``2·every``, … where the object is present in that frame and the one before),
+  before the frame's ``update`` the tracker is re-initialised with ``init(previous frame, box)``,
+  the box being the previous frame's ground-truth box (the box the protocol gives that tracker at
+  frame 0: rotated, or the tight bounds for an axis-aligned one) with its centre moved by
+  N(0, shift)·max(w, h) in x and in y and each side scaled by exp(N(0, scale)), drawn from
+  ``np.random.default_rng([seed, track index])`` — the same draws for every tracker, so
+  comparisons are paired. A tracker that uses the ground truth gets ``set_ground_truth`` of the
+  track from the previous frame on before that ``init`` (it starts afresh there). Each such frame
+  is an event of its own: "Perturbed recovered" (``perturbed_recovered``), "Frames to recover
+  (perturbed)" (``perturbed_frames_to_recover``) and "Perturbations" (``perturbed_events``),
+  defined as for loss events; loss events then exclude what a perturbation caused (the tracker
+  is off target after a re-initialisation until IoU ≥ 0.5). A frame's time includes its
+  re-initialisation. Every column is computed on perturbed runs as on any other (the headline
+  AUC of a perturbed run is not the one-pass figure).
 * Speed: "FPS" counts every per-track set-up: a track's frames over its whole wall time —
   tracker construction (with its proposal tracker), ``set_ground_truth``, ``init`` (with the
   first-frame adaptation, also when a shared adapted copy is reused) and every ``update``
@@ -61,8 +85,10 @@ Protocol and conventions
 
 Saved results (``SequenceResult.to_dict``, format ``RESULT_FORMAT`` with a ``version``): version 2
 adds the tracker's axis-aligned box per frame, its masks (run-length coded) and the per-track
-set-up time. Results of version 1 (saved before) rescore with the corner bounds as every
-tracker's axis-aligned box, no J&F, and fps without tracker construction (``rescore`` says so).
+set-up time; ``perturbed_frames`` and ``perturbed_boxes`` (the boxes given to those
+re-initialisations) record the perturbation protocol (absent in results saved before: none).
+Results of version 1 (saved before) rescore with the corner bounds as every tracker's
+axis-aligned box, no J&F, and fps without tracker construction (``rescore`` says so).
 Per-sequence files in the got10k and pytracking formats: ``write_toolkit_files``.
 """
 from __future__ import annotations
@@ -87,7 +113,10 @@ from bmvtrack.metrics import (
     center_errors,
     count_losses,
     j_and_f,
+    loss_events,
     precision_at,
+    recovery_frames,
+    recovery_summary,
     success_auc,
     success_curve,
     success_thresholds,
@@ -124,6 +153,17 @@ _METRIC_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("fps_per_frame", "FPS (per frame)", "fps"),
     ("box", "Box", "{}"),
 )
+# Recovery columns, after all the others (the CSV's extras included); the perturbed ones appear in the
+# Markdown tables only where some row had perturbations.
+_RECOVERY_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("recovered", "Recovered", "{:.2f}"),
+    ("frames_to_recover", "Frames to recover", "{:.1f}"),
+    ("events", "Loss events", "{:d}"),
+    ("perturbed_recovered", "Perturbed recovered", "{:.2f}"),
+    ("perturbed_frames_to_recover", "Frames to recover (perturbed)", "{:.1f}"),
+    ("perturbed_events", "Perturbations", "{:d}"),
+)
+_PERTURBED_KEYS = tuple(k for k, _, _ in _RECOVERY_COLUMNS if k.startswith("perturbed_"))
 # Machine-readable extras of the CSV tables (after the table's columns).
 _CSV_EXTRAS = ("j_mean", "f_mean", "uses_gt")
 # Per-sequence numbers averaged over sequences in the overall rows (None = not applicable, skipped).
@@ -131,6 +171,8 @@ _MEAN_KEYS = ("success_auc", "precision_20", "mean_iou", "jf", "j_mean", "f_mean
               "success_auc_bounds", "success_auc_rot", "mean_iou_rot")
 # What the "Box" column says: where each tracker's axis-aligned box comes from.
 BOX_MASK, BOX_AXIS_ALIGNED, BOX_CORNERS, BOX_LEGACY = "mask", "axis-aligned", "corners", "corners (v1)"
+# Recovery thresholds on the headline IoU: lost below LOST_IOU, on target again at RECOVERED_IOU.
+LOST_IOU, RECOVERED_IOU = 0.1, 0.5
 
 
 # ----------------------------------------------------------------------------- ground truth
@@ -265,7 +307,9 @@ class SequenceResult:
     reported (trackers that segment), and the time it took.
 
     ``version`` 1 results (saved before axis-aligned boxes, masks and set-up times were recorded)
-    have ``aabbs`` and ``masks`` None and ``setup_seconds`` 0.
+    have ``aabbs`` and ``masks`` None and ``setup_seconds`` 0. ``perturbed_frames``: frames before
+    whose ``update`` the tracker was re-initialised on the previous frame with the matching row of
+    ``perturbed_boxes`` (the perturbation protocol; none in results saved without it).
     """
 
     tracker: str
@@ -281,6 +325,8 @@ class SequenceResult:
     setup_seconds: float = 0.0  # constructing the tracker (with its proposal tracker)
     axis_aligned: bool = False  # the tracker declared axis_aligned = True
     version: int = RESULT_VERSION
+    perturbed_frames: tuple[int, ...] = ()  # re-initialised before these frames' update (perturbation protocol)
+    perturbed_boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 5)))  # (P, 5) the boxes given there
 
     def __len__(self) -> int:
         return len(self.boxes)
@@ -349,6 +395,8 @@ class SequenceResult:
             "masks": self.masks,
             "setup_seconds": float(self.setup_seconds),
             "times": [float(t) for t in self.times],
+            "perturbed_frames": [int(f) for f in self.perturbed_frames],
+            "perturbed_boxes": [[float(v) for v in row] for row in np.asarray(self.perturbed_boxes).reshape(-1, 5)],
         }
 
     @classmethod
@@ -369,13 +417,20 @@ class SequenceResult:
         for name, per_frame in (("aabbs", aabbs), ("masks", masks), ("times", d["times"])):
             if per_frame is not None and len(per_frame) != len(boxes):
                 raise ValueError(f"{len(per_frame)} {name} for {len(boxes)} frames")
+        # absent (results saved before the perturbation protocol): no perturbation
+        perturbed = tuple(int(f) for f in d.get("perturbed_frames") or ())
+        pboxes = np.array(d.get("perturbed_boxes") or [], dtype=np.float64).reshape(-1, 5)
+        if len(pboxes) != len(perturbed) or any(not 0 < f < len(boxes) for f in perturbed) or any(
+                b <= a for a, b in zip(perturbed, perturbed[1:])):
+            raise ValueError(f"perturbed frames {list(perturbed)} with {len(pboxes)} boxes: not increasing frames "
+                             f"of 1..{len(boxes) - 1}, one box each")
         return cls(
             tracker=str(d["tracker"]), sequence=str(d["sequence"]), boxes=boxes,
             times=np.asarray(d["times"], dtype=np.float64), img_size=tuple(int(v) for v in d["img_size"]),
             uses_ground_truth=bool(d.get("uses_ground_truth", False)),
             frame_names=tuple(d.get("frame_names", ())), aabbs=aabbs, masks=masks,
             setup_seconds=float(d.get("setup_seconds", 0.0)), axis_aligned=bool(d.get("axis_aligned", False)),
-            version=version,
+            version=version, perturbed_frames=perturbed, perturbed_boxes=pboxes,
         )
 
     def save(self, path: str | Path) -> None:
@@ -399,9 +454,64 @@ def _rows(a: np.ndarray) -> list[list[float] | None]:
     return [None if np.isnan(r).any() else [float(v) for v in r] for r in a]
 
 
+@dataclass(frozen=True)
+class Perturbation:
+    """The perturbation protocol (see the module docstring): re-initialise the tracker every ``every``
+    frames on the previous frame with a perturbed ground-truth box.
+
+    Why: a one-pass evaluation counts a tracker's failures but says little about whether it finds
+    the object again, since each tracker fails at its own times; re-initialising every tracker on
+    the same wrong boxes at the same frames makes events whose recovery can be compared tracker
+    against tracker. ``shift``: standard deviation of the centre's move in x and y, in units of the
+    box's longer side; ``scale``: of the log of each side's factor; ``seed``: with the track's index,
+    the seed of the draws.
+    """
+
+    every: int
+    shift: float = 0.5
+    scale: float = 0.2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.every, bool) or not isinstance(self.every, (int, np.integer)) or self.every < 1:
+            raise ValueError(f"perturbation every must be a whole number of frames >= 1, got {self.every!r}")
+        for name in ("shift", "scale"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 0):
+                raise ValueError(f"perturbation {name} must be finite and >= 0, got {v!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            raise ValueError(f"perturbation seed must be a whole number >= 0, got {self.seed!r}")
+
+    def to_dict(self) -> dict[str, float | int]:
+        """The settings, as recorded in the manifest."""
+        return {"every": int(self.every), "shift": float(self.shift), "scale": float(self.scale), "seed": int(self.seed)}
+
+    def boxes(self, base: Sequence[RBox | None], track_index: int) -> dict[int, RBox]:
+        """Frame → the box the tracker is re-initialised with on the frame before it.
+
+        ``base``: the unperturbed box of every frame of the track (None where the object is
+        absent). Frames ``every``, ``2·every``, … get four draws each — x and y moves, width and
+        height factors — whether or not the object is there (so a frame's perturbation does not
+        depend on the others); a frame is perturbed only where the object is present in it and in
+        the frame before. Sides stay ≥ ``MIN_SIDE``.
+        """
+        frames = range(self.every, len(base), self.every)
+        draws = np.random.default_rng([int(self.seed), int(track_index)]).standard_normal((len(frames), 4))
+        out: dict[int, RBox] = {}
+        for f, (zx, zy, zw, zh) in zip(frames, draws):
+            prev = base[f - 1]
+            if prev is None or base[f] is None:
+                continue
+            size = max(prev.w, prev.h)
+            out[f] = RBox(prev.cx + self.shift * float(zx) * size, prev.cy + self.shift * float(zy) * size,
+                          max(prev.w * math.exp(self.scale * float(zw)), MIN_SIDE),
+                          max(prev.h * math.exp(self.scale * float(zh)), MIN_SIDE), prev.angle)
+        return out
+
+
 def run_tracker(tracker: Any, ds: VideoDataset, track: Track, gt_boxes: Sequence[RBox | None],
                 name: str | None = None, init_box: RBox | None = None, setup_seconds: float = 0.0,
-                first_aabb: Any = None) -> SequenceResult:
+                first_aabb: Any = None, reinit: Mapping[int, RBox] | None = None) -> SequenceResult:
     """One pass: ``init`` on frame 0 with the ground-truth box, ``update`` on every later frame.
 
     ``init_box`` replaces ``gt_boxes[0]`` as the box given to ``init`` (e.g. the mask's tight
@@ -410,6 +520,10 @@ def run_tracker(tracker: Any, ds: VideoDataset, track: Track, gt_boxes: Sequence
     its axis-aligned box. A tracker with ``uses_ground_truth = True`` first gets
     ``set_ground_truth(gt_boxes, W, H)``. After each ``update`` the tracker's ``last_aabb`` (its
     axis-aligned box, when it reports one) and ``last_mask`` (a tracker that segments) are read.
+    ``reinit`` (frame → box; ``Perturbation.boxes``): before that frame's ``update`` the tracker is
+    initialised again, with ``init(previous frame, box)`` — after ``set_ground_truth`` of the track
+    from the previous frame on, for a tracker that uses the ground truth (it starts afresh there);
+    that time counts in the frame's.
 
     Time measured: ``set_ground_truth`` + ``init`` (frame 0; plus ``reused_init_seconds``, a shared
     adaptation made for another tracker) and each ``update`` with the reading of its box and mask;
@@ -428,6 +542,9 @@ def run_tracker(tracker: Any, ds: VideoDataset, track: Track, gt_boxes: Sequence
     boxes, aabbs = np.full((n, 5), np.nan), np.full((n, 4), np.nan)
     masks: list[dict[str, Any] | None] | None = [None] * n if segments else None
     times = np.zeros(n)
+    reinit = dict(reinit or {})
+    if any(not 0 < f < n for f in reinit):
+        raise ValueError(f"{track.name}: re-initialisation frames {sorted(reinit)} outside 1..{n - 1}")
     frame = ds.frame(track, 0)
     first = init_box if init_box is not None else gt_boxes[0]
     t0 = time.perf_counter()
@@ -439,8 +556,12 @@ def run_tracker(tracker: Any, ds: VideoDataset, track: Track, gt_boxes: Sequence
     boxes[0] = first.as_array()
     aabbs[0] = _aabb_row(first_aabb)
     for i in range(1, n):
-        frame = ds.frame(track, i)
+        previous, frame = frame, ds.frame(track, i)
         t0 = time.perf_counter()
+        if i in reinit:
+            if uses_gt:
+                tracker.set_ground_truth(list(gt_boxes[i - 1:]), w, h)
+            tracker.init(previous, reinit[i])
         pred = tracker.update(frame)
         aabb = getattr(tracker, "last_aabb", None)
         mask = tracker.last_mask if segments else None
@@ -452,7 +573,8 @@ def run_tracker(tracker: Any, ds: VideoDataset, track: Track, gt_boxes: Sequence
         tracker=name or str(getattr(tracker, "name", type(tracker).__name__)), sequence=track.name,
         boxes=boxes, times=times, img_size=(int(h), int(w)), uses_ground_truth=uses_gt,
         frame_names=tuple(track.frame_names), aabbs=aabbs, masks=masks, setup_seconds=float(setup_seconds),
-        axis_aligned=bool(getattr(tracker, "axis_aligned", False)),
+        axis_aligned=bool(getattr(tracker, "axis_aligned", False)), perturbed_frames=tuple(sorted(reinit)),
+        perturbed_boxes=np.array([reinit[f].as_array() for f in sorted(reinit)]).reshape(-1, 5),
     )
 
 
@@ -476,11 +598,21 @@ class SequenceScore:
     loss_threshold: float = 0.0
     jf: Mapping[str, float] | None = None  # metrics.j_and_f of the tracked masks; None: no masks
     box_source: str = BOX_CORNERS
+    perturbed_frames: tuple[int, ...] = ()  # the tracker was re-initialised on a perturbed box before these
 
     @property
     def n_frames(self) -> int:
         """Scored frames (object present, frame 0 excluded)."""
         return int(np.count_nonzero(~np.isnan(self.iou)))
+
+    def loss_recovery(self) -> np.ndarray:
+        """Frames to recover from each loss event (NaN: not recovered), on the headline IoU."""
+        events = loss_events(self.iou, LOST_IOU, RECOVERED_IOU, resets=self.perturbed_frames)
+        return recovery_frames(self.iou, events, RECOVERED_IOU, stops=self.perturbed_frames)
+
+    def perturbation_recovery(self) -> np.ndarray:
+        """Frames to recover from each perturbation (NaN: not recovered before the next one)."""
+        return recovery_frames(self.iou, self.perturbed_frames, RECOVERED_IOU)
 
     def summary(self) -> dict[str, Any]:
         valid, valid_rot = self.iou[~np.isnan(self.iou)], self.iou_rot[~np.isnan(self.iou_rot)]
@@ -504,7 +636,15 @@ class SequenceScore:
             "fps": self.fps,
             "fps_per_frame": self.fps_per_frame,
             "box": self.box_source,
+            **_recovery_row([self.loss_recovery()], [self.perturbation_recovery()]),
         }
+
+
+def _recovery_row(loss: Sequence[np.ndarray], perturbed: Sequence[np.ndarray]) -> dict[str, Any]:
+    """The recovery columns of the events of one or several sequences (pooled over events)."""
+    row = recovery_summary(np.concatenate([np.zeros(0), *loss]))
+    row.update({f"perturbed_{k}": v for k, v in recovery_summary(np.concatenate([np.zeros(0), *perturbed])).items()})
+    return row
 
 
 def score_sequence(result: SequenceResult, gt_rboxes: Sequence[RBox | None], gt_aabbs: Any,
@@ -547,7 +687,8 @@ def score_sequence(result: SequenceResult, gt_rboxes: Sequence[RBox | None], gt_
         preds = [np.zeros((h, w), bool) if m is None else m for m in (result.mask(i) for i in range(n))]
         jf = j_and_f(preds, list(gt_masks), gt_voids, exclude_first_last=True)
     return SequenceScore(result.tracker, result.sequence, iou, iou_ell, iou_bounds, iou_rot, err, result.fps,
-                         result.fps_per_frame, result.uses_ground_truth, loss_threshold, jf, result.box_source)
+                         result.fps_per_frame, result.uses_ground_truth, loss_threshold, jf, result.box_source,
+                         tuple(result.perturbed_frames))
 
 
 def score_against(result: SequenceResult, gt: GroundTruth, loss_threshold: float = 0.0) -> SequenceScore:
@@ -579,7 +720,8 @@ class EvaluationResults:
 
     def overall(self) -> list[dict[str, Any]]:
         """One row per tracker: per-sequence numbers averaged over sequences, losses summed, fps of
-        all frames over all time (J&F and its parts: None when no sequence has masks)."""
+        all frames over all time (J&F and its parts: None when no sequence has masks), recovery
+        pooled over the events of all sequences."""
         rows = []
         for name, runs in self.runs.items():
             sums = [s.summary() for _, s in runs]
@@ -600,6 +742,7 @@ class EvaluationResults:
             row["fps_per_frame"] = _rate(sum(len(res) - 1 for res, _ in runs),
                                          sum(res.update_seconds for res, _ in runs))
             row["box"] = " / ".join(dict.fromkeys(r["box"] for r in sums))
+            row.update(_recovery_row([s.loss_recovery() for _, s in runs], [s.perturbation_recovery() for _, s in runs]))
             rows.append(row)
         return rows
 
@@ -622,6 +765,7 @@ def evaluate_trackers(
     results_dir: str | Path | None = None,
     loss_threshold: float = 0.0,
     axis_aligned_init: Literal["tight", "rbox"] = "tight",
+    perturbation: Perturbation | None = None,
 ) -> EvaluationResults:
     """Run every tracker on every track (a fresh tracker from its factory per track) and score it.
 
@@ -630,15 +774,18 @@ def evaluate_trackers(
     ``axis_aligned = True`` is initialised with the mask's tight bounds (``"tight"``, OTB) or
     with the rotated ground-truth box like every other tracker (``"rbox"``). With
     ``results_dir`` each sequence result is saved as JSON as soon as it exists
-    (``<results_dir>/<tracker>/<track>.json``).
+    (``<results_dir>/<tracker>/<track>.json``). With ``perturbation`` every tracker is re-initialised on
+    perturbed boxes (the perturbation protocol; a track's index in ``tracks`` seeds its draws), each
+    from the box it was first given: the rotated ground truth, or the tight bounds (axis-aligned).
     """
     if axis_aligned_init not in ("tight", "rbox"):
         raise ValueError(f"axis_aligned_init must be 'tight' or 'rbox', got {axis_aligned_init!r}")
     tracks = list(tracks)
     out = EvaluationResults({name: [] for name in trackers})
     bar = tqdm(total=len(tracks) * len(trackers), desc="tracking", disable=not progress, leave=False)
-    for track in tracks:
+    for index, track in enumerate(tracks):
         gt = track_ground_truth(ds, track, box_method)
+        plans: dict[bool, dict[int, RBox]] = {}  # tight bounds as the base box → frame → box
         for name, factory in trackers.items():
             bar.set_postfix_str(f"{name} {track.name}")
             t0 = time.perf_counter()
@@ -647,8 +794,16 @@ def evaluate_trackers(
             init_box = None
             if axis_aligned_init == "tight" and getattr(tracker, "axis_aligned", False):
                 init_box = aabb_to_rbox(gt.aabbs[0])
+            reinit = None
+            if perturbation is not None:
+                tight = init_box is not None
+                if tight not in plans:
+                    base = ([None if np.isnan(a).any() else aabb_to_rbox(a) for a in gt.aabbs] if tight
+                            else list(gt.rboxes))
+                    plans[tight] = perturbation.boxes(base, index)
+                reinit = plans[tight]
             result = run_tracker(tracker, ds, track, gt.rboxes, name=name, init_box=init_box, setup_seconds=setup,
-                                 first_aabb=gt.aabbs[0])
+                                 first_aabb=gt.aabbs[0], reinit=reinit)
             if results_dir is not None:
                 result.save(result_file(results_dir, name, track.name))
             out.add(result, score_against(result, gt, loss_threshold))
@@ -855,6 +1010,10 @@ def _columns(per_sequence: bool) -> list[tuple[str, str, str]]:
     return lead + [("frames", "Frames", "{:d}")] + list(_METRIC_COLUMNS)
 
 
+def _perturbed(rows: Sequence[Mapping[str, Any]]) -> bool:
+    return any(r.get("perturbed_events") for r in rows)
+
+
 TABLE_NOTE = (
     "Success AUC (IoU thresholds 0..1), Prec@20px and mIoU: the tracker's axis-aligned box against the "
     "mask's tight box (OTB); Box says what that box is: mask = the tight box of the tracker's mask (SiamMask), "
@@ -862,14 +1021,19 @@ TABLE_NOTE = (
     "masks (box-initialised; blank: the tracker has no masks). AUC ellipse / AUC corners: the rotated box's "
     "inscribed-ellipse bounds / corner bounds; AUC rot, mIoU rot: rotated IoU. FPS: frames over the whole "
     "time per track (construction, init, first-frame adaptation, proposal trackers, updates); FPS (per frame): "
-    "update calls only."
+    "update calls only. Recovered: fraction of loss events (IoU < 0.1 after being on target, IoU ≥ 0.5) after "
+    "which the IoU was back ≥ 0.5; Frames to recover: median frames that took (overall: pooled over all events)."
+)
+PERTURBED_NOTE = (
+    "Perturbed run: the tracker was re-initialised on a perturbed ground-truth box every few frames (see the "
+    "manifest); Perturbed recovered / Frames to recover (perturbed): as for loss events, from each perturbation."
 )
 
 
 def markdown_table(rows: Sequence[Mapping[str, Any]], per_sequence: bool = False) -> str:
     """A Markdown table of overall (or per-sequence) rows and what its columns mean; trackers that use
     the answer are marked †."""
-    cols = _columns(per_sequence)
+    cols = _columns(per_sequence) + [c for c in _RECOVERY_COLUMNS if _perturbed(rows) or c[0] not in _PERTURBED_KEYS]
     lines = ["| " + " | ".join(h for _, h, _ in cols) + " |",
              "|" + "|".join(":---" if key in ("tracker", "sequence", "box") else "---:" for key, _, _ in cols) + "|"]
     for r in rows:
@@ -880,7 +1044,7 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], per_sequence: bool = False
                 cell += " †"
             cells.append(cell)
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", TABLE_NOTE]
+    lines += ["", TABLE_NOTE] + (["", PERTURBED_NOTE] if _perturbed(rows) else [])
     if any(r.get("uses_gt") for r in rows):
         lines += ["", "† uses the ground truth (upper bound, not a tracker)."]
     if any(BOX_LEGACY in str(r.get("box", "")) for r in rows):
@@ -891,7 +1055,7 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], per_sequence: bool = False
 
 def csv_table(rows: Sequence[Mapping[str, Any]], per_sequence: bool = False) -> str:
     """CSV of the same rows, machine-readable keys as headers, full precision (blank: not applicable)."""
-    keys = [k for k, _, _ in _columns(per_sequence)] + list(_CSV_EXTRAS)
+    keys = [k for k, _, _ in _columns(per_sequence)] + list(_CSV_EXTRAS) + [k for k, _, _ in _RECOVERY_COLUMNS]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore", lineterminator="\n")
     w.writeheader()

@@ -4,10 +4,13 @@ Prints the overall table — the standard columns first: success AUC, precision 
 IoU of each tracker's axis-aligned box against the mask's tight box (OTB), J&F of the tracked
 masks (trackers that segment); then the ellipse and corner conversions of the rotated box, the
 rotated IoU, losses of track, fps with every per-track set-up counted and fps of the update calls
-alone — and writes ``overall.{md,csv}``, ``sequences.{md,csv}``, ``success.png``, the predictions
-per sequence (``results/``) and the same boxes in the got10k and pytracking formats (``got10k/``,
+alone; then how often and how fast it recovers from its losses of track — and writes
+``overall.{md,csv}``, ``sequences.{md,csv}``, ``success.png``, the predictions per sequence
+(``results/``) and the same boxes in the got10k and pytracking formats (``got10k/``,
 ``pytracking/``) into ``--out``, with the exact command. ``--rescore DIR`` recomputes the report
-from saved results without running any tracker. Protocol: see ``bmvtrack.evaluate``.
+from saved results without running any tracker. ``--perturb-every N`` (opt-in) re-initialises
+every tracker on a perturbed ground-truth box every N frames and reports how it recovers from that
+(the same perturbations for every tracker). Protocol: see ``bmvtrack.evaluate``.
 
 No result is lost or mixed up (``bmvtrack.run_folder``): ``--out`` is locked while the command
 writes it (a second command on it stops at once); a folder that already holds an evaluation is
@@ -32,6 +35,7 @@ from bmvtrack.evaluate import (
     EVALUATION_OUTPUTS,
     RESULTS_DIR,
     EvaluationResults,
+    Perturbation,
     evaluate_trackers,
     evaluation_folder,
     load_run_results,
@@ -123,10 +127,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--adapt-params", choices=["all", "decoder"], default=AdaptConfig.params,
                    help="weights 'segmentation-adapt' tunes (agents always tune their cue's decoder only; "
                         f"default {AdaptConfig.params})")
+    p.add_argument("--perturb-every", type=int, default=None, metavar="N",
+                   help="perturbation protocol (off by default): before frames N, 2N, … (where the object is "
+                        "there) re-initialise each tracker on the previous frame with its ground-truth box perturbed; "
+                        "the report adds how trackers recover from it (Perturbed recovered, Frames to recover)")
+    p.add_argument("--perturb-shift", type=float, default=None, metavar="S",
+                   help=f"with --perturb-every: the centre moves by N(0, S)·max(w, h) in x and y "
+                        f"(default {Perturbation.shift})")
+    p.add_argument("--perturb-scale", type=float, default=None, metavar="C",
+                   help=f"with --perturb-every: each side is scaled by exp(N(0, C)) (default {Perturbation.scale})")
+    p.add_argument("--perturb-seed", type=int, default=None, metavar="K",
+                   help="with --perturb-every: the draws of track i come from numpy's default_rng([K, i]), the same "
+                        f"for every tracker (default {Perturbation.seed})")
     p.add_argument("--no-wandb", action="store_true", help="do not log to W&B")
     args = p.parse_args(argv)
     if args.max_tracks is not None and args.max_tracks < 1:
         p.error("--max-tracks must be at least 1")
+    perturbation = _perturbation(p, args)
     try:
         adapt = AdaptConfig(steps=args.adapt_steps, lr=args.adapt_lr, label=args.adapt_label, core=args.adapt_core,
                             params=args.adapt_params)
@@ -144,6 +161,10 @@ def main(argv: list[str] | None = None) -> int:
         _check_rescore_target(args.rescore, args.out)
         chosen = None if args.trackers is None else [n.strip().lower() for n in args.trackers.split(",") if n.strip()]
         loaded = load_run_results(args.rescore, chosen)  # read (and checked) before --out is touched
+        # the perturbations are in the results; the settings they were drawn with, in the run's manifest
+        settings = (read_manifest(evaluation_folder(args.rescore)) or {}).get("perturbation")
+        title += _perturbation_title(settings)
+        resolved["title"] = title
         folder = claim_report_folder(args.out, args.overwrite)
         with folder:
             results = rescore(loaded, ds, args.box_method)
@@ -151,8 +172,8 @@ def main(argv: list[str] | None = None) -> int:
             atomic_write_text(args.out / "command.txt", command + "\n")
             write_manifest(args.out, status="finished", trackers=results.trackers,
                            tracks=sorted({r.sequence for r in loaded}), kind="rescore",
-                           source=str(evaluation_folder(args.rescore)), command=command)
-            _print_and_log(results, paths, args, title, {**resolved, "kind": "rescore"})
+                           source=str(evaluation_folder(args.rescore)), command=command, perturbation=settings)
+            _print_and_log(results, paths, args, title, {**resolved, "kind": "rescore", "perturbation": settings})
         return 0
     names = [n.strip().lower() for n in (args.trackers or DEFAULT_TRACKERS).split(",") if n.strip()]
     from bmvtrack.agents.loading import learned_tracker_factories
@@ -174,18 +195,47 @@ def main(argv: list[str] | None = None) -> int:
     clashes = tracker_slug_clashes(factories)
     if clashes:
         p.error(f"tracker names {clashes[0]} would share one results folder; rename one")
+    settings = None if perturbation is None else perturbation.to_dict()
+    title += _perturbation_title(settings)
+    resolved.update(title=title, perturbation=settings)
     with claim_report_folder(args.out, args.overwrite):
         # "running" until every result and the report exist: --rescore refuses an interrupted run
-        record = {"command": command, "data": cfg.root, "split": cfg.split}
+        record = {"command": command, "data": cfg.root, "split": cfg.split, "perturbation": settings}
         write_manifest(args.out, status="running", trackers=list(factories), tracks=[t.name for t in tracks], **record)
         results = evaluate_trackers(factories, ds, tracks, progress=not args.no_progress,
-                                    box_method=args.box_method, axis_aligned_init=args.axis_aligned_init)
+                                    box_method=args.box_method, axis_aligned_init=args.axis_aligned_init,
+                                    perturbation=perturbation)
         paths = write_report(results, args.out, title, save_sequences=True)
         atomic_write_text(args.out / "command.txt", command + "\n")
         write_manifest(args.out, status="finished", trackers=list(factories), tracks=[t.name for t in tracks],
                        results=results, **record)
         _print_and_log(results, paths, args, title, {**resolved, "kind": "run"})
     return 0
+
+
+def _perturbation(p: argparse.ArgumentParser, args: argparse.Namespace) -> Perturbation | None:
+    """The perturbation protocol the flags ask for (None: off); a setting without --perturb-every, or
+    --perturb-every with --rescore (a run's perturbations are in its results), is a usage error."""
+    given = {k: v for k, v in (("shift", args.perturb_shift), ("scale", args.perturb_scale),
+                               ("seed", args.perturb_seed)) if v is not None}
+    if args.perturb_every is None:
+        if given:
+            p.error(f"--perturb-{next(iter(given))} needs --perturb-every")
+        return None
+    if args.rescore is not None:
+        p.error("--perturb-every cannot be combined with --rescore: a run's perturbations are in its results")
+    try:
+        return Perturbation(args.perturb_every, **given)
+    except ValueError as exc:
+        p.error(str(exc))
+
+
+def _perturbation_title(settings: dict | None) -> str:
+    """What the report's title adds for a perturbed run (nothing for a plain one)."""
+    if not settings:
+        return ""
+    return (f"; perturbed every {settings['every']} frames (shift {settings['shift']:g}, scale {settings['scale']:g}, "
+            f"seed {settings['seed']})")
 
 
 def _print_and_log(results: EvaluationResults, paths: dict, args: argparse.Namespace, title: str,
@@ -209,7 +259,8 @@ def log_report(results, paths: dict, args: argparse.Namespace, title: str, resol
                             tracks=max((len(r) for r in results.runs.values()), default=0))
     logger = RunLogger(args.out, run_name("evaluate"), "evaluate", config, WandbConfig(enabled=not args.no_wandb))
     keys = ("success_auc", "precision_20", "mean_iou", "jf", "success_auc_ellipse", "success_auc_bounds",
-            "success_auc_rot", "fps", "fps_per_frame")
+            "success_auc_rot", "fps", "fps_per_frame", "recovered", "frames_to_recover", "perturbed_recovered",
+            "perturbed_frames_to_recover")
     logger.log({f"eval/{r['tracker']}/{k}": r[k] for r in rows for k in keys if isinstance(r.get(k), (int, float))})
     cols = list(rows[0])
     # a blank J&F (tracker without masks) goes to the table as NaN: one type per column
