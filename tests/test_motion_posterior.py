@@ -147,6 +147,29 @@ def test_pair_model_config_is_checked() -> None:
         ModelConfig(input="pair")
     with pytest.raises(ConfigError, match="cholesky"):
         _pair_cfg(bottleneck="batch")
+    with pytest.raises(ConfigError, match="correlation needs input pair"):
+        ModelConfig(correlation=8)
+    assert _pair_cfg(correlation=8).feature_dim == _pair_cfg().feature_dim + 3
+
+
+def test_the_template_matcher_finds_where_the_box_content_went() -> None:
+    """Even untrained, the normalised correlation peaks where the reference's middle moved to:
+    the answer's sign and size follow the shift (x, y in [-1, 1] of the crop; 12 px of 96 = 0.25)."""
+    import cv2
+
+    from bmvtrack.models.networks import TemplateMatcher
+    from bmvtrack.models.preprocess import patches_to_tensor
+
+    torch.manual_seed(0)
+    matcher = TemplateMatcher(16, 0.01).eval()
+    img = cv2.GaussianBlur(np.random.default_rng(0).integers(0, 255, (96, 96, 3), dtype=np.uint8), (0, 0), 2)
+    for dx, dy in ((0, 0), (12, 0), (-12, 8), (0, -12)):
+        moved = np.roll(np.roll(img, dx, axis=1), dy, axis=0)
+        x = np.concatenate([img, np.zeros((96, 96, 1), np.uint8), moved], -1)[None]
+        with torch.no_grad():
+            px, py, sharp = matcher(patches_to_tensor(x))[0].tolist()
+        assert abs(px - 2 * dx / 96) < 0.1 and abs(py - 2 * dy / 96) < 0.1, (dx, dy, px, py)
+        assert 0.0 < sharp <= 1.0
 
 
 def test_motion_nll_is_the_multivariate_normal_log_density() -> None:
@@ -211,6 +234,7 @@ def test_the_tracker_refuses_a_single_crop_network(tmp_path: Path) -> None:
 def _pair_overrides(data: Path, out: Path, **extra: object) -> list[str]:
     base: dict[str, object] = {
         "model.input": "pair", "model.in_channels": 7, "model.keypoints": 4, "model.beta": 0.1,
+        "model.reference": "box", "model.correlation": 8,
         "model.patch_size": 32, "model.base_width": 8, "model.decoder_width": 8, "model.z_channels": 8,
         "data.root": str(data), "prior": str(out / "relative_prior.json"), "out_dir": str(out),
         "batch_size": 4, "epochs": 8, "log_every": 1, "checkpoint_every": 0, "time_budget_min": 0,

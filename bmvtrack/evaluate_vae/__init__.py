@@ -128,7 +128,7 @@ LATENT_KEYS = ("maha_batch", "maha_patch")
 # a motion posterior (model.input: pair): calibration of N(μ′, Σ′) on the true box-relative motion,
 # pooled over all pairs, and the same figures of the global prior stored in the checkpoint
 MOTION_KEYS = ("cover50", "cover90", "motion_nll", "prior_cover50", "prior_cover90", "prior_nll", "nll_gain",
-               "kl")
+               "kl", "n_pairs")
 BOX_KEYS = ("box_J", "box_F", "box_JF")
 BEST_KEYS = ("best_J", "best_F", "best_JF", "best_mae", "best_max_f", "best_sample_frac")
 
@@ -404,7 +404,7 @@ def _motion_metrics(model: Any, motions: np.ndarray, mu: np.ndarray, cov: np.nda
     return {"cover50": cmp.posterior.coverage[0.5], "cover90": cmp.posterior.coverage[0.9],
             "motion_nll": cmp.posterior.nll, "prior_cover50": cmp.prior.coverage[0.5],
             "prior_cover90": cmp.prior.coverage[0.9], "prior_nll": cmp.prior.nll, "nll_gain": cmp.nll_gain,
-            "kl": float(np.mean(kl))}
+            "kl": float(np.mean(kl)), "n_pairs": float(len(motions))}
 
 
 def gaussian_kl_np(mu_q: np.ndarray, cov_q: np.ndarray, mu_p: np.ndarray, cov_p: np.ndarray) -> float:

@@ -29,6 +29,9 @@ class ModelConfig:
     reference: Literal["mask", "box"] = "mask"
     keypoints: int = 0  # spatial soft-argmax keypoints of the H/8 map added to the pooled feature (0 = none)
     motion_weight: float = 1.0  # weight of the motion NLL in the loss (input: pair)
+    # input pair: width of a siamese template matcher (0 = none) whose peak — where the reference box's
+    # features best match the search crop — joins the pooled feature (3 numbers: x, y, sharpness)
+    correlation: int = 0
     num_classes: int = 2  # output classes; 0 = background, the rest object (paper: 66)
     patch_size: int = 96  # square input side in pixels, divisible by 32 (paper: 256)
     base_width: int = 16  # encoder ResNet-18 stage widths = base_width × (1, 2, 4, 8) (paper: 64)
@@ -73,8 +76,10 @@ class ModelConfig:
                               f"search RGB), got {self.in_channels}")
         if self.input == "pair" and self.bottleneck != "cholesky":
             raise ConfigError("model config: input pair needs bottleneck cholesky (a posterior per pair)")
-        if self.keypoints < 0 or self.motion_weight < 0:
-            raise ConfigError("model config: keypoints and motion_weight must be >= 0")
+        if self.keypoints < 0 or self.motion_weight < 0 or self.correlation < 0:
+            raise ConfigError("model config: keypoints, correlation and motion_weight must be >= 0")
+        if self.correlation and self.input != "pair":
+            raise ConfigError("model config: correlation needs input pair (it matches the reference in the search crop)")
         if self.num_classes < 2:
             raise ConfigError(f"model config: num_classes must be >= 2, got {self.num_classes}")
         if self.extra_width < 0 or self.extra_blocks < 1:
@@ -101,7 +106,7 @@ class ModelConfig:
     def feature_dim(self) -> int:
         """Length F of the pooled encoder feature that the μ′ and Σ′ heads read."""
         pooled = self.extra_channels if self.extra_stage else 8 * self.base_width
-        return pooled + 2 * self.keypoints
+        return pooled + 2 * self.keypoints + (3 if self.correlation else 0)
 
     @property
     def latent_dim(self) -> int:

@@ -17,6 +17,8 @@ that any patch divisible by 32 works (a stride-2 stage would need 64). Leaky ReL
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Mapping
 
 import torch
@@ -67,6 +69,47 @@ def spatial_soft_argmax(maps: Tensor) -> Tensor:
     return torch.cat([(weights.sum(-2) * xs).sum(-1), (weights.sum(-1) * ys).sum(-1)], dim=1)
 
 
+class TemplateMatcher(nn.Module):
+    """Where the reference box's content is in the search crop (ours, for the motion posterior).
+
+    A small shared conv tower (stride 4) embeds the reference and search RGB crops; the middle half
+    of the reference map — the box, since the crop window is the box padded by about half its size —
+    is the template; its normalised correlation with the search map, softmaxed with a learned
+    temperature, gives the expected peak position (x, y in [-1, 1]; (0, 0) = the box stayed put)
+    and the peak's sharpness. A network regressing motion from pooled features has to learn this
+    matching from scratch; given it, it starts from a template tracker.
+    """
+
+    def __init__(self, width: int, slope: float) -> None:
+        super().__init__()
+        self.tower = nn.Sequential(
+            nn.Conv2d(3, width, 3, 2, 1), nn.LeakyReLU(slope, inplace=True),
+            nn.Conv2d(width, width, 3, 1, 1), nn.LeakyReLU(slope, inplace=True),
+            nn.Conv2d(width, width, 3, 2, 1),
+        )
+        self.log_temperature = nn.Parameter(torch.tensor(math.log(100.0)))  # untrained features already peak
+
+    def forward(self, x: Tensor) -> Tensor:
+        ref, search = self.tower(x[:, :3]), self.tower(x[:, 4:7])
+        centre = search.mean(dim=(-2, -1), keepdim=True)  # normalised cross-correlation: no flat response
+        ref, search = ref - centre, search - centre
+        b, c, h, w = ref.shape
+        t0, t1, s0, s1 = h // 4, h - h // 4, w // 4, w - w // 4
+        template = ref[:, :, t0:t1, s0:s1]
+        template = template / template.flatten(1).norm(dim=1).clamp_min(1e-6).view(b, 1, 1, 1)
+        th, tw = template.shape[-2:]
+        resp = F.conv2d(search.reshape(1, b * c, h, w), template, padding=(th // 2, tw // 2), groups=b)
+        # (h + 1) × (w + 1) positions for an even template: the middle one is "no motion", exactly
+        resp = resp.view(b, 1, resp.shape[-2], resp.shape[-1])
+        energy = F.avg_pool2d(search.pow(2).sum(1, keepdim=True), (th, tw), stride=1,
+                              padding=(th // 2, tw // 2), count_include_pad=True)
+        resp = resp / (energy * th * tw).sqrt().clamp_min(1e-6)  # cosine similarity per position
+        logits = resp * self.log_temperature.exp()
+        pos = spatial_soft_argmax(logits)
+        sharp = torch.softmax(logits.flatten(1), dim=1).max(dim=1, keepdim=True).values
+        return torch.cat([pos, sharp], dim=1)
+
+
 def _stage(cin: int, cout: int, blocks: int, stride: int, cfg: ModelConfig) -> nn.Sequential:
     layers = [BasicBlock(cin, cout, stride, cfg.norm, cfg.leaky_slope)]
     layers += [BasicBlock(cout, cout, 1, cfg.norm, cfg.leaky_slope) for _ in range(blocks - 1)]
@@ -97,6 +140,7 @@ class ResNetBackbone(nn.Module):
         )
         # where things are (ours, for the motion posterior): pooling forgets position, soft-argmax keeps it
         self.keypoints = nn.Conv2d(w2, cfg.keypoints, 3, 1, 1) if cfg.keypoints else None
+        self.matcher = TemplateMatcher(cfg.correlation, cfg.leaky_slope) if cfg.correlation else None
         self.skip_channels: list[int] = [w1, w1, w2, w3, w4] + (
             [cfg.extra_channels] if cfg.extra_stage else []
         )
@@ -118,6 +162,8 @@ class ResNetBackbone(nn.Module):
         features = skips[-1].mean(dim=(-2, -1))
         if self.keypoints is not None:
             features = torch.cat([features, spatial_soft_argmax(self.keypoints(s2))], dim=1)
+        if self.matcher is not None:
+            features = torch.cat([features, self.matcher(x)], dim=1)
         return features, skips
 
 

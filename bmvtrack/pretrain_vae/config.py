@@ -61,6 +61,7 @@ class PretrainConfig:
     out_dir: str = str(paths.DEFAULT_VAE_DIR)  # checkpoint.pt / best.pt here, the run folder below it
     prior: str = str(paths.DEFAULT_PRIOR)  # prior file; measured on the training data and saved if absent; "paper" = paper's prior
     box_method: Literal["minarearect", "principal"] = "minarearect"  # rotated box of a mask (patches and prior)
+    prior_fit: Literal["gaussian", "robust"] = "gaussian"  # a prior measured by this run: sample moments (paper) or the bulk's Gaussian
     checkpoint_every: int = field(default=200, metadata={"ge": 0})  # also save every N steps (0 = only at epoch ends and at the end)
     log_every: int = field(default=10, metadata={"ge": 1})  # log training scalars every N steps (means over those steps)
     val_max_patches: int = field(default=1024, metadata={"ge": 0})  # validation patches (evenly spaced subset when more; 0 = all)

@@ -45,7 +45,7 @@ def _configured_prior(cfg: PretrainConfig, ctx: DistContext, train_sets: list[Vi
     measured = [tm for ds in train_sets for tm in measure_dataset(ds, cfg.box_method, progress=False)]
     roots = ", ".join(f"{dc.root} (split {dc.split or 'all'})" for dc in [cfg.data, *cfg.extra_data])
     prior = fit_prior(measured, f"measured by pretrain_vae on {roots}, {len(measured)} tracks", cfg.box_method,
-                      units=units, context=cfg.augment.context)
+                      fit=cfg.prior_fit, units=units, context=cfg.augment.context)
     prior.save(path)
     n = len(motion_samples(measured))
     say(f"no prior file at {path}: measured the motion prior on the training data "

@@ -1,0 +1,105 @@
+"""Pool the cross-validation folds of ``scripts/run_motion_folds.sh`` into one held-out report.
+
+    python scripts/summarize_folds.py runs/folds [--out runs/folds/summary.md]
+
+Every sequence is held out by exactly one fold, so the folds' per-sequence results are pooled into
+one sample of 30 sequences: tracking (success AUC, precision, J&F, fps of ``bmvtrack.evaluate``),
+paired BCa bootstrap intervals of ``motion-posterior`` against every other tracker, the networks'
+J&F (``evaluate_vae``, mean over tracks) with the annotation's crop and in tracking mode, and the
+motion posterior's calibration pooled over all pairs (each track's coverage weighted by its pairs).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from bmvtrack.metrics import paired_bootstrap
+
+FOCUS = "motion-posterior"
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def tracking(exp: Path) -> tuple[dict[str, dict[str, dict[str, float]]], list[str]]:
+    """tracker → sequence → metrics, pooled over ``eval-f*/sequences.csv``; the folds found."""
+    out: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)
+    folds = sorted(p.parent.name for p in exp.glob("eval-f*/sequences.csv"))
+    for f in folds:
+        for r in _rows(exp / f / "sequences.csv"):
+            out[r["tracker"]][r["sequence"]] = {k: float(r[k]) if r[k] not in ("", None) else float("nan")
+                                                for k in ("success_auc", "precision_20", "jf", "fps", "frames")}
+    return out, folds
+
+
+def network(exp: Path, prefix: str, crop: str) -> dict[str, float] | None:
+    """Track-mean J&F and pooled calibration of ``<prefix>-f*/eval/vae_eval_<crop>.csv``."""
+    rows = [r for p in sorted(exp.glob(f"{prefix}-f*/eval/vae_eval_{crop}.csv")) for r in _rows(p)
+            if r["sequence"] != "overall"]
+    if not rows:
+        return None
+    out = {k: float(np.nanmean([float(r[k]) for r in rows])) for k in ("J", "F", "JF", "box_JF", "maha_patch")}
+    out["tracks"] = len(rows)
+    if "cover90" in rows[0]:
+        n = np.array([float(r["n_pairs"]) for r in rows])
+        for k in ("cover50", "cover90", "prior_cover50", "prior_cover90", "motion_nll", "prior_nll", "kl"):
+            v = np.array([float(r[k]) for r in rows])
+            ok = np.isfinite(v) & (n > 0)
+            out[k] = float(np.sum(v[ok] * n[ok]) / np.sum(n[ok]))
+        out["pairs"] = int(n.sum())
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("exp_dir", type=Path)
+    p.add_argument("--out", type=Path, default=None, help="markdown report (default EXP_DIR/summary.md)")
+    args = p.parse_args(argv)
+    res, folds = tracking(args.exp_dir)
+    if not res:
+        raise SystemExit(f"{args.exp_dir}: no eval-f*/sequences.csv")
+    seqs = sorted(set.intersection(*(set(v) for v in res.values())))
+    lines = [f"# Held-out over {len(folds)} folds ({', '.join(folds)}): {len(seqs)} sequences", "",
+             "| tracker | success AUC | Prec@20px | J&F | FPS (median) |", "|---|---|---|---|---|"]
+    for name in sorted(res, key=lambda n: -np.mean([res[n][s]["success_auc"] for s in seqs])):
+        d = res[name]
+        jf = np.nanmean([d[s]["jf"] for s in seqs]) if any(np.isfinite(d[s]["jf"]) for s in seqs) else float("nan")
+        lines.append(f"| {name} | {np.mean([d[s]['success_auc'] for s in seqs]):.3f} | "
+                     f"{np.mean([d[s]['precision_20'] for s in seqs]):.3f} | "
+                     f"{'' if not np.isfinite(jf) else f'{100 * jf:.1f}'} | {np.median([d[s]['fps'] for s in seqs]):.1f} |")
+    if FOCUS in res:
+        lines += ["", f"Paired over sequences, {FOCUS} minus each (success AUC, 95 % BCa bootstrap interval):", "",
+                  "| other | mean difference | 95 % interval | sequences ahead |", "|---|---|---|---|"]
+        for name in sorted(n for n in res if n != FOCUS):
+            r = paired_bootstrap([res[FOCUS][s]["success_auc"] for s in seqs], [res[name][s]["success_auc"] for s in seqs])
+            lines.append(f"| {name} | {r['mean_diff']:+.3f} | [{r['low']:+.3f}, {r['high']:+.3f}] | {r['wins']}/{r['n']} |")
+    net_lines = []
+    for prefix, label in (("motion", "motion posterior (pair)"), ("mvunet", "single-crop βMVUnet")):
+        for crop in ("gt", "tracking"):
+            o = network(args.exp_dir, prefix, crop)
+            if o is None:
+                continue
+            cal = (f"{100 * o['cover50']:.1f} / {100 * o['cover90']:.1f} | {100 * o['prior_cover50']:.1f} / "
+                   f"{100 * o['prior_cover90']:.1f} | {o['motion_nll']:.2f} / {o['prior_nll']:.2f} | {o['kl']:.2f}"
+                   if "cover90" in o else " | | | ")
+            net_lines.append(f"| {label} | {crop} | {o['tracks']} | {100 * o['JF']:.1f} ({100 * o['J']:.1f} / "
+                             f"{100 * o['F']:.1f}) | {100 * o['box_JF']:.1f} | {o['maha_patch']:.3g} | {cal} |")
+    if net_lines:
+        lines += ["", "Networks (evaluate_vae, mean over tracks; calibration pooled over pairs):", "",
+                  "| network | crop | tracks | J&F (J / F) | box J&F | Mahalanobis | inside 50 / 90 % | prior inside "
+                  "50 / 90 % | NLL posterior / prior | KL |", "|---|---|---|---|---|---|---|---|---|---|", *net_lines]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    (args.out or args.exp_dir / "summary.md").write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
