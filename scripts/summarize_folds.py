@@ -1,9 +1,10 @@
-"""Pool the cross-validation folds of ``scripts/run_motion_folds.sh`` into one held-out report.
+"""Pool the folds (or seeds) of ``scripts/run_motion_folds.sh`` / ``run_motion_synthetic.sh`` into one report.
 
     python scripts/summarize_folds.py runs/folds [--out runs/folds/summary.md]
 
 Every sequence is held out by exactly one fold, so the folds' per-sequence results are pooled into
-one sample of 30 sequences: tracking (success AUC, precision, J&F, fps of ``bmvtrack.evaluate``),
+one sample of 30 sequences (``eval-*/sequences.csv``; a sequence scored by several runs, e.g. the
+seeds of the synthetic script, gets the mean of its scores): tracking (success AUC, precision, J&F, fps of ``bmvtrack.evaluate``),
 paired BCa bootstrap intervals of ``motion-posterior`` against every other tracker, the networks'
 J&F (``evaluate_vae``, mean over tracks) with the annotation's crop and in tracking mode, and the
 motion posterior's calibration pooled over all pairs (each track's coverage weighted by its pairs).
@@ -28,20 +29,26 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
+KEYS = ("success_auc", "precision_20", "jf", "fps", "frames")
+
+
 def tracking(exp: Path) -> tuple[dict[str, dict[str, dict[str, float]]], list[str]]:
-    """tracker → sequence → metrics, pooled over ``eval-f*/sequences.csv``; the folds found."""
-    out: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)
-    folds = sorted(p.parent.name for p in exp.glob("eval-f*/sequences.csv"))
-    for f in folds:
+    """tracker → sequence → metrics, pooled over ``eval-*/sequences.csv`` (means where a sequence
+    appears more than once); the runs found."""
+    runs = sorted(p.parent.name for p in exp.glob("eval-*/sequences.csv"))
+    lists: dict[str, dict[str, list[dict[str, float]]]] = defaultdict(lambda: defaultdict(list))
+    for f in runs:
         for r in _rows(exp / f / "sequences.csv"):
-            out[r["tracker"]][r["sequence"]] = {k: float(r[k]) if r[k] not in ("", None) else float("nan")
-                                                for k in ("success_auc", "precision_20", "jf", "fps", "frames")}
-    return out, folds
+            lists[r["tracker"]][r["sequence"]].append(
+                {k: float(r[k]) if r[k] not in ("", None) else float("nan") for k in KEYS})
+    out = {t: {s: {k: float(np.mean([v[k] for v in vs])) for k in KEYS} for s, vs in seqs.items()}
+           for t, seqs in lists.items()}
+    return out, runs
 
 
 def network(exp: Path, prefix: str, crop: str) -> dict[str, float] | None:
-    """Track-mean J&F and pooled calibration of ``<prefix>-f*/eval/vae_eval_<crop>.csv``."""
-    rows = [r for p in sorted(exp.glob(f"{prefix}-f*/eval/vae_eval_{crop}.csv")) for r in _rows(p)
+    """Track-mean J&F and pooled calibration of ``<prefix>-*/eval/vae_eval_<crop>.csv``."""
+    rows = [r for p in sorted(exp.glob(f"{prefix}-*/eval/vae_eval_{crop}.csv")) for r in _rows(p)
             if r["sequence"] != "overall"]
     if not rows:
         return None
@@ -66,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     if not res:
         raise SystemExit(f"{args.exp_dir}: no eval-f*/sequences.csv")
     seqs = sorted(set.intersection(*(set(v) for v in res.values())))
-    lines = [f"# Held-out over {len(folds)} folds ({', '.join(folds)}): {len(seqs)} sequences", "",
+    lines = [f"# {len(seqs)} held-out sequences, pooled over {', '.join(folds)}", "",
              "| tracker | success AUC | Prec@20px | J&F | FPS (median) |", "|---|---|---|---|---|"]
     for name in sorted(res, key=lambda n: -np.mean([res[n][s]["success_auc"] for s in seqs])):
         d = res[name]
