@@ -1,0 +1,57 @@
+"""scripts/summarize_folds.py: folds pool into one sample of sequences, seeds average per sequence,
+calibration pools pairs (each track weighted by its pairs), and the paired interval is reported."""
+from __future__ import annotations
+
+import csv
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def summarize():
+    spec = importlib.util.spec_from_file_location("summarize_folds", REPO / "scripts" / "summarize_folds.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _write(path: Path, rows: list[dict[str, object]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _seq(tracker: str, seq: str, auc: float, jf: str = "") -> dict[str, object]:
+    return {"tracker": tracker, "sequence": seq, "frames": 10, "success_auc": auc, "precision_20": auc,
+            "jf": jf, "fps": 50.0}
+
+
+def test_folds_pool_seeds_average_and_calibration_weighs_pairs(tmp_path: Path, summarize) -> None:
+    _write(tmp_path / "eval-f0" / "sequences.csv",
+           [_seq("motion-posterior", "a", 0.6, "0.5"), _seq("zero", "a", 0.4), _seq("motion-posterior", "b", 0.5, "0.4"),
+            _seq("zero", "b", 0.45)])
+    _write(tmp_path / "eval-f1" / "sequences.csv",
+           [_seq("motion-posterior", "c", 0.7, "0.6"), _seq("zero", "c", 0.3),
+            _seq("motion-posterior", "a", 0.4, "0.5"), _seq("zero", "a", 0.4)])  # "a" again: a second seed
+    res, runs = summarize.tracking(tmp_path)
+    assert runs == ["eval-f0", "eval-f1"]
+    assert res["motion-posterior"]["a"]["success_auc"] == pytest.approx(0.5)
+    assert sorted(res["zero"]) == ["a", "b", "c"]
+    cal = {"J": 0.5, "F": 0.5, "JF": 0.5, "box_JF": 0.3, "maha_patch": 1.0, "cover50": 0.0, "cover90": 1.0,
+           "prior_cover50": 0.5, "prior_cover90": 0.9, "motion_nll": 1.0, "prior_nll": 2.0, "kl": 1.0}
+    _write(tmp_path / "motion-f0" / "eval" / "vae_eval_gt.csv",
+           [{"sequence": "a", "n_frames": 9, **cal, "n_pairs": 30},
+            {"sequence": "b", "n_frames": 9, **{**cal, "cover50": 1.0, "cover90": 0.0}, "n_pairs": 10},
+            {"sequence": "overall", "n_frames": 18, **cal, "n_pairs": 40}])
+    net = summarize.network(tmp_path, "motion", "gt")
+    assert net["cover50"] == pytest.approx(10 / 40) and net["cover90"] == pytest.approx(30 / 40)
+    assert net["tracks"] == 2 and net["pairs"] == 40
+    assert summarize.main([str(tmp_path)]) == 0
+    text = (tmp_path / "summary.md").read_text()
+    assert "3 held-out sequences" in text and "| zero | +0.183 |" in text  # (0.5 + 0.5 + 0.7 − 0.4 − 0.45 − 0.3) / 3
