@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -64,6 +65,16 @@ def network(exp: Path, prefix: str, crop: str) -> dict[str, float] | None:
     return out
 
 
+def textbook_unet(exp: Path, crop: str) -> dict[str, float] | None:
+    """Track-mean J&F of ``scripts/unet_reference_probe.py``'s ``unet-*/result.json``, if any."""
+    per_track = {}
+    for p in sorted(exp.glob("unet-*/result.json")):
+        per_track.update(json.loads(p.read_text()).get(f"per_track_JF_{crop}", {}))
+    if not per_track:
+        return None
+    return {"JF": float(np.mean(list(per_track.values()))) / 100.0, "tracks": len(per_track)}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("exp_dir", type=Path)
@@ -98,6 +109,11 @@ def main(argv: list[str] | None = None) -> int:
                    if "cover90" in o else " | | | ")
             net_lines.append(f"| {label} | {crop} | {o['tracks']} | {100 * o['JF']:.1f} ({100 * o['J']:.1f} / "
                              f"{100 * o['F']:.1f}) | {100 * o['box_JF']:.1f} | {o['maha_patch']:.3g} | {cal} |")
+    for crop in ("gt", "tracking"):
+        o = textbook_unet(args.exp_dir, crop)
+        if o is not None:
+            net_lines.append(f"| textbook U-Net (scripts/unet_reference_probe.py) | {crop} | {o['tracks']} | "
+                             f"{100 * o['JF']:.1f} | | | | | | |")
     if net_lines:
         lines += ["", "Networks (evaluate_vae, mean over tracks; calibration pooled over pairs):", "",
                   "| network | crop | tracks | J&F (J / F) | box J&F | Mahalanobis | inside 50 / 90 % | prior inside "

@@ -9,6 +9,8 @@ with the same evaluation code (``bmvtrack.evaluate_vae``), so that the two can b
 on DAVIS dev/val.
 
     python scripts/unet_reference_probe.py --minutes 10 --threads 2 --out runs/unet_ref
+    python scripts/unet_reference_probe.py --steps 1000 --threads 1 --train-split configs/folds/davis2016_3fold.yaml:0:train \
+        --val-split configs/folds/davis2016_3fold.yaml:0:test --out runs/folds/unet-f0
 """
 from __future__ import annotations
 
@@ -74,6 +76,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default="data/davis2016")
     ap.add_argument("--minutes", type=float, default=10.0)
+    ap.add_argument("--steps", type=int, default=0,
+                    help="stop after this many steps instead of --minutes (the same budget as a βMVUnet run on a shared machine)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--width", type=int, default=16)
     ap.add_argument("--batch-size", type=int, default=32)
@@ -97,16 +101,21 @@ def main() -> None:
     n_params = sum(p.numel() for p in model.parameters())
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     budget = args.minutes * 60
+
+    def progress(elapsed: float) -> float:
+        """Fraction of the budget done: steps when --steps is given, else wall time."""
+        return steps / args.steps if args.steps else elapsed / budget
+
     steps, t0, losses = 0, time.perf_counter(), []
-    while time.perf_counter() - t0 < budget:
+    while progress(time.perf_counter() - t0) < 1.0:
         data.epoch += 1
         loader = DataLoader(data, batch_size=args.batch_size, sampler=RandomSampler(data), drop_last=True)
         for patch, mask in loader:
             elapsed = time.perf_counter() - t0
-            if elapsed >= budget:
+            if progress(elapsed) >= 1.0:
                 break
-            for g in opt.param_groups:  # cosine decay over the wall-time budget
-                g["lr"] = args.lr * 0.5 * (1 + np.cos(np.pi * elapsed / budget))
+            for g in opt.param_groups:  # cosine decay over the budget
+                g["lr"] = args.lr * 0.5 * (1 + np.cos(np.pi * progress(elapsed)))
             model.train()
             loss = bce_dice(model(patches_to_tensor(patch.numpy()))["logits"], mask)
             opt.zero_grad(set_to_none=True)
