@@ -289,3 +289,32 @@ def test_cli_runs(tmp_path):
         timeout=120,
     )
     assert res.returncode == 2 and "colour" in res.stderr
+
+
+def test_two_commands_asking_for_the_same_dataset_at_once_generate_it_once(tmp_path, monkeypatch) -> None:
+    """Two runs started together on the synthetic default: the second waits for the first and finds
+    the dataset complete (it used to write the same files at the same time)."""
+    import threading
+    import time
+
+    from bmvtrack.data import synth
+
+    calls = []
+    real = synth.generate_dataset
+
+    def slow_generate(*args, **kwargs):
+        calls.append(1)
+        time.sleep(0.3)  # long enough for the other thread to arrive while this one writes
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(synth, "generate_dataset", slow_generate)
+    cfg = synth.SynthConfig(width=96, height=64, frames=3)
+    out = tmp_path / "synth"
+    threads = [threading.Thread(target=synth.ensure_synthetic, args=(out,), kwargs=dict(videos=2, cfg=cfg, progress=False))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1
+    assert (out / synth.MARKER_NAME).is_file()

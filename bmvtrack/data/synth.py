@@ -33,6 +33,7 @@ time-dependent data, so the same arguments give byte-identical files.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import io
 import json
 import logging
@@ -830,6 +831,15 @@ def ensure_synthetic(
     """
     cfg = cfg if cfg is not None else SynthConfig()
     out = Path(out_dir)
+    # two commands started together (e.g. two pretraining runs on the default) must not write the
+    # same dataset at once: the second waits here and then finds it complete
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / f".{out.name}.generate.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _ensure_locked(out, layout, videos, seed, cfg, progress)
+
+
+def _ensure_locked(out: Path, layout: str, videos: int, seed: int, cfg: SynthConfig, progress: bool) -> Path:
     marker = out / MARKER_NAME
     if marker.is_file():
         try:
