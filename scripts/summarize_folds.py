@@ -79,12 +79,19 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("exp_dir", type=Path)
     p.add_argument("--out", type=Path, default=None, help="markdown report (default EXP_DIR/summary.md)")
+    p.add_argument("--title", default=None, help="the report's first line (default: what was pooled)")
+    p.add_argument("--reproduce", action="append", default=[], metavar="COMMAND",
+                   help="a command that reproduces the runs, listed under the title (repeatable)")
     args = p.parse_args(argv)
     res, folds = tracking(args.exp_dir)
     if not res:
         raise SystemExit(f"{args.exp_dir}: no eval-f*/sequences.csv")
     seqs = sorted(set.intersection(*(set(v) for v in res.values())))
-    lines = [f"# {len(seqs)} held-out sequences, pooled over {', '.join(folds)}", "",
+    head = [f"# {args.title}", "", f"{len(seqs)} held-out sequences, pooled over {', '.join(folds)}.", ""] \
+        if args.title else [f"# {len(seqs)} held-out sequences, pooled over {', '.join(folds)}", ""]
+    if args.reproduce:
+        head += ["Reproduce:", "", "```", *args.reproduce, "```", ""]
+    lines = [*head,
              "| tracker | success AUC | Prec@20px | J&F | FPS (median) |", "|---|---|---|---|---|"]
     for name in sorted(res, key=lambda n: -np.mean([res[n][s]["success_auc"] for s in seqs])):
         d = res[name]
