@@ -94,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="other registered trackers side by side, e.g. zero,csrt,segmentation,oracle "
                         "(every name: python -m bmvtrack.evaluate --help)")
     p.add_argument("--segmenter", type=Path, default=None, help="checkpoint of the 'segmentation' tracker")
+    p.add_argument("--motion-net", type=Path, default=None,
+                   help="checkpoint of the 'motion-posterior' tracker (default runs/motion/checkpoint.pt)")
     p.add_argument("--sequence", default=None, help="sequence or track name (default: the first track)")
     p.add_argument("--out", type=Path, default=RUNS_DIR / "visualize", help="output folder")
     p.add_argument("--fps", type=int, default=10)
@@ -112,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
 
     names = [n.strip().lower() for n in args.trackers.split(",") if n.strip()]
     factories, names = learned_tracker_factories(args.policy, names, args.segmenter,
-                                                   allow_other_encoder=args.allow_other_encoder)
+                                                   allow_other_encoder=args.allow_other_encoder,
+                                                   motion_net=args.motion_net)
     factories.update({n: (lambda n=n: make_tracker(n)) for n in names})
     if not factories:
         p.error("nothing to show: give --policy NAME=RUN and/or --trackers")
