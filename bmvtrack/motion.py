@@ -278,6 +278,8 @@ def track_motions(boxes: Sequence[RBox | None], img_w: float, img_h: float) -> l
 
 
 RELATIVE_NAMES = ("log_s_x", "log_s_y", "sin_theta", "dx_win", "dy_win")
+# a left-right mirror of both crops turns the box the other way and moves it the other way in x
+RELATIVE_MIRROR = np.array([1.0, 1.0, -1.0, -1.0, 1.0])
 
 
 def motion_window(box: RBox, context: float = 0.25) -> tuple[float, float]:

@@ -30,7 +30,7 @@ for k in $FOLDS; do
     --set prior="$single/prior.json" $EXTRA > "$single.log" 2>&1 &
   wait
   $PY -m bmvtrack.evaluate --data "$DAVIS" --layout davis2016 --resolution 240p --split "$test_split" \
-    --trackers zero,csrt,segmentation,segmentation-adapt,motion-posterior --segmenter "$single/checkpoint.pt" \
+    --trackers zero,csrt,segmentation,segmentation-adapt,motion-posterior,motion-posterior-flip --segmenter "$single/checkpoint.pt" \
     --motion-net "$motion/checkpoint.pt" --out "$EXP_DIR/eval-f$k" --no-wandb --no-progress > "$EXP_DIR/eval-f$k.log" 2>&1
   for net in "$motion" "$single"; do
     for crop in gt tracking; do

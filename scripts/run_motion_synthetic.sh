@@ -23,7 +23,7 @@ for s in $SEEDS; do
   $PY -m bmvtrack.pretrain_vae --config configs/pretrain_default.yaml --out "$single" "${common[@]}" \
     --set prior="$single/prior.json" $EXTRA > "$single.log" 2>&1 &
   wait
-  $PY -m bmvtrack.evaluate --data "$TEST" --layout davis2017 --trackers zero,csrt,segmentation,segmentation-adapt,motion-posterior \
+  $PY -m bmvtrack.evaluate --data "$TEST" --layout davis2017 --trackers zero,csrt,segmentation,segmentation-adapt,motion-posterior,motion-posterior-flip \
     --segmenter "$single/checkpoint.pt" --motion-net "$motion/checkpoint.pt" --out "$EXP_DIR/eval-s$s" --no-wandb \
     --no-progress > "$EXP_DIR/eval-s$s.log" 2>&1
   for net in "$motion" "$single"; do

@@ -215,6 +215,20 @@ def test_the_tracker_moves_its_box_by_mu_and_reports_the_g_t_that_does() -> None
     np.testing.assert_allclose(mu, r, atol=1e-6)
 
 
+def test_the_flip_tracker_cancels_what_the_network_reads_from_looks_alone() -> None:
+    """A network that answers the same motion for a pair and its mirror image is reading the look,
+    not the motion: merged with the mirror, its turn and x-motion cancel; scales and y stay."""
+    r = np.array([0.05, -0.02, 0.1, 0.03, -0.04])
+    tracker = MotionPosteriorTracker(_FixedMotion(r), flip=True)
+    frame = np.zeros((120, 160, 3), np.uint8)
+    tracker.init(frame, RBox(80, 60, 30, 20, 0))
+    tracker.update(frame)
+    mu, cov = tracker.last_posterior
+    np.testing.assert_allclose(mu, [0.05, -0.02, 0.0, 0.0, -0.04], atol=1e-6)
+    assert cov[2, 2] > 0.01 and cov[3, 3] > 0.01  # the disagreement widens Σ′ where it cancelled
+    np.testing.assert_allclose(cov[0, 0], 0.01, atol=1e-6)
+
+
 def test_the_tracker_refuses_a_single_crop_network(tmp_path: Path) -> None:
     from bmvtrack.checkpoint import save_checkpoint
 

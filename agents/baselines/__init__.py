@@ -73,6 +73,9 @@ register_segmentation_tracker(
 register_tracker(
     "motion-posterior", lambda model: MotionPosteriorTracker(model), motion=True,
     summary="the box moved by the motion posterior's mean μ′ every frame (--motion-net; no CSRT, no RL)")
+register_tracker(
+    "motion-posterior-flip", lambda model: MotionPosteriorTracker(model, name="motion-posterior-flip", flip=True),
+    motion=True, summary="'motion-posterior' with the pair and its mirror image merged (test-time flip)")
 
 # name → options of the segmentation trackers, as registered (a view of the registry)
 SEGMENTATION_TRACKERS: Mapping[str, Mapping[str, Any]] = MappingProxyType(

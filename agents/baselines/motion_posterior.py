@@ -24,7 +24,7 @@ import torch
 
 from bmvtrack.data.pair_sampler import pair_crops
 from bmvtrack.models.preprocess import patches_to_tensor
-from bmvtrack.motion import RBox, apply_relative, fill_rbox, keep_in_reach, motion_between
+from bmvtrack.motion import RELATIVE_MIRROR, RBox, apply_relative, fill_rbox, keep_in_reach, motion_between
 from bmvtrack.segmentation import foreground_prob
 
 
@@ -43,13 +43,26 @@ def load_motion_posterior(checkpoint: str | Path, device: str = "cpu") -> tuple[
     return model, cfg
 
 
+def mirrored_mixture(mus: np.ndarray, covs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One Gaussian from the posteriors of a pair and of its mirror image (test-time flip).
+
+    The mirror's posterior is mapped back (sinθ and Δx change sign) and the two are merged as an
+    equal mixture, moment-matched: the mean of the means, the mean covariance plus their spread.
+    What the network reads from an object's look alone (a boat facing left "moves left") cancels.
+    """
+    m2 = mus[1] * RELATIVE_MIRROR
+    c2 = covs[1] * np.outer(RELATIVE_MIRROR, RELATIVE_MIRROR)
+    d = mus[0] - m2
+    return 0.5 * (mus[0] + m2), 0.5 * (covs[0] + c2) + 0.25 * np.outer(d, d)
+
+
 class MotionPosteriorTracker:
     """Box tracker from a motion-posterior βMVUnet (a checkpoint path or a loaded model)."""
 
     uses_ground_truth = False
 
     def __init__(self, checkpoint: str | Path | Any, context: float = 0.25, threshold: float = 0.5,
-                 device: str = "cpu", name: str = "motion-posterior") -> None:
+                 device: str = "cpu", name: str = "motion-posterior", flip: bool = False) -> None:
         if isinstance(checkpoint, (str, Path)):
             self.model, cfg = load_motion_posterior(checkpoint, device)
         else:
@@ -58,7 +71,7 @@ class MotionPosteriorTracker:
             raise ValueError("the motion-posterior tracker needs a model trained with model.input: pair")
         self.size = cfg.patch_size
         self.reference = cfg.reference
-        self.context, self.threshold, self.name = context, threshold, name
+        self.context, self.threshold, self.name, self.flip = context, threshold, name, flip
         self.device = next(self.model.parameters()).device
         self._box: RBox | None = None
         self._frame: np.ndarray | None = None
@@ -94,12 +107,18 @@ class MotionPosteriorTracker:
             raise RuntimeError("MotionPosteriorTracker.update called before init")
         h, w = frame.shape[:2]
         x, crop = pair_crops(self._frame, self._mask, frame, self._box, self.size, self.context)
-        out = self.model(patches_to_tensor(x[None], self.device), sample=False)
-        mu = out["mu"][0].double().cpu().numpy()
-        self.last_posterior = (mu, out["cov"][0].double().cpu().numpy())
+        batch = np.stack([x, x[:, ::-1]]) if self.flip else x[None]
+        out = self.model(patches_to_tensor(batch, self.device), sample=False)
+        mus, covs = out["mu"].double().cpu().numpy(), out["cov"].double().cpu().numpy()
+        probs = foreground_prob(out["logits"]).cpu().numpy()
+        if self.flip:
+            mu, cov = mirrored_mixture(mus, covs)
+            prob = 0.5 * (probs[0] + probs[1][:, ::-1])
+        else:
+            mu, cov, prob = mus[0], covs[0], probs[0]
+        self.last_posterior = (mu, cov)
         box = keep_in_reach(apply_relative(self._box, mu, self.context), (h, w))
         self.last_action = motion_between(self._box, box, w, h)
-        prob = foreground_prob(out["logits"])[0].cpu().numpy()
         pasted = cv2.warpAffine(prob, cv2.invertAffineTransform(crop), (w, h), flags=cv2.INTER_LINEAR,
                                 borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         mask = pasted > self.threshold

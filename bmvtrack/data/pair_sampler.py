@@ -26,7 +26,7 @@ import numpy as np
 from bmvtrack.data.patch_sampler import AugmentConfig, _colour_jitter
 from bmvtrack.data.patches import crop_window
 from bmvtrack.data.readers import VideoDataset
-from bmvtrack.motion import RBox, apply_relative, box_warp, boxes_from_masks, fill_rbox, relative_between
+from bmvtrack.motion import RELATIVE_MIRROR, RBox, apply_relative, box_warp, boxes_from_masks, fill_rbox, relative_between
 
 PAIR_CHANNELS = 7  # reference RGB, reference mask, search RGB
 
@@ -136,9 +136,8 @@ class PairSampler:
         label = _warp(search_mask.astype(np.uint8), np.vstack([ms, [0, 0, 1]]), self.size, nearest=True).astype(bool)
         r = relative_between(ref_box, target, ctx)
         if rng is not None:
-            if a.flip and rng.random() < 0.5:  # a mirror turns the other way and moves the other way in x
-                x, label = x[:, ::-1], label[:, ::-1]
-                r[2], r[3] = -r[2], -r[3]
+            if a.flip and rng.random() < 0.5:
+                x, label, r = x[:, ::-1], label[:, ::-1], r * RELATIVE_MIRROR
             if a.colour > 0:  # one photometric change for both frames, as in a real clip
                 both = _colour_jitter(np.concatenate([x[..., :3], x[..., 4:]], axis=1), rng, a.colour)
                 x = np.concatenate([both[:, :self.size], x[..., 3:4], both[:, self.size:]], axis=-1)
