@@ -5,7 +5,7 @@
 Every sequence is held out by exactly one fold, so the folds' per-sequence results are pooled into
 one sample of 30 sequences (``eval-*/sequences.csv``; a sequence scored by several runs, e.g. the
 seeds of the synthetic script, gets the mean of its scores): tracking (success AUC, precision, J&F, fps of ``bmvtrack.evaluate``),
-paired BCa bootstrap intervals of ``motion-posterior`` against every other tracker, the networks'
+paired BCa bootstrap intervals of ``motion-posterior`` (and its ``-flip`` variant) against every other tracker, the networks'
 J&F (``evaluate_vae``, mean over tracks) with the annotation's crop and in tracking mode, and the
 motion posterior's calibration pooled over all pairs (each track's coverage weighted by its pairs).
 """
@@ -22,7 +22,7 @@ import numpy as np
 
 from bmvtrack.metrics import paired_bootstrap
 
-FOCUS = "motion-posterior"
+FOCUS = ("motion-posterior", "motion-posterior-flip")  # each is compared with every other tracker
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -99,11 +99,11 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {name} | {np.mean([d[s]['success_auc'] for s in seqs]):.3f} | "
                      f"{np.mean([d[s]['precision_20'] for s in seqs]):.3f} | "
                      f"{'' if not np.isfinite(jf) else f'{100 * jf:.1f}'} | {np.median([d[s]['fps'] for s in seqs]):.1f} |")
-    if FOCUS in res:
-        lines += ["", f"Paired over sequences, {FOCUS} minus each (success AUC, 95 % BCa bootstrap interval):", "",
+    for focus in (f for f in FOCUS if f in res):
+        lines += ["", f"Paired over sequences, {focus} minus each (success AUC, 95 % BCa bootstrap interval):", "",
                   "| other | mean difference | 95 % interval | sequences ahead |", "|---|---|---|---|"]
-        for name in sorted(n for n in res if n != FOCUS):
-            r = paired_bootstrap([res[FOCUS][s]["success_auc"] for s in seqs], [res[name][s]["success_auc"] for s in seqs])
+        for name in sorted(n for n in res if n != focus):
+            r = paired_bootstrap([res[focus][s]["success_auc"] for s in seqs], [res[name][s]["success_auc"] for s in seqs])
             lines.append(f"| {name} | {r['mean_diff']:+.3f} | [{r['low']:+.3f}, {r['high']:+.3f}] | {r['wins']}/{r['n']} |")
     net_lines = []
     for prefix, label in (("motion", "motion posterior (pair)"), ("mvunet", "single-crop βMVUnet")):
