@@ -54,17 +54,16 @@ def _warp(img: np.ndarray, m: np.ndarray, size: int, nearest: bool = False) -> n
 
 def pair_crops(ref_frame: np.ndarray, ref_mask: np.ndarray, search_frame: np.ndarray, box: RBox, size: int,
                context: float = 0.25, search_warp: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The ``(S, S, 7)`` network input around ``box`` and the crop's 2×3 map from frame to crop.
-
-    ``search_warp`` (2×3) is applied to ``search_frame`` before cropping (warped training pairs).
-    Shared by training and the tracker, so both cut exactly the same crops.
+    """The ``(S, S, 7)`` network input around ``box`` and the 2×3 map from the search frame to its crop
+    (through ``search_warp`` when given: the search frame is then warped first, as in warped
+    training pairs). Shared by training and the tracker, so both cut exactly the same crops.
     """
     m = _window_affine(box, ref_frame.shape[:2], size, context)
     ms = m if search_warp is None else m @ np.vstack([search_warp, [0.0, 0.0, 1.0]])
     ref = _warp(ref_frame, m, size)
     mask = _warp(ref_mask.astype(np.uint8) * 255 if ref_mask.dtype == bool else ref_mask, m, size, nearest=True)
     search = _warp(search_frame, ms, size)
-    return np.concatenate([ref, mask[..., None], search], axis=-1), m[:2]
+    return np.concatenate([ref, mask[..., None], search], axis=-1), ms[:2]
 
 
 class PairSampler:
@@ -131,9 +130,8 @@ class PairSampler:
                            box.h * float(np.exp(rng.normal(0, a.jitter_scale))), box.angle)
             mask = self._noisy_mask(mask, rng)
         ref_channel = fill_rbox(ref_box, frame.shape[:2]) if self.reference == "box" else mask
-        x, m = pair_crops(frame, ref_channel, search_frame, ref_box, self.size, ctx, warp)
-        ms = m if warp is None else (np.vstack([m, [0, 0, 1]]) @ np.vstack([warp, [0, 0, 1]]))[:2]
-        label = _warp(search_mask.astype(np.uint8), np.vstack([ms, [0, 0, 1]]), self.size, nearest=True).astype(bool)
+        x, to_search = pair_crops(frame, ref_channel, search_frame, ref_box, self.size, ctx, warp)
+        label = _warp(search_mask.astype(np.uint8), to_search, self.size, nearest=True).astype(bool)
         r = relative_between(ref_box, target, ctx)
         if rng is not None:
             if a.flip and rng.random() < 0.5:
