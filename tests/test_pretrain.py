@@ -453,3 +453,13 @@ def test_runs_with_the_same_name_are_still_told_apart(tiny_data: Path, tmp_path:
     # its own checkpoint resumes (run_id kept)
     again = train(tiny_cfg(tiny_data, tmp_path / "a", max_steps=3), resume=a.checkpoint, progress=False)
     assert again.step == 3 and load_checkpoint(a.checkpoint, kind="bmvae")["run_id"] == ids[0]
+
+
+def test_a_step_budget_that_stops_at_the_learning_rate_peak_is_warned_about() -> None:
+    from bmvtrack.pretrain_vae.trainer import cycle_end_warning
+
+    cfg = load_pretrain_config(None, ["cycle_steps=400"])
+    assert cycle_end_warning(cfg) is None  # no step budget: the time budget decides
+    for steps, warned in ((800, False), (820, False), (600, True), (700, True), (1200, False)):
+        cfg = load_pretrain_config(None, ["cycle_steps=400", f"max_steps={steps}"])
+        assert (cycle_end_warning(cfg) is not None) == warned, steps
