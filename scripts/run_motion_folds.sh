@@ -8,11 +8,11 @@
 #   2. evaluate: zero, csrt, segmentation, segmentation-adapt, motion-posterior;
 #   3. evaluate_vae of both networks with the annotation's crop and in tracking mode.
 # Then: python scripts/summarize_folds.py $EXP_DIR
-# Environment: STEPS (default 1000), DAVIS (default data/davis2016), PY (default .venv/bin/python),
+# Environment: STEPS (default 800: two cycles of the cyclical learning rate, ending at its low point), DAVIS (default data/davis2016), PY (default .venv/bin/python),
 # EXP_DIR (default runs/folds), FOLDS (default "0 1 2"), EXTRA (added to both pretraining runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PY:-.venv/bin/python} STEPS=${STEPS:-1000} DAVIS=${DAVIS:-data/davis2016}
+PY=${PY:-.venv/bin/python} STEPS=${STEPS:-800} DAVIS=${DAVIS:-data/davis2016}
 EXP_DIR=${EXP_DIR:-runs/folds} FOLDS=${FOLDS:-"0 1 2"} EXTRA=${EXTRA:-}
 FOLD_FILE=configs/folds/davis2016_3fold.yaml
 export OMP_NUM_THREADS=1

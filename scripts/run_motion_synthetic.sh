@@ -4,11 +4,11 @@
 # (configs/pretrain_default.yaml) trained side by side for the same number of steps on the
 # synthetic default (data/synth, generated when absent), then evaluate (zero, csrt, segmentation,
 # segmentation-adapt, motion-posterior) and evaluate_vae of both networks on data/synth-test.
-# Environment: STEPS (default 1000), PY (default .venv/bin/python), EXP_DIR (default runs/synth_motion),
+# Environment: STEPS (default 800: two cycles of the cyclical learning rate, ending at its low point), PY (default .venv/bin/python), EXP_DIR (default runs/synth_motion),
 # SEEDS (default "0": one pair of networks per seed, each evaluated), EXTRA (added to both pretraining runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PY:-.venv/bin/python} STEPS=${STEPS:-1000} EXP_DIR=${EXP_DIR:-runs/synth_motion} SEEDS=${SEEDS:-0} EXTRA=${EXTRA:-}
+PY=${PY:-.venv/bin/python} STEPS=${STEPS:-800} EXP_DIR=${EXP_DIR:-runs/synth_motion} SEEDS=${SEEDS:-0} EXTRA=${EXTRA:-}
 TEST=data/synth-test
 export OMP_NUM_THREADS=1
 mkdir -p "$EXP_DIR"
