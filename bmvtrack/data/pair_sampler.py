@@ -23,7 +23,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from bmvtrack.data.patch_sampler import AugmentConfig, _colour_jitter
+from bmvtrack.data.patch_sampler import AugmentConfig, _colour_jitter, jitter_box
 from bmvtrack.data.patches import crop_window
 from bmvtrack.data.readers import VideoDataset
 from bmvtrack.motion import RELATIVE_MIRROR, RBox, apply_relative, box_warp, boxes_from_masks, fill_rbox, relative_between
@@ -124,10 +124,7 @@ class PairSampler:
             search_frame, search_mask = self.ds.frame(tr, fi + 1), self.ds.mask(tr, fi + 1)
         ref_box = box
         if rng is not None:
-            s = max(box.w, box.h)
-            ref_box = RBox(box.cx + rng.normal(0, a.jitter_shift) * s, box.cy + rng.normal(0, a.jitter_shift) * s,
-                           box.w * float(np.exp(rng.normal(0, a.jitter_scale))),
-                           box.h * float(np.exp(rng.normal(0, a.jitter_scale))), box.angle)
+            ref_box = jitter_box(box, rng, a)
             mask = self._noisy_mask(mask, rng)
         ref_channel = fill_rbox(ref_box, frame.shape[:2]) if self.reference == "box" else mask
         x, to_search = pair_crops(frame, ref_channel, search_frame, ref_box, self.size, ctx, warp)

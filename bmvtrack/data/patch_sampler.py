@@ -71,12 +71,7 @@ def augmented_patch(frame: np.ndarray, mask: np.ndarray, box: RBox, size: int, a
     """
     a = aug
     if rng is not None:
-        s = max(box.w, box.h)
-        box = RBox(
-            box.cx + rng.normal(0, a.jitter_shift) * s, box.cy + rng.normal(0, a.jitter_shift) * s,
-            box.w * float(np.exp(rng.normal(0, a.jitter_scale))), box.h * float(np.exp(rng.normal(0, a.jitter_scale))),
-            box.angle,
-        )
+        box = jitter_box(box, rng, a)
     win = crop_window(box, frame.shape[:2], size, a.context)
     patch = crop_image(frame, win)
     label = crop_mask(mask, win)
@@ -90,6 +85,15 @@ def augmented_patch(frame: np.ndarray, mask: np.ndarray, box: RBox, size: int, a
         if a.blur > 0 and rng.random() < a.blur:
             patch = cv2.GaussianBlur(patch, (0, 0), float(rng.uniform(0.5, 1.5)))
     return np.ascontiguousarray(patch), np.ascontiguousarray(label)
+
+
+def jitter_box(box: RBox, rng: np.random.Generator, aug: AugmentConfig) -> RBox:
+    """``box`` misplaced as a tracker would: centre shifted by N(0, jitter_shift)·max(w, h), each side
+    scaled by exp(N(0, jitter_scale)), angle kept."""
+    s = max(box.w, box.h)
+    return RBox(box.cx + rng.normal(0, aug.jitter_shift) * s, box.cy + rng.normal(0, aug.jitter_shift) * s,
+                box.w * float(np.exp(rng.normal(0, aug.jitter_scale))),
+                box.h * float(np.exp(rng.normal(0, aug.jitter_scale))), box.angle)
 
 
 def _rotate(patch: np.ndarray, mask: np.ndarray, degrees: float) -> tuple[np.ndarray, np.ndarray]:
