@@ -67,6 +67,7 @@ from bmvtrack.metrics import (
     saliency_mae,
 )
 from bmvtrack.calibration import compare_to_prior
+from bmvtrack.models.bottleneck import gaussian_kl
 from bmvtrack.motion import BoxMethod, RBox, boxes_from_masks, relative_between
 from bmvtrack.segmentation import (
     KEEP_CHOICES,
@@ -400,21 +401,11 @@ def _motion_metrics(model: Any, motions: np.ndarray, mu: np.ndarray, cov: np.nda
     if prior is None or motions.shape[0] == 0:
         return {k: math.nan for k in MOTION_KEYS}
     cmp = compare_to_prior(motions, mu, cov, prior[0], prior[1])
-    kl = [gaussian_kl_np(m, c, prior[0], prior[1]) for m, c in zip(mu, cov)]
+    kl = gaussian_kl(torch.from_numpy(mu), torch.from_numpy(cov), torch.from_numpy(prior[0]), torch.from_numpy(prior[1]))
     return {"cover50": cmp.posterior.coverage[0.5], "cover90": cmp.posterior.coverage[0.9],
             "motion_nll": cmp.posterior.nll, "prior_cover50": cmp.prior.coverage[0.5],
             "prior_cover90": cmp.prior.coverage[0.9], "prior_nll": cmp.prior.nll, "nll_gain": cmp.nll_gain,
-            "kl": float(np.mean(kl)), "n_pairs": float(len(motions))}
-
-
-def gaussian_kl_np(mu_q: np.ndarray, cov_q: np.ndarray, mu_p: np.ndarray, cov_p: np.ndarray) -> float:
-    """KL(N(μ_q, Σ_q) ‖ N(μ_p, Σ_p)) in nats."""
-    d = mu_q.shape[0]
-    inv_p = np.linalg.inv(cov_p)
-    diff = mu_p - mu_q
-    _, logdet_p = np.linalg.slogdet(cov_p)
-    _, logdet_q = np.linalg.slogdet(cov_q)
-    return float(0.5 * (np.trace(inv_p @ cov_q) + diff @ inv_p @ diff - d + logdet_p - logdet_q))
+            "kl": float(kl.mean()), "n_pairs": float(len(motions))}
 
 
 def _latent_metrics(model: Any, mu: np.ndarray, cov: np.ndarray) -> dict[str, float]:
