@@ -119,6 +119,22 @@ def _principal_box(pts: np.ndarray) -> RBox:
     return RBox(float(centre[0]), float(centre[1]), float(u1 - u0), float(v1 - v0), math.degrees(phi))
 
 
+def rbox_from_points(pts: np.ndarray) -> RBox:
+    """OpenCV's ``minAreaRect`` of (N, 2) points, as an RBox (angle not canonicalised)."""
+    (cx, cy), (w, h), a = cv2.minAreaRect(np.asarray(pts, dtype=np.float32).reshape(-1, 2))
+    return RBox(float(cx), float(cy), float(w), float(h), float(a))
+
+
+def perturbed_box(box: RBox, z: Sequence[float], shift: float, scale: float) -> RBox:
+    """``box`` moved by four standard-normal draws ``z``: the centre by ``shift·z[0:2]·max(w, h)``,
+    each side scaled by ``exp(scale·z[2:4])`` (sides ≥ MIN_SIDE, angle kept). One recipe for the
+    evaluation's perturbation protocol and the environment's perturbed starts."""
+    size = max(box.w, box.h)
+    return RBox(box.cx + shift * float(z[0]) * size, box.cy + shift * float(z[1]) * size,
+                max(box.w * math.exp(scale * float(z[2])), MIN_SIDE),
+                max(box.h * math.exp(scale * float(z[3])), MIN_SIDE), box.angle)
+
+
 def rbox_from_mask(mask: np.ndarray, method: BoxMethod = "minarearect") -> RBox | None:
     """Rotated box of all foreground pixels (None for an empty mask), sides ≥ MIN_SIDE px.
 
@@ -129,8 +145,7 @@ def rbox_from_mask(mask: np.ndarray, method: BoxMethod = "minarearect") -> RBox 
     if pts is None:
         return None
     if method == "minarearect":
-        (cx, cy), (w, h), a = cv2.minAreaRect(pts)
-        box = RBox(float(cx), float(cy), float(w), float(h), float(a))
+        box = rbox_from_points(pts)
     elif method == "principal":
         box = _principal_box(pts)
     else:

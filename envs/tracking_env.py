@@ -18,8 +18,8 @@ from gymnasium import spaces
 from bmvtrack.data.readers import DataConfig, Track, VideoDataset
 from bmvtrack.proposals import PROPOSALS, Proposal, ProposalTracks
 from bmvtrack.motion import (
-    STAY_ACTION, MotionPrior, RBox, boxes_from_masks, motion_between, motion_within, rbox_corners, rotated_iou,
-    step_box,
+    STAY_ACTION, MotionPrior, RBox, boxes_from_masks, keep_in_reach, motion_between, motion_within, perturbed_box,
+    rbox_corners, rotated_iou, step_box,
 )
 from bmvtrack.envs.observation import BOX_FEATURES, WINDOW_FEATURES, crop_at, raw_observation
 
@@ -48,6 +48,10 @@ class EnvConfig:
     max_tracks: int = field(default=0, metadata={"ge": 0})  # use only the first N tracks (0 = all)
     proposal: Proposal = "none"  # a classical tracker's box in the observation (bmvtrack.proposals; ours)
     proposal_cache: str | None = None  # folder keeping the proposal boxes across runs (None = memory only)
+    start: Literal["first", "random"] = "first"  # episodes start at frame 0, or at a random frame with the object in it and the next (ours)
+    start_shift: float = field(default=0.0, metadata={"ge": 0.0})  # the start box is the annotated one moved by N(0, this)·max(w, h) per axis (ours)
+    start_scale: float = field(default=0.0, metadata={"ge": 0.0})  # ... and each side scaled by exp(N(0, this))
+    perturb_prob: float = field(default=0.0, metadata={"ge": 0.0, "le": 1.0})  # per step, the agent's box is thrown off as a start box is (start_shift/start_scale): recovery in training (ours)
 
     def motion_prior(self) -> MotionPrior:
         """The motion prior of the action bounds: the ``prior`` file, else the paper's."""
@@ -123,6 +127,13 @@ class TrackingEnv(gym.Env):
 
     ## Starting State
     The annotated box of frame 0 of the chosen track (``options={"track_index": k}`` chooses it).
+    With ``start="random"`` (ours) a frame drawn uniformly among those where the object is in it
+    and in the next (``options={"frame": i}`` chooses it); the template is then that frame's crop.
+    ``start_shift``/``start_scale`` throw the start box off the annotated one
+    (``bmvtrack.motion.perturbed_box``, the evaluation's perturbation recipe), and with
+    ``perturb_prob`` the agent's box is thrown off the same way after a step (with that
+    probability, where the object is present): episodes then include losing the object and
+    finding it again.
 
     ## Episode End
     The box is kept within reach of the frame (``bmvtrack.motion.keep_in_reach``: centre within one
@@ -195,6 +206,10 @@ class TrackingEnv(gym.Env):
             "box": spaces.Box(-np.inf, np.inf, (BOX_FEATURES,), dtype=np.float32),
             "window": spaces.Box(-np.inf, np.inf, (WINDOW_FEATURES,), dtype=np.float32),
         }
+        if cfg.start != "first" and cfg.proposal != "none":
+            raise ValueError("start='random' does not combine with a proposal tracker (its boxes run from frame 0)")
+        if cfg.perturb_prob > 0 and cfg.start_shift == 0.0 and cfg.start_scale == 0.0:
+            raise ValueError("perturb_prob throws the box by start_shift/start_scale: set one of them above 0")
         if cfg.proposal not in PROPOSALS:
             raise ValueError(f"proposal must be one of {PROPOSALS}, got {cfg.proposal!r}")
         self._proposals: ProposalTracks | None = None
@@ -295,14 +310,36 @@ class TrackingEnv(gym.Env):
             idx = int(self.np_random.integers(len(self.tracks)))
         self.track, self._track_index = self.tracks[idx], idx
         self._gt = self.gt_boxes(self.track)
-        self._t = 0
+        self._t = self._start = self._start_frame(options)
         self._lost = 0
-        frame, first = self.first_frame(self.track)
-        self.box = first
+        if self._t == 0:
+            frame, first = self.first_frame(self.track)
+        else:
+            frame, first = self.dataset.frame(self.track, self._t), self._gt[self._t]
+        self.box = self._thrown(first)
         if self._proposals is not None:
             self._proposal_boxes = self._proposal_track(self.track)
         self._template = crop_at(frame, first, self.track.size, self.cfg.crop_size, self.cfg.context)[0]
-        return self._observation(), self._info(1.0)
+        return self._observation(), self._info(rotated_iou(self.box, first))
+
+    def _start_frame(self, options: dict[str, Any]) -> int:
+        """Frame 0, or (``start="random"``) a frame with the object in it and in the next."""
+        if "frame" in options:
+            t = int(options["frame"])
+            if not (0 <= t < len(self.track) - 1 and self._gt[t] is not None):
+                raise ValueError(f"start frame {t} of {self.track.name}: the object is not in it, or it is the last")
+            return t
+        if self.cfg.start == "first":
+            return 0
+        ok = [t for t in range(len(self.track) - 1) if self._gt[t] is not None and self._gt[t + 1] is not None]
+        return int(ok[self.np_random.integers(len(ok))]) if ok else 0
+
+    def _thrown(self, box: RBox) -> RBox:
+        """``box`` perturbed by ``start_shift``/``start_scale`` with the environment's RNG."""
+        if self.cfg.start_shift == 0.0 and self.cfg.start_scale == 0.0:
+            return box
+        z = self.np_random.standard_normal(4)
+        return keep_in_reach(perturbed_box(box, z, self.cfg.start_shift, self.cfg.start_scale), self.track.size)
 
     def step(self, action: np.ndarray):
         if self.track is None:
@@ -315,6 +352,8 @@ class TrackingEnv(gym.Env):
         else:
             iou = reward = rotated_iou(self.box, gt)
             self._lost = self._lost + 1 if iou <= self.cfg.lost_iou else 0
+            if self.cfg.perturb_prob > 0 and self.np_random.random() < self.cfg.perturb_prob:
+                self.box = self._thrown(self.box)  # after the reward: the next move has to recover
         terminated = self.cfg.lost_frames > 0 and self._lost >= self.cfg.lost_frames
         truncated = self._t >= len(self.track) - 1 and not terminated
         return self._observation(), float(reward), bool(terminated), bool(truncated), self._info(iou)
@@ -324,7 +363,7 @@ class TrackingEnv(gym.Env):
         if self.track is None:
             return {"rng": self.np_random.bit_generator.state, "next_index": self._next_index}
         return {"rng": self.np_random.bit_generator.state, "next_index": self._next_index,
-                "track_index": self._track_index, "t": self._t, "lost": self._lost,
+                "track_index": self._track_index, "start": self._start, "t": self._t, "lost": self._lost,
                 "box": self.box.as_array().tolist()}
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -333,7 +372,7 @@ class TrackingEnv(gym.Env):
         self._next_index = int(state["next_index"])
         if "track_index" not in state:
             return
-        self.reset(options={"track_index": int(state["track_index"])})
+        self.reset(options={"track_index": int(state["track_index"]), "frame": int(state.get("start", 0))})
         self.np_random.bit_generator.state = state["rng"]  # reset with a track index draws nothing; stay safe
         self._t, self._lost = int(state["t"]), int(state["lost"])
         self.box = RBox(*map(float, state["box"]))

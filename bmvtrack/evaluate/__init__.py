@@ -122,7 +122,7 @@ from bmvtrack.metrics import (
     success_thresholds,
 )
 from bmvtrack.motion import (
-    MIN_SIDE, BoxMethod, RBox, aabb_iou, aabb_to_rbox, rbox_ellipse_xyxy, rbox_to_xyxy, rotated_iou,
+    MIN_SIDE, BoxMethod, RBox, aabb_iou, aabb_to_rbox, perturbed_box, rbox_ellipse_xyxy, rbox_to_xyxy, rotated_iou,
 )
 from bmvtrack.analyze_motion import track_boxes
 from bmvtrack.run_folder import RunFolderError, writer_pid
@@ -502,10 +502,7 @@ class Perturbation:
             prev = base[f - 1]
             if prev is None or base[f] is None:
                 continue
-            size = max(prev.w, prev.h)
-            out[f] = RBox(prev.cx + self.shift * float(zx) * size, prev.cy + self.shift * float(zy) * size,
-                          max(prev.w * math.exp(self.scale * float(zw)), MIN_SIDE),
-                          max(prev.h * math.exp(self.scale * float(zh)), MIN_SIDE), prev.angle)
+            out[f] = perturbed_box(prev, (zx, zy, zw, zh), self.shift, self.scale)
         return out
 
 
