@@ -5,7 +5,9 @@ ground-truth box). Three functions use it:
 
 - :func:`collect_demonstrations` records expert episodes (optionally with DART noise);
 - :func:`bc_pretrain` warm-starts an actor by behaviour cloning on them;
-- :func:`add_demonstrations` pushes them into an off-policy agent's replay buffer.
+- :func:`add_demonstrations` pushes them into an off-policy agent's replay buffer;
+- :class:`ExpertReplayBuffer`, :func:`expert_loss` and :func:`expert_train` use it at the agent's own
+  visited states instead (DAgger-style), beside the RL loss or alone.
 
 They take the model as an argument: they read only SB3 pieces (the actor's
 ``get_action_dist_params``/``action_dist``, ``policy.scale_action``, the replay buffer), none of
@@ -15,10 +17,13 @@ them as its methods ``MVSAC.bc_pretrain`` / ``MVSAC.add_demonstrations``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import gymnasium as gym
 import numpy as np
 import torch as th
 from stable_baselines3 import SAC
+from stable_baselines3.common.buffers import ReplayBuffer
 from torch.nn import functional as F
 
 # Expert actions are clipped into [-BC_ACTION_CLIP, BC_ACTION_CLIP] (policy space) before their
@@ -176,3 +181,87 @@ def add_demonstrations(
         infos = [{"TimeLimit.truncated": bool(trunc_a[i])} for i in j]
         model.replay_buffer.add(obs_a[j], next_a[j], scaled[j], rewards_a[j], dones_a[j], infos)
     return n
+
+
+# ------------------------------------------------------------------ the expert at the agent's own states
+
+
+class ExpertReplayBuffer(ReplayBuffer):
+    """SB3's replay buffer that also keeps the expert's action at each stored next state.
+
+    The environment reports the expert's action for the state a step leads to
+    (``info["expert_relative"]`` of the motion environment, else ``info["expert_action"]``), so it is
+    the stored ``next_observations`` that get a label; a transition that ended its episode has none
+    (its last state has no next annotated frame). ``sample`` leaves the batch's labelled states in
+    ``last_expert_batch`` for :func:`expert_loss`. One environment copy (the labels follow SB3's
+    row order, which with more copies draws the copy inside ``_get_samples``).
+    """
+
+    KEYS = ("expert_relative", "expert_action")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.n_envs != 1:
+            raise ValueError("ExpertReplayBuffer keeps one environment copy's labels (n_envs=1)")
+        self.expert = np.zeros((self.buffer_size, self.action_dim), dtype=np.float32)
+        self.labelled = np.zeros(self.buffer_size, dtype=np.float32)
+        self.last_expert_batch: tuple[th.Tensor, th.Tensor, th.Tensor] | None = None
+
+    @classmethod
+    def like(cls, buffer: ReplayBuffer) -> "ExpertReplayBuffer":
+        """An empty expert buffer with ``buffer``'s size, spaces and device."""
+        return cls(buffer.buffer_size, buffer.observation_space, buffer.action_space, device=buffer.device,
+                   n_envs=buffer.n_envs, optimize_memory_usage=buffer.optimize_memory_usage,
+                   handle_timeout_termination=buffer.handle_timeout_termination)
+
+    def add(self, obs, next_obs, action, reward, done, infos) -> None:  # type: ignore[override]
+        pos, info = self.pos, infos[0]
+        label = next((info[k] for k in self.KEYS if k in info), None)
+        self.labelled[pos] = float(label is not None and not bool(np.asarray(done).reshape(-1)[0]))
+        self.expert[pos] = 0.0 if label is None else np.asarray(label, dtype=np.float32).reshape(-1)
+        super().add(obs, next_obs, action, reward, done, infos)
+
+    def _get_samples(self, batch_inds: np.ndarray, env=None):  # type: ignore[override]
+        data = super()._get_samples(batch_inds, env)
+        self.last_expert_batch = (data.next_observations, self.to_torch(self.expert[batch_inds]),
+                                  self.to_torch(self.labelled[batch_inds]))
+        return data
+
+
+def expert_loss(model: SAC) -> th.Tensor:
+    """Per-sample squared distance between the actor's deterministic action and the expert's, at the
+    last sampled batch's labelled states (``ExpertReplayBuffer``), in units of the global prior's
+    standard deviation (policy space; ones without a global prior), averaged over the action's
+    dimensions. Unlabelled rows give 0."""
+    buffer = model.replay_buffer
+    if not isinstance(buffer, ExpertReplayBuffer) or buffer.last_expert_batch is None:
+        raise RuntimeError("expert_loss needs an ExpertReplayBuffer that has been sampled")
+    next_obs, expert_actions, labelled = buffer.last_expert_batch
+    target = model.policy.scale_action(expert_actions.cpu().numpy())
+    target_t = th.as_tensor(np.clip(target, -BC_ACTION_CLIP, BC_ACTION_CLIP), device=model.device)
+    mean, _, _ = model.actor.get_action_dist_params(next_obs)
+    prior = getattr(model, "action_prior", None)
+    std = th.ones_like(target_t[0])
+    if prior is not None and prior.tril_scaled is not None:
+        std = th.sqrt(th.diagonal(prior.tril_scaled @ prior.tril_scaled.T))
+        if prior.source == "cue":  # its factor was scaled by cue_scale
+            std = std / prior.init_scale
+    return (((th.tanh(mean) - target_t) / std) ** 2).mean(dim=-1) * labelled
+
+
+def expert_train(model: SAC, gradient_steps: int, batch_size: int) -> None:
+    """The supervised-only update: the actor follows :func:`expert_loss` alone (no critic, no entropy),
+    on the same replay batches an RL update would draw."""
+    model.policy.set_training_mode(True)
+    model._update_learning_rate([model.actor.optimizer])
+    losses = []
+    for _ in range(gradient_steps):
+        model.replay_buffer.sample(batch_size, env=model._vec_normalize_env)  # type: ignore[union-attr]
+        loss = expert_loss(model).mean()
+        model.actor.optimizer.zero_grad()
+        loss.backward()
+        model.actor.optimizer.step()
+        losses.append(loss.item())
+    model._n_updates += gradient_steps
+    model.logger.record("train/n_updates", model._n_updates, exclude="tensorboard")
+    model.logger.record("train/expert", float(np.mean(losses)) if losses else float("nan"))

@@ -17,8 +17,15 @@ and where it lives:
 - ``prior_init``: the actor starts out equal to the (global) prior (:meth:`MVActor.init_to_gaussian`);
   with ``prior_source="cue"`` it starts out equal to the cue's prior and stays a residual around
   ``g(s)`` (the actor's ``anchor``), so the policy begins as the segmentation tracker;
+  With ``prior_source="state"`` it is a residual around the state's ``μ′(s)`` (the anchor is the
+  state's mean slice) with the global prior's covariance times ``cue_scale``: the untrained agent
+  follows the motion posterior's mean;
 - learning from the expert: :meth:`MVSAC.bc_pretrain` and :meth:`MVSAC.add_demonstrations`, thin
-  methods over :mod:`bmvtrack.agents.expert`.
+  methods over :mod:`bmvtrack.agents.expert`; ``expert_coef``: the expert's action at the agent's
+  own visited states (``info["expert_relative"]``, kept by :class:`.expert.ExpertReplayBuffer`)
+  pulls the actor's deterministic action towards it in the actor loss (DAgger-style, an agent so
+  trained is labelled as using the expert); ``rl=False`` trains the actor on that term alone, with
+  the same data and budget and no critic: the supervised-only agent beside it.
 
 The options are instance attributes saved by SB3's ``save`` and restored by ``MVSAC.load``; the
 prior is derived from them in ``_setup_model`` and not saved.
@@ -109,6 +116,8 @@ class MVSAC(SAC):
         cue_mean: np.ndarray | None = None,
         cue_std: np.ndarray | None = None,
         cue_scale: float = 1.0,
+        expert_coef: float = 0.0,
+        rl: bool = True,
         **sac_kwargs: Any,
     ):
         # Set before SAC.__init__, which calls _setup_model().
@@ -124,6 +133,12 @@ class MVSAC(SAC):
         self.cue_mean = None if cue_mean is None else np.asarray(cue_mean, dtype=np.float64)
         self.cue_std = None if cue_std is None else np.asarray(cue_std, dtype=np.float64)
         self.cue_scale = float(cue_scale)
+        self.expert_coef = float(expert_coef)
+        self.rl = bool(rl)
+        if self.expert_coef < 0:
+            raise ValueError(f"expert_coef must be >= 0, got {expert_coef}")
+        if not self.rl and self.expert_coef <= 0:
+            raise ValueError("rl=False trains on the expert term alone: it needs expert_coef > 0")
         super().__init__(policy, env, **sac_kwargs)
 
     # ------------------------------------------------------------------ set-up and saving
@@ -132,7 +147,14 @@ class MVSAC(SAC):
         if self.prior_source == "cue" and self.prior_init:
             anchor = cue_anchor(self.action_space, self.observation_space, self.cue_slice, self.cue_mean, self.cue_std)
             self.policy_kwargs = {**self.policy_kwargs, "anchor": anchor}
+        if self.prior_source == "state" and self.prior_init:  # a residual around μ′(s), in action units as it stands
+            d = self.action_dim
+            anchor = cue_anchor(self.action_space, self.observation_space, self.state_prior_mean_slice,
+                                np.zeros(d), np.ones(d))
+            self.policy_kwargs = {**self.policy_kwargs, "anchor": anchor}
         super()._setup_model()
+        if self.expert_coef > 0:
+            self.replay_buffer = expert.ExpertReplayBuffer.like(self.replay_buffer)
         self.action_prior = ActionPrior(
             self.action_space, self.observation_space, source=self.prior_source,
             mean=self.prior_mean, cov=self.prior_cov,
@@ -206,12 +228,25 @@ class MVSAC(SAC):
         With ``prior_kl_coef == 0`` it is SB3's own ``SAC.train``, unchanged; with the term on,
         :func:`.sac_train.sac_train` (SB3 offers no seam for an extra actor-loss term).
         """
-        if self.prior_kl_coef <= 0.0:
+        if not self.rl:
+            expert.expert_train(self, gradient_steps, batch_size)
+            return
+        if self.prior_kl_coef <= 0.0 and self.expert_coef <= 0.0:
             super().train(gradient_steps, batch_size)
             return
-        kl_term = ActorLossTerm(name="prior_kl", coef=self.prior_kl_coef, per_sample=self._sampled_kl,
-                                max_grad_norm=KL_GRAD_CLIP)
-        sac_train(self, gradient_steps, batch_size, kl_term)
+        if self.expert_coef <= 0.0:
+            term = ActorLossTerm(name="prior_kl", coef=self.prior_kl_coef, per_sample=self._sampled_kl,
+                                 max_grad_norm=KL_GRAD_CLIP)
+        else:
+            def per_sample(actions: th.Tensor, log_prob: th.Tensor, obs: th.Tensor) -> th.Tensor:
+                out = self.expert_coef * expert.expert_loss(self)
+                if self.prior_kl_coef > 0:
+                    out = out + self.prior_kl_coef * self._sampled_kl(actions, log_prob, obs)
+                return out
+
+            term = ActorLossTerm(name="prior_kl+expert" if self.prior_kl_coef > 0 else "expert", coef=1.0,
+                                 per_sample=per_sample, max_grad_norm=KL_GRAD_CLIP)
+        sac_train(self, gradient_steps, batch_size, term)
 
     # ------------------------------------------------------------------ learning from the expert
 

@@ -123,7 +123,8 @@ class ActionPrior:
     :param cue_range: observation range of the standardised cue (``source="cue"``).
     :param cue_mean: ``(d,)`` mean that standardises the cue, env units.
     :param cue_std: ``(d,)`` std that standardises the cue, env units.
-    :param cue_scale: the cue prior's Cholesky factor is the global one times this.
+    :param cue_scale: the cue prior's Cholesky factor is the global one times this; with ``source="state"`` and
+        ``init``, the spread of the initial residual around μ′(s), as a fraction of the global prior's.
     :param used: the agent samples from or scores under the prior (warm-up, KL term); the
         global source then needs ``mean``/``cov``. Checked here to keep one order of errors.
     :param init: the actor is initialised at the prior, which then needs ``mean``/``cov``.
@@ -156,6 +157,7 @@ class ActionPrior:
         if (mean is None) != (cov is None):
             raise ValueError("prior_mean and prior_cov must be given together")
         self.source = source
+        self.init_scale = float(cue_scale)  # prior_init with a per-state source: the residual's spread, × the global prior's
         self.mean = None if mean is None else np.asarray(mean, dtype=np.float64)
         self.cue_mean = None if cue_mean is None else np.asarray(cue_mean, dtype=np.float64)
         self.cue_std = None if cue_std is None else np.asarray(cue_std, dtype=np.float64)
@@ -299,6 +301,9 @@ class ActionPrior:
         assert self.mean_scaled is not None and self.tril_scaled is not None
         if self.source == "cue":
             actor.init_to_gaussian(th.zeros_like(self.mean_scaled), self.tril_scaled)
+            return
+        if self.source == "state":  # a residual around μ′(s) (the actor's anchor), the global spread × init_scale
+            actor.init_to_gaussian(th.zeros_like(self.mean_scaled), self.tril_scaled * self.init_scale)
             return
         m = self.mean_scaled.clamp(-PRIOR_INIT_CLIP, PRIOR_INIT_CLIP)
         tril_pre = self.tril_scaled / (1.0 - m**2).unsqueeze(-1)

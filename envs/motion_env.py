@@ -1,0 +1,94 @@
+"""The motion agent's environment: the tracking MDP seen through the motion posterior, acting in
+box-relative coordinates.
+
+``MotionTrackingEnv`` wraps a raw ``TrackingEnv``. Its action is the box-relative motion
+``r = [ln w′/w, ln h′/h, sinθ, Δcx/W_win, Δcy/H_win]`` (``bmvtrack.motion.relative_between``), the
+same move wherever the box is in the frame; each step converts it exactly to the environment's
+``G_t`` (``relative_to_action``), which stays the interface underneath. Bounds: the mean of the
+network's box-relative prior ± ``action_n_std`` of its standard deviations. The observation is
+``MotionState``'s vector of the pair (frame t, frame t+1) at the agent's box, so μ′(s) and Σ′(s)
+are in the action's units: the per-state prior MV-SAC samples from.
+
+``info["expert_relative"]`` is the box-relative motion onto the next annotated box, clipped to the
+bounds (zero where the object is absent): the expert action at the agent's own states, which
+``MVSAC(expert_coef=...)`` learns from (DAgger-style) and a supervised-only agent learns from alone.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from bmvtrack.envs.motion_state import MotionState
+from bmvtrack.envs.tracking_env import TrackingEnv, track_key
+from bmvtrack.motion import relative_between, relative_to_action
+
+# the wrapped environment's own G_t bounds (in σ of the G_t prior): wide, so that converting a relative
+# action never clips it (clipping would break the exact conversion); the relative bounds are the limit
+INNER_N_STD = 1000.0
+
+
+class MotionTrackingEnv(gym.Wrapper):
+    """``TrackingEnv`` with box-relative actions and motion-posterior states (module docstring)."""
+
+    def __init__(self, env: TrackingEnv, state: MotionState, action_n_std: float = 4.0) -> None:
+        raw = env.unwrapped
+        if not isinstance(raw, TrackingEnv):
+            raise TypeError("MotionTrackingEnv wraps a TrackingEnv")
+        super().__init__(env)
+        raw.cfg.action_n_std = INNER_N_STD
+        lo, hi = raw.prior.action_bounds(INNER_N_STD)
+        raw.action_space = spaces.Box(lo, hi, dtype=np.float32)
+        self.state = state
+        std = np.sqrt(np.diag(state.prior_cov))
+        self.action_space = spaces.Box((state.prior_mean - action_n_std * std).astype(np.float32),
+                                       (state.prior_mean + action_n_std * std).astype(np.float32), dtype=np.float32)
+        self.observation_space = spaces.Box(-np.inf, np.inf, (state.dim,), dtype=np.float32)
+        self.obs_layout = dict(state.layout)
+
+    @property
+    def raw(self) -> TrackingEnv:
+        return self.env.unwrapped  # type: ignore[return-value]
+
+    def _observe(self) -> np.ndarray:
+        raw = self.raw
+        t = raw._t
+        nxt = min(t + 1, len(raw.track) - 1)
+        ds, tr = raw.dataset, raw.track
+        return self.state(ds.frame(tr, t), ds.frame(tr, nxt), raw.box, key=(track_key(tr), t))
+
+    def _expert(self, info: dict[str, Any]) -> dict[str, Any]:
+        raw = self.raw
+        t = raw._t
+        gt = raw._gt[t + 1] if t + 1 < len(raw._gt) else None
+        r = np.zeros(5) if gt is None else relative_between(raw.box, gt, self.state.context)
+        info["expert_relative"] = np.clip(r, self.action_space.low, self.action_space.high).astype(np.float32)
+        return info
+
+    def reset(self, **kwargs: Any):
+        _, info = self.env.reset(**kwargs)
+        return self._observe(), self._expert(info)
+
+    def step(self, action: np.ndarray):
+        r = np.asarray(action, dtype=np.float64).reshape(-1)
+        if r.shape != (5,) or not np.all(np.isfinite(r)):
+            raise ValueError(f"action must be 5 finite numbers, got {np.asarray(action).tolist()}")
+        r = np.clip(r, self.action_space.low, self.action_space.high)
+        raw = self.raw
+        h, w = raw.track.size
+        g = relative_to_action(raw.box, r, w, h, self.state.context)
+        _, reward, terminated, truncated, info = self.env.step(g)
+        info["action_g"] = g.astype(np.float32)
+        return self._observe(), reward, terminated, truncated, self._expert(info)
+
+
+def make_motion_env(state: MotionState, action_n_std: float = 4.0, **config: Any) -> MotionTrackingEnv:
+    """A ``MotionTrackingEnv`` over a ``TrackingEnv`` built from ``EnvConfig`` fields (``data=DataConfig``,
+    ``start``, ``start_shift``, ``perturb_prob``, ...); no template crop (the state does not read it)."""
+    from bmvtrack.envs.tracking_env import EnvConfig
+
+    cfg = EnvConfig(**{"template": False, **config})
+    cfg.crop_size = 8  # the raw observation's crop is not read: keep it cheap
+    return MotionTrackingEnv(TrackingEnv(cfg), state, action_n_std)
