@@ -42,3 +42,32 @@ def moving_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("synth_track")
     cfg = SynthConfig(width=160, height=120, frames=10, objects=(1, 1), leave_prob=0.0, occlusion_prob=0.0)
     return generate_dataset(root, "davis2017", videos=1, seed=1, cfg=cfg, progress=False)
+
+
+@pytest.fixture(scope="session")
+def load_script():
+    """A script of ``scripts/`` imported as a module (they are run as files, not installed)."""
+    import importlib.util
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+
+    return load
+
+
+@pytest.fixture(scope="session")
+def write_csv():
+    """Write rows (dicts with the same keys) as a CSV file, making its folder."""
+    import csv
+
+    def write(path: Path, rows: list[dict]) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+
+    return write

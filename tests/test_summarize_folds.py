@@ -2,29 +2,14 @@
 calibration pools pairs (each track weighted by its pairs), and the paired interval is reported."""
 from __future__ import annotations
 
-import csv
-import importlib.util
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
-def summarize():
-    spec = importlib.util.spec_from_file_location("summarize_folds", REPO / "scripts" / "summarize_folds.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def _write(path: Path, rows: list[dict[str, object]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+def summarize(load_script):
+    return load_script("summarize_folds")
 
 
 def _seq(tracker: str, seq: str, auc: float, jf: str = "") -> dict[str, object]:
@@ -32,11 +17,11 @@ def _seq(tracker: str, seq: str, auc: float, jf: str = "") -> dict[str, object]:
             "jf": jf, "fps": 50.0}
 
 
-def test_folds_pool_seeds_average_and_calibration_weighs_pairs(tmp_path: Path, summarize) -> None:
-    _write(tmp_path / "eval-f0" / "sequences.csv",
+def test_folds_pool_seeds_average_and_calibration_weighs_pairs(write_csv, tmp_path: Path, summarize) -> None:
+    write_csv(tmp_path / "eval-f0" / "sequences.csv",
            [_seq("motion-posterior", "a", 0.6, "0.5"), _seq("zero", "a", 0.4), _seq("motion-posterior", "b", 0.5, "0.4"),
             _seq("zero", "b", 0.45)])
-    _write(tmp_path / "eval-f1" / "sequences.csv",
+    write_csv(tmp_path / "eval-f1" / "sequences.csv",
            [_seq("motion-posterior", "c", 0.7, "0.6"), _seq("zero", "c", 0.3),
             _seq("motion-posterior", "a", 0.4, "0.5"), _seq("zero", "a", 0.4)])  # "a" again: a second seed
     res, runs = summarize.tracking(tmp_path)
@@ -45,7 +30,7 @@ def test_folds_pool_seeds_average_and_calibration_weighs_pairs(tmp_path: Path, s
     assert sorted(res["zero"]) == ["a", "b", "c"]
     cal = {"J": 0.5, "F": 0.5, "JF": 0.5, "box_JF": 0.3, "maha_patch": 1.0, "cover50": 0.0, "cover90": 1.0,
            "prior_cover50": 0.5, "prior_cover90": 0.9, "motion_nll": 1.0, "prior_nll": 2.0, "kl": 1.0}
-    _write(tmp_path / "motion-f0" / "eval" / "vae_eval_gt.csv",
+    write_csv(tmp_path / "motion-f0" / "eval" / "vae_eval_gt.csv",
            [{"sequence": "a", "n_frames": 9, **cal, "n_pairs": 30},
             {"sequence": "b", "n_frames": 9, **{**cal, "cover50": 1.0, "cover90": 0.0}, "n_pairs": 10},
             {"sequence": "overall", "n_frames": 18, **cal, "n_pairs": 40}])

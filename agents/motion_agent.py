@@ -1,0 +1,222 @@
+"""The motion agent: MV-SAC on the motion posterior's states, acting in box-relative coordinates.
+
+What it is (ours, on top of the paper's plan). The state is ``MotionState``'s vector of the pair
+(frame t, frame t+1) at the box held: the motion posterior N(μ′(s), Σ′(s)), the box-relative move
+onto the decoded mask's box, the pooled feature and the box's size. The action is the box-relative
+motion ``r`` (``MotionTrackingEnv``), converted exactly to the environment's ``G_t``. MV-SAC's prior
+is the per-state posterior (``prior_source="state"``): warm-up actions are drawn from it, the KL
+term (when on) pulls towards it, and the actor starts as a residual around μ′(s) — the untrained
+agent is the posterior-mean tracker. Episodes start at random frames from perturbed boxes, and the
+box is thrown off now and then, so that finding the object again is part of the job.
+
+Variants (``VARIANTS``), the same data stream and budget:
+
+- ``rl``: MV-SAC, the reward alone (IoU with the next annotated box);
+- ``rl-expert``: MV-SAC plus the expert's action at the agent's own states in the actor loss
+  (``expert_coef``; DAgger-style) — it uses the expert and is labelled so;
+- ``supervised``: the actor on the expert term alone (no critic): what supervision alone gives.
+
+``python -m bmvtrack.train_motion_agent`` trains one and scores it, untrained and trained, with the
+project's ``evaluate`` protocol (one pass, and the perturbation protocol for recovery).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import numpy as np
+import torch
+
+from bmvtrack.data.readers import DataConfig
+from bmvtrack.envs.motion_env import MotionTrackingEnv, make_motion_env
+from bmvtrack.envs.motion_state import MotionState
+from bmvtrack.motion import RBox, apply_relative, keep_in_reach
+
+VARIANTS = ("rl", "rl-expert", "supervised")
+Variant = Literal["rl", "rl-expert", "supervised"]
+
+
+@dataclass
+class MotionAgentConfig:
+    """One motion agent's training run (the defaults are what the fold results use)."""
+
+    motion_net: str = "runs/motion/checkpoint.pt"  # a motion posterior trained with model.reference: box
+    data: DataConfig = field(default_factory=DataConfig)
+    variant: Variant = "rl"
+    steps: int = 6000  # environment steps (one gradient update each after learning_starts)
+    seed: int = 0
+    start: Literal["first", "random"] = "random"
+    start_shift: float = 0.15  # start boxes (and thrown boxes) off by N(0, this)·max(w, h) per axis
+    start_scale: float = 0.1
+    perturb_prob: float = 0.02  # per step: the box is thrown off (recovery in training)
+    lost_frames: int = 10  # end an episode after this many frames at IoU 0
+    action_n_std: float = 4.0  # relative action bounds: prior mean ± this many prior stds
+    cue_scale: float = 0.3  # the initial policy's spread around μ′(s), × the prior's
+    target_entropy: float | None = None  # SAC's entropy target; None: the initial policy's (α keeps the start's spread)
+    prior_kl_coef: float = 0.0
+    expert_coef: float = 10.0  # rl-expert and supervised: weight of the expert term (at 1 the critic's gradient swamped it: no pull in 260 updates on a toy set)
+    learning_starts: int = 500
+    batch_size: int = 128
+    gamma: float = 0.9
+    learning_rate: float = 3e-4
+    net_arch: tuple[int, ...] = (256, 256)
+    quantum: float = 1.0  # MotionState's rounding (px, %, degrees)
+    features: bool = False  # the state includes the network's pooled appearance feature
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
+        if self.steps < 1 or self.learning_starts < 0:
+            raise ValueError("steps must be >= 1 and learning_starts >= 0")
+
+
+def sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def agent_kwargs(cfg: MotionAgentConfig, env: MotionTrackingEnv) -> dict[str, Any]:
+    """MV-SAC's constructor arguments (JSON-able: what ``agent.json`` stores)."""
+    lay, st = env.obs_layout, env.state
+    expert = cfg.variant != "rl"
+    return {
+        "prior_mean": st.prior_mean.tolist(), "prior_cov": st.prior_cov.tolist(), "prior_source": "state",
+        "state_prior_mean_slice": [lay["search/mu"].start, lay["search/mu"].stop],
+        "state_prior_tril_slice": [lay["search/tril"].start, lay["search/tril"].stop],
+        "prior_warmup": True, "prior_init": True, "prior_kl_coef": cfg.prior_kl_coef, "cue_scale": cfg.cue_scale,
+        "expert_coef": cfg.expert_coef if expert else 0.0, "rl": cfg.variant != "supervised",
+        "learning_starts": cfg.learning_starts, "batch_size": cfg.batch_size, "gamma": cfg.gamma,
+        "learning_rate": cfg.learning_rate, "buffer_size": max(cfg.steps, 1), "seed": cfg.seed,
+        "policy_kwargs": {"net_arch": list(cfg.net_arch)}, "verbose": 0, "device": "cpu",
+        "target_entropy": cfg.target_entropy if cfg.target_entropy is not None else initial_entropy(cfg, env),
+    }
+
+
+def initial_entropy(cfg: MotionAgentConfig, env: MotionTrackingEnv) -> float:
+    """Entropy of the untrained policy's Gaussian in the policy's [-1, 1] space (before tanh): the
+    prior's covariance × ``cue_scale²``, mapped by the action bounds."""
+    half = (env.action_space.high.astype(np.float64) - env.action_space.low) / 2.0
+    cov = env.state.prior_cov * cfg.cue_scale**2 / np.outer(half, half)
+    return float(0.5 * np.linalg.slogdet(2.0 * np.pi * np.e * cov)[1])
+
+
+def build(cfg: MotionAgentConfig, state: MotionState | None = None) -> tuple[Any, MotionTrackingEnv, dict]:
+    """The environment and the untrained agent of ``cfg`` (and its constructor arguments)."""
+    from bmvtrack.agents.agent_file import make_agent
+
+    torch.set_num_threads(cfg.threads)
+    state = state or MotionState(cfg.motion_net, quantum=cfg.quantum, features=cfg.features)
+    env = make_motion_env(state, cfg.action_n_std, data=cfg.data, start=cfg.start, start_shift=cfg.start_shift,
+                          start_scale=cfg.start_scale, perturb_prob=cfg.perturb_prob, lost_frames=cfg.lost_frames)
+    env.reset(seed=cfg.seed)
+    env.action_space.seed(cfg.seed)
+    kwargs = agent_kwargs(cfg, env)
+    return make_agent("mvsac", env, kwargs), env, kwargs
+
+
+def train(cfg: MotionAgentConfig, out: str | Path, state: MotionState | None = None,
+          progress: Callable[[str], None] | None = print) -> tuple[Any, dict[str, Any]]:
+    """Train ``cfg``'s agent and save its final checkpoint in ``out`` (``agents.agent_file``);
+    returns the model and the run's record (steps/s, updates/s, cache hits)."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    from bmvtrack.agents.agent_file import save_agent_checkpoint
+
+    model, env, kwargs = build(cfg, state)
+    t0, log_every = time.perf_counter(), max(cfg.steps // 10, 1)
+
+    class Progress(BaseCallback):
+        def _on_step(self) -> bool:
+            n = self.num_timesteps
+            if progress is not None and n % log_every == 0:
+                progress(f"{cfg.variant} seed {cfg.seed}: {n}/{cfg.steps} steps, {n / (time.perf_counter() - t0):.1f} steps/s")
+            return True
+
+    model.learn(cfg.steps, callback=Progress())
+    seconds = time.perf_counter() - t0
+    record = {"steps": cfg.steps, "seconds": seconds, "steps_per_s": cfg.steps / seconds,
+              "updates": int(model._n_updates), "cache": env.state.cache_info()}
+    net = {"path": str(cfg.motion_net), "sha256": sha256(cfg.motion_net), "kind": "motion-posterior"}
+    meta = {"algo": "mvsac", "kwargs": kwargs, "kind": "motion-agent", "config": _jsonable(asdict(cfg)),
+            "encoder": net, "record": record}
+    save_agent_checkpoint(model, out, meta, buffer=False)
+    return model, record
+
+
+def _jsonable(x: Any) -> Any:
+    return json.loads(json.dumps(x, default=str))
+
+
+def load(path: str | Path, state: MotionState | None = None) -> tuple[Any, MotionState, dict[str, Any]]:
+    """A saved motion agent, the ``MotionState`` of its network (the file it names, checked by hash)
+    and its ``agent.json``."""
+    from bmvtrack.agents.agent_file import AgentFileError, load_agent
+
+    model, meta, folder = load_agent(path)
+    if meta.get("kind") != "motion-agent":
+        raise AgentFileError(f"{folder}: not a motion agent (bmvtrack.train_motion_agent)")
+    if state is None:
+        net = meta["encoder"]["path"]
+        if not Path(net).is_file() or sha256(net) != meta["encoder"]["sha256"]:
+            raise AgentFileError(f"{folder}: its motion network {net} is missing or another file than it trained on")
+        state = MotionState(net, quantum=float(meta["config"].get("quantum", 1.0)),
+                            features=bool(meta["config"].get("features", False)))
+    return model, state, meta
+
+
+class MotionStateTracker:
+    """A box tracker that moves by ``act(state)``: a motion agent's deterministic action, or a rule.
+
+    Each update computes ``MotionState`` of (previous frame, this frame) at the box held and moves
+    the box by the box-relative action (``apply_relative``, exactly the environment's step).
+    """
+
+    uses_ground_truth = False
+
+    def __init__(self, state: MotionState, act: Callable[[np.ndarray], np.ndarray], name: str,
+                 low: np.ndarray | None = None, high: np.ndarray | None = None) -> None:
+        self.state, self.act, self.name = state, act, name
+        self.low, self.high = low, high
+        self._box: RBox | None = None
+        self._frame: np.ndarray | None = None
+        self.last_aabb = None
+
+    def init(self, frame: np.ndarray, box: RBox) -> None:
+        self._box, self._frame = box, frame
+
+    def update(self, frame: np.ndarray) -> RBox:
+        if self._box is None or self._frame is None:
+            raise RuntimeError("MotionStateTracker.update called before init")
+        r = np.asarray(self.act(self.state(self._frame, frame, self._box)), dtype=np.float64).reshape(5)
+        if self.low is not None and self.high is not None:
+            r = np.clip(r, self.low, self.high)
+        self._box = keep_in_reach(apply_relative(self._box, r, self.state.context), frame.shape[:2])
+        self._frame = frame
+        return self._box
+
+
+def agent_tracker(model: Any, state: MotionState, name: str) -> MotionStateTracker:
+    """The agent's deterministic policy as a tracker."""
+    return MotionStateTracker(state, lambda obs: model.predict(obs, deterministic=True)[0], name)
+
+
+def rule_tracker(state: MotionState, rule: Literal["mu", "mask"], name: str,
+                 low: np.ndarray | None = None, high: np.ndarray | None = None) -> MotionStateTracker:
+    """The hand rules on the same state: ``mu`` moves by μ′ (the posterior-mean tracker); ``mask``
+    moves onto the decoded mask's box, or by μ′ where the mask is empty."""
+    mu, cue = state.layout["search/mu"], state.layout["search/motion"]
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        if rule == "mask" and obs[cue][6] < 0.5:
+            return obs[cue][:5]
+        return obs[mu]
+
+    return MotionStateTracker(state, act, name, low, high)

@@ -1,0 +1,126 @@
+"""`python -m bmvtrack.train_motion_agent`: train a motion agent (MV-SAC on the motion posterior) and score it.
+
+One run: the agent of ``--variant`` (``rl``, ``rl-expert``, ``supervised``; bmvtrack.agents.motion_agent)
+trained ``--steps`` environment steps on ``--split`` with the motion posterior ``--motion-net``, saved
+in ``--out`` (``checkpoints/``), then scored on ``--eval-split`` with the project's evaluation
+(``eval/``: one pass; ``eval-perturbed/``: the perturbation protocol, for recovery), beside the same
+agent untrained and the hand rules on the same state (``rule-mu``: move by μ′; ``rule-mask``: move
+onto the decoded mask's box). ``--score RUN`` scores a saved run again on the data given
+(``--data``/``--split``, e.g. another dataset) into ``RUN/eval-<dataset>-<split>/``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from bmvtrack.cli import add_data_args, data_config_from_args, run_main
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bmvtrack.train_motion_agent", description=__doc__.splitlines()[0])
+    add_data_args(p)
+    p.add_argument("--motion-net", default=None, help="motion-posterior checkpoint (model.input: pair, reference: box)")
+    p.add_argument("--score", default=None, metavar="RUN",
+                   help="score the saved agent of RUN on --data/--split instead of training one")
+    p.add_argument("--variant", choices=["rl", "rl-expert", "supervised"], default="rl")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=6000, help="environment steps (default 6000)")
+    p.add_argument("--eval-split", default=None, help="held-out split to score on (default: none, train only)")
+    p.add_argument("--perturb-every", type=int, default=20,
+                   help="the perturbation protocol of the recovery evaluation (0: one pass only)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="a MotionAgentConfig field, e.g. --set gamma=0.95 (repeatable)")
+    p.add_argument("--out", default=None, help="run folder (training)")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from dataclasses import fields, replace
+
+    import yaml
+
+    from bmvtrack.agents import motion_agent as ma
+    from bmvtrack.config import ConfigError
+    from bmvtrack.run_folder import claim_run_folder
+
+    data = data_config_from_args(args)
+    if args.score:
+        return rescore(args, data)
+    if not args.motion_net or not args.out:
+        raise ConfigError("training an agent needs --motion-net and --out")
+    cfg = ma.MotionAgentConfig(motion_net=args.motion_net, data=data, variant=args.variant, steps=args.steps,
+                               seed=args.seed, threads=args.threads)
+    names = {f.name for f in fields(cfg)}
+    for item in args.overrides:
+        key, sep, value = item.partition("=")
+        if not sep or key not in names or key in ("data", "motion_net"):
+            raise ConfigError(f"--set {item}: not a MotionAgentConfig field (one of {sorted(names - {'data', 'motion_net'})})")
+        cfg = replace(cfg, **{key: yaml.safe_load(value)})
+    out = Path(args.out)
+    folder = claim_run_folder(out, ["checkpoints/", "eval/", "record.json"], overwrite=args.overwrite,
+                              what="motion-agent run", resume_flag=None)
+    try:
+        state = ma.MotionState(cfg.motion_net, quantum=cfg.quantum, features=cfg.features)
+        model, record = ma.train(cfg, out, state, progress=None if args.quiet else print)
+        (out / "record.json").write_text(json.dumps(record, indent=1))
+        if args.eval_split:
+            score(cfg, model, state, replace(data, split=args.eval_split), out, args.perturb_every, args.seed)
+    finally:
+        folder.release()
+    return 0
+
+
+def rescore(args: argparse.Namespace, data) -> int:
+    """``--score RUN``: the saved agent, its untrained start and the rules on ``data``."""
+    from dataclasses import fields
+
+    from bmvtrack.agents import motion_agent as ma
+    from bmvtrack.run_folder import claim_run_folder
+
+    model, state, meta = ma.load(args.score)
+    stored = meta["config"]
+    simple = {f.name: stored[f.name] for f in fields(ma.MotionAgentConfig) if f.name in stored and f.name != "data"}
+    simple["net_arch"] = tuple(simple.get("net_arch", (256, 256)))
+    cfg = ma.MotionAgentConfig(**{**simple, "data": data})
+    name = f"eval-{Path(str(data.root)).name}-{str(data.split or 'all').replace('/', '_').replace(':', '_')}"
+    out = Path(args.score)
+    folder = claim_run_folder(out / name, ["overall.csv"], overwrite=args.overwrite, what="evaluation", resume_flag=None)
+    try:
+        score(cfg, model, state, data, out, args.perturb_every, cfg.seed, prefix=name)
+    finally:
+        folder.release()
+    return 0
+
+
+def score(cfg, model, state, data, out: Path, perturb_every: int, seed: int, prefix: str = "eval") -> None:
+    """The trained agent, the same agent untrained and the hand rules on ``data``; one pass and perturbed."""
+    from bmvtrack.agents import motion_agent as ma
+    from bmvtrack.data.readers import VideoDataset
+    from bmvtrack.evaluate import Perturbation, evaluate_trackers, write_report
+
+    untrained = ma.build(cfg, state)[0]
+    low, high = model.action_space.low, model.action_space.high
+    name = f"motion-agent-{cfg.variant}"
+    trackers = {
+        name: lambda: ma.agent_tracker(model, state, name),
+        f"{name}-untrained": lambda: ma.agent_tracker(untrained, state, f"{name}-untrained"),
+        "rule-mu": lambda: ma.rule_tracker(state, "mu", "rule-mu", low, high),
+        "rule-mask": lambda: ma.rule_tracker(state, "mask", "rule-mask", low, high),
+    }
+    ds = VideoDataset.from_config(data)
+    tracks = list(ds.tracks())
+    protocols = [(prefix, None)]
+    if perturb_every > 0:
+        protocols.append((f"{prefix}-perturbed", Perturbation(every=perturb_every, seed=seed)))
+    for sub, perturbation in protocols:
+        results = evaluate_trackers(trackers, ds, tracks, progress=False, perturbation=perturbation)
+        write_report(results, out / sub, title=f"{name} seed {seed} on {data.split}")
+
+
+if __name__ == "__main__":
+    run_main(main)

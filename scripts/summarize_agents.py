@@ -1,0 +1,147 @@
+"""Pool the motion-agent runs of ``scripts/run_agent_folds.sh`` into one report with paired intervals.
+
+    python scripts/summarize_agents.py runs/agent_folds [--baselines runs/folds] [--eval eval] [--out FILE.md]
+
+Each run folder ``f<K>-<variant>-s<seed>`` scored fold K's sequences (``eval/sequences.csv``, and the
+perturbation protocol in ``eval-perturbed/``). Every sequence is held out by one fold, so the runs pool
+into one sample of sequences; a sequence's score for a variant is the mean over its seeds. Defined
+before any run, per variant:
+
+- RL value: trained minus the same agent untrained (the posterior-mean rule), per sequence;
+- trained minus the best hand rule on the same state (``rule-mu``, ``rule-mask``: the better of the two
+  over all sequences, picked on these very sequences, which favours the rule);
+- trained minus the supervised-only agent (variant ``supervised``);
+- with ``--baselines`` (the motion folds' ``eval-*/sequences.csv``): trained minus CSRT and
+  segmentation-adapt.
+
+Intervals: paired BCa bootstrap over sequences (``bmvtrack.metrics.paired_bootstrap``). Recovery: the
+perturbation protocol's fraction of perturbations recovered (IoU back ≥ 0.5) per sequence.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import re
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from bmvtrack.metrics import paired_bootstrap
+
+RUN = re.compile(r"^f(\d+)-(.+)-s(\d+)$")
+RULES = ("rule-mu", "rule-mask")
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _num(v: str | None) -> float:
+    return float(v) if v not in (None, "", "nan") else float("nan")
+
+
+def collect(exp: Path, sub: str, key: str) -> tuple[dict[str, dict[str, dict[int, float]]], dict[str, set[int]]]:
+    """name → sequence → seed → ``key``, where name is ``<variant>``, ``<variant>-untrained`` or a rule
+    (rules and untrained agents are scored in every run; they are kept per run's seed as well)."""
+    out: dict[str, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+    seeds: dict[str, set[int]] = defaultdict(set)
+    for run in sorted(p for p in exp.iterdir() if p.is_dir() and RUN.match(p.name)):
+        fold, variant, seed = RUN.match(run.name).groups()  # type: ignore[union-attr]
+        f = run / sub / "sequences.csv"
+        if not f.is_file():
+            continue
+        seeds[variant].add(int(seed))
+        for r in _rows(f):
+            t = r["tracker"]
+            name = t.removeprefix("motion-agent-") if t.startswith("motion-agent-") else t
+            out[name][r["sequence"]][int(seed)] = _num(r[key])
+    return out, seeds
+
+
+def per_sequence(table: dict[str, dict[int, float]]) -> dict[str, float]:
+    return {s: float(np.nanmean(list(v.values()))) for s, v in table.items() if np.any(np.isfinite(list(v.values())))}
+
+
+def compare(a: dict[str, float], b: dict[str, float]) -> tuple[str, int]:
+    seqs = sorted(set(a) & set(b))
+    if len(seqs) < 2:
+        return "–", len(seqs)
+    r = paired_bootstrap([a[s] for s in seqs], [b[s] for s in seqs])
+    return f"{r['mean_diff']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}]", len(seqs)
+
+
+def baselines(path: Path | None) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = defaultdict(dict)
+    if path is None:
+        return out
+    for f in sorted(path.glob("eval-*/sequences.csv")):
+        for r in _rows(f):
+            if r["tracker"] in ("csrt", "segmentation-adapt"):
+                out[r["tracker"]][r["sequence"]] = _num(r["success_auc"])
+    return out
+
+
+def report(exp: Path, base: Path | None, sub: str = "eval") -> str:
+    auc, seeds = collect(exp, sub, "success_auc")
+    rec, _ = collect(exp, f"{sub}-perturbed", "perturbed_recovered")
+    variants = [v for v in ("rl", "rl-expert", "supervised") if v in seeds]
+    if not variants:
+        raise SystemExit(f"{exp}: no finished runs (f<K>-<variant>-s<seed>/eval/sequences.csv)")
+    lines = [f"# Motion agents on {exp.name}", ""]
+    rules = {r: per_sequence(auc[r]) for r in RULES if r in auc}
+    best_rule = max(rules, key=lambda r: np.mean(list(rules[r].values())))
+    others = baselines(base)
+    mean = {v: per_sequence(auc[v]) for v in variants}
+    untrained = {v: per_sequence(auc[f"{v}-untrained"]) for v in variants}
+    lines += ["| agent | seeds | sequences | AUC trained | AUC untrained | per-seed AUC |", "|---|---|---|---|---|---|"]
+    for v in variants:
+        per_seed = [np.nanmean([auc[v][s][k] for s in auc[v] if k in auc[v][s]]) for k in sorted(seeds[v])]
+        lines.append(f"| {v} | {len(seeds[v])} | {len(mean[v])} | {np.mean(list(mean[v].values())):.3f} | "
+                     f"{np.mean(list(untrained[v].values())):.3f} | {', '.join(f'{x:.3f}' for x in per_seed)} |")
+    for r, vals in rules.items():
+        lines.append(f"| {r} (hand rule) | | {len(vals)} | {np.mean(list(vals.values())):.3f} | | |")
+    for name, vals in others.items():
+        lines.append(f"| {name} | | {len(vals)} | {np.mean(list(vals.values())):.3f} | | |")
+    lines += ["", f"Paired over sequences (95 % BCa interval); best hand rule on this state: {best_rule}.", "",
+              "| agent | RL value (trained − untrained) | − " + best_rule + " | − supervised | − csrt | − segmentation-adapt |",
+              "|---|---|---|---|---|---|"]
+    for v in variants:
+        cells = [compare(mean[v], untrained[v])[0], compare(mean[v], rules[best_rule])[0],
+                 compare(mean[v], mean["supervised"])[0] if "supervised" in mean and v != "supervised" else "",
+                 compare(mean[v], others["csrt"])[0] if "csrt" in others else "",
+                 compare(mean[v], others["segmentation-adapt"])[0] if "segmentation-adapt" in others else ""]
+        lines.append(f"| {v} | " + " | ".join(cells) + " |")
+    if rec:
+        lines += ["", "Recovery under the perturbation protocol: fraction of perturbations after which IoU was back "
+                  "≥ 0.5, mean over sequences (trained − untrained paired).", "",
+                  "| agent | trained | untrained | difference |", "|---|---|---|---|"]
+        for v in variants:
+            a, b = per_sequence(rec[v]), per_sequence(rec[f"{v}-untrained"])
+            lines.append(f"| {v} | {np.mean(list(a.values())):.3f} | {np.mean(list(b.values())):.3f} | "
+                         f"{compare(a, b)[0]} |")
+        for r in RULES:
+            if r in rec:
+                vals = per_sequence(rec[r])
+                lines.append(f"| {r} | {np.mean(list(vals.values())):.3f} | | |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("exp", type=Path)
+    p.add_argument("--baselines", type=Path, default=None, help="the motion folds' folder (eval-*/sequences.csv)")
+    p.add_argument("--eval", default="eval", help="the runs' evaluation folder (eval-<data>-<split> for --score runs)")
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args(argv)
+    text = report(args.exp, args.baselines, args.eval)
+    if args.out:
+        args.out.write_text(text)
+    sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

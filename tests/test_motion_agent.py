@@ -1,0 +1,238 @@
+"""The motion agent: perturbed and random starts, motion-posterior states, box-relative actions, the
+expert at visited states, the three variants, saving and scoring (tiny networks, tiny synthetic data)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bmvtrack.agents import motion_agent as ma
+from bmvtrack.agents.agent_file import AgentFileError
+from bmvtrack.agents.expert import ExpertReplayBuffer, expert_loss
+from bmvtrack.checkpoint import save_checkpoint
+from bmvtrack.config import to_dict
+from bmvtrack.data.readers import DataConfig, TrackFilter
+from bmvtrack.data.synth import SynthConfig, generate_dataset
+from bmvtrack.envs.motion_env import make_motion_env
+from bmvtrack.envs.motion_state import MotionState
+from bmvtrack.envs.tracking_env import EnvConfig, TrackingEnv
+from bmvtrack.models import ModelConfig, build_model
+from bmvtrack.motion import RBox, apply_relative, perturbed_box, rotated_iou
+
+KEEP = TrackFilter(absent="keep", max_box_fraction=1.0)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> DataConfig:
+    root = tmp_path_factory.mktemp("agent_data")
+    cfg = SynthConfig(width=160, height=120, frames=12, objects=(1, 1), leave_prob=0.0, occlusion_prob=0.0)
+    generate_dataset(root, "davis2017", videos=3, seed=5, cfg=cfg, progress=False)
+    return DataConfig(root=str(root), layout="davis2017", split="train", filters=KEEP)
+
+
+@pytest.fixture(scope="module")
+def net_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained tiny motion posterior (reference: box) with a box-relative prior, as a checkpoint."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(input="pair", in_channels=7, reference="box", patch_size=32, base_width=8, decoder_width=8,
+                      z_channels=8, keypoints=4)
+    cov = np.diag([0.04, 0.04, 0.01, 0.04, 0.04])
+    net = build_model(cfg, np.zeros(5), cov)
+    path = tmp_path_factory.mktemp("agent_net") / "motion.pt"
+    save_checkpoint(path, {"kind": "bmvae", "version": 1, "model": net.state_dict(), "model_config": to_dict(cfg)})
+    return path
+
+
+# ------------------------------------------------------------------------------------ starts
+
+
+def test_random_and_perturbed_starts_and_mid_track_throws(data: DataConfig) -> None:
+    plain = TrackingEnv(EnvConfig(data=data, template=False))
+    _, info = plain.reset(seed=0)
+    assert plain._t == 0 and info["iou"] == 1.0
+    env = TrackingEnv(EnvConfig(data=data, template=False, start="random", start_shift=0.3, start_scale=0.2))
+    starts, ious = set(), []
+    for k in range(12):
+        _, info = env.reset(seed=k)
+        starts.add(env._t)
+        ious.append(info["iou"])
+        assert rotated_iou(env.box, env._gt[env._t]) == pytest.approx(info["iou"])
+    assert len(starts) > 3  # random frames
+    assert max(ious) < 1.0 and min(ious) < 0.7  # off the annotated box
+    with pytest.raises(ValueError, match="start frame"):
+        env.reset(options={"track_index": 0, "frame": 11})  # the last frame has no next one
+
+    throwing = TrackingEnv(EnvConfig(data=data, template=False, start_shift=0.5, start_scale=0.2, perturb_prob=1.0,
+                                     lost_frames=0))
+    throwing.reset(seed=0)
+    gt_next = throwing._gt[1]
+    g = throwing._expert()[0]  # the move onto the next annotated box ...
+    _, reward, *_ = throwing.step(g)
+    assert reward == pytest.approx(1.0, abs=1e-6)  # ... is rewarded before the throw,
+    assert rotated_iou(throwing.box, gt_next) < 0.99  # and the box is thrown after it
+    with pytest.raises(ValueError, match="start_shift"):
+        TrackingEnv(EnvConfig(data=data, perturb_prob=0.1))
+
+
+def test_a_random_start_resumes_exactly(data: DataConfig) -> None:
+    env = TrackingEnv(EnvConfig(data=data, template=False, start="random", start_shift=0.2))
+    env.reset(seed=3)
+    env.step(env._expert()[0])
+    state = env.get_state()
+    other = TrackingEnv(EnvConfig(data=data, template=False, start="random", start_shift=0.2))
+    other.set_state(state)
+    assert (other._start, other._t, other.box) == (env._start, env._t, env.box)
+    a, b = env.step(env._expert()[0]), other.step(other._expert()[0])
+    assert a[1] == b[1]
+
+
+def test_perturbed_box_is_the_evaluation_recipe() -> None:
+    box = RBox(50, 40, 20, 10, 15)
+    out = perturbed_box(box, [1.0, -2.0, 0.5, 0.0], 0.5, 0.2)
+    assert (out.cx, out.cy) == (50 + 0.5 * 20, 40 - 0.5 * 2 * 20)
+    assert out.w == pytest.approx(20 * np.exp(0.1)) and out.h == 10 and out.angle == 15
+
+
+# ------------------------------------------------------------------------------------ state and env
+
+
+def test_the_state_names_its_slices_and_the_cache_changes_no_number(net_path: Path, data: DataConfig) -> None:
+    state = MotionState(net_path)
+    env = make_motion_env(state, data=data)
+    obs, _ = env.reset(seed=0)
+    lay = state.layout
+    assert obs.shape == (state.dim,) and lay["box"].stop == state.dim
+    tril = obs[lay["search/tril"]]
+    assert np.all(np.isfinite(obs)) and tril[0] > 0  # a Cholesky factor: positive diagonal
+    raw = env.raw
+    frames = raw.dataset.frame(raw.track, 0), raw.dataset.frame(raw.track, 1)
+    cached = state(*frames, raw.box, key="k")
+    again = state(*frames, RBox(raw.box.cx + 0.2, raw.box.cy, raw.box.w, raw.box.h, raw.box.angle), key="k")
+    fresh = state(*frames, RBox(raw.box.cx + 0.2, raw.box.cy, raw.box.w, raw.box.h, raw.box.angle))
+    assert state.hits >= 1
+    np.testing.assert_array_equal(cached, again)
+    np.testing.assert_array_equal(again, fresh)  # the same rounded box: the same state, cached or not
+    with pytest.raises(ValueError, match="pair"):
+        MotionState(build_model(ModelConfig(patch_size=32, base_width=8, decoder_width=8, z_channels=8),
+                                np.zeros(5), np.eye(5) * 0.01))
+
+
+def test_relative_actions_move_the_box_exactly_and_the_expert_lands_on_the_annotation(
+        net_path: Path, data: DataConfig) -> None:
+    env = make_motion_env(MotionState(net_path), data=data, lost_frames=0)
+    env.reset(seed=1)
+    raw = env.raw
+    r = np.array([0.05, -0.03, 0.02, 0.04, -0.02], dtype=np.float32)
+    before = raw.box
+    _, _, _, _, info = env.step(r)
+    np.testing.assert_allclose(raw.box.as_array(), apply_relative(before, r).as_array(), atol=1e-5)
+    assert info["action_g"].shape == (5,)
+    expert = info["expert_relative"]
+    _, reward, *_ = env.step(expert)
+    assert reward > 0.97  # the expert's move reaches the next annotated box (up to the bounds)
+    with pytest.raises(ValueError, match="finite"):
+        env.step(np.array([np.nan] * 5))
+
+
+# ------------------------------------------------------------------------------------ the agent
+
+
+def _cfg(net_path: Path, data: DataConfig, variant: str, steps: int = 120) -> ma.MotionAgentConfig:
+    return ma.MotionAgentConfig(motion_net=str(net_path), data=data, variant=variant, steps=steps, learning_starts=40,
+                                batch_size=32, net_arch=(32, 32))
+
+
+def test_the_untrained_agent_is_the_posterior_mean_rule(net_path: Path, data: DataConfig) -> None:
+    model, env, _ = ma.build(_cfg(net_path, data, "rl"))
+    obs, _ = env.reset(seed=0, options={"frame": 0})
+    for _ in range(5):
+        action = model.predict(obs, deterministic=True)[0]
+        mu = np.clip(obs[env.obs_layout["search/mu"]], env.action_space.low, env.action_space.high)
+        half = (env.action_space.high - env.action_space.low) / 2
+        np.testing.assert_allclose(action, mu, atol=0.011 * half.max() + 1e-6)  # up to the anchor's 0.99 clip
+        obs, _, terminated, truncated, _ = env.step(action)
+        assert not (terminated or truncated)
+
+
+def test_the_expert_buffer_labels_next_states_and_not_episode_ends(net_path: Path, data: DataConfig) -> None:
+    model, env, _ = ma.build(_cfg(net_path, data, "rl-expert"))
+    assert isinstance(model.replay_buffer, ExpertReplayBuffer)
+    model.learn(60)
+    buf = model.replay_buffer
+    n = buf.pos
+    assert buf.labelled[:n].sum() > 0
+    done = buf.dones[:n, 0] > 0
+    assert np.all(buf.labelled[:n][done] == 0)
+    buf.sample(16)
+    assert expert_loss(model).shape == (16,)
+
+
+@pytest.mark.parametrize("variant", ["supervised", "rl-expert"])
+def test_learning_from_the_expert_moves_the_policy_towards_it(net_path: Path, data: DataConfig, variant: str) -> None:
+    model, env, _ = ma.build(_cfg(net_path, data, variant, steps=300))
+    model.learn(40)  # fill the buffer without an update
+    torch.manual_seed(0)
+    model.replay_buffer.sample(256)
+    before = float(expert_loss(model).mean().detach())
+    model.learn(260, reset_num_timesteps=False)
+    torch.manual_seed(0)
+    model.replay_buffer.sample(256)
+    after = float(expert_loss(model).mean().detach())
+    assert after < 0.8 * before
+
+
+def test_a_saved_agent_tracks_as_it_acted_and_is_bound_to_its_network(
+        net_path: Path, data: DataConfig, tmp_path: Path) -> None:
+    cfg = _cfg(net_path, data, "rl", steps=60)
+    model, record = ma.train(cfg, tmp_path / "run", progress=None)
+    assert record["steps"] == 60 and record["updates"] > 0
+    loaded, state, meta = ma.load(tmp_path / "run")
+    assert meta["kind"] == "motion-agent"
+    obs = np.random.default_rng(0).normal(size=(4, state.dim)).astype(np.float32)
+    np.testing.assert_allclose(loaded.predict(obs, deterministic=True)[0], model.predict(obs, deterministic=True)[0],
+                               atol=1e-6)
+    env = make_motion_env(state, data=data)
+    env.reset(seed=0)
+    raw = env.raw
+    tracker = ma.agent_tracker(loaded, state, "agent")
+    tracker.init(raw.dataset.frame(raw.track, 0), raw.box)
+    expected = apply_relative(raw.box, loaded.predict(env._observe(), deterministic=True)[0])
+    got = tracker.update(raw.dataset.frame(raw.track, 1))
+    np.testing.assert_allclose(got.as_array(), expected.as_array(), atol=1e-4)
+    other = tmp_path / "other.pt"
+    other.write_bytes(net_path.read_bytes() + b"\0")
+    meta_path = next((tmp_path / "run" / "checkpoints").glob("ckpt-*")) / "agent.json"
+    import json
+
+    m = json.loads(meta_path.read_text())
+    m["encoder"]["path"] = str(other)
+    meta_path.write_text(json.dumps(m))
+    with pytest.raises(AgentFileError, match="another file"):
+        ma.load(tmp_path / "run")
+
+
+def test_the_command_trains_scores_and_keeps_a_finished_run(net_path: Path, data: DataConfig, tmp_path: Path) -> None:
+    from bmvtrack.run_folder import RunFolderError
+    from bmvtrack.train_motion_agent import main
+
+    args = ["--data", data.root, "--layout", "davis2017", "--split", "train", "--eval-split", "val",
+            "--motion-net", str(net_path), "--variant", "supervised", "--steps", "60", "--perturb-every", "4",
+            "--set", "learning_starts=20", "--set", "net_arch=[16, 16]", "--out", str(tmp_path / "run"), "--quiet"]
+    assert main(args) == 0
+    rows = (tmp_path / "run" / "eval" / "overall.csv").read_text()
+    for name in ("motion-agent-supervised", "motion-agent-supervised-untrained", "rule-mu", "rule-mask"):
+        assert name in rows
+    assert "perturbed" in (tmp_path / "run" / "eval-perturbed" / "overall.csv").read_text()
+    with pytest.raises(RunFolderError):
+        main(args)
+    # the saved agent scored again on other data: its own folder beside the training run's
+    assert main(["--score", str(tmp_path / "run"), "--data", data.root, "--layout", "davis2017", "--split", "train",
+                 "--perturb-every", "0"]) == 0
+    again = (tmp_path / "run" / f"eval-{Path(data.root).name}-train" / "overall.csv").read_text()
+    assert "motion-agent-supervised-untrained" in again and "rule-mask" in again
+    from bmvtrack.config import ConfigError
+
+    with pytest.raises(ConfigError, match="not a MotionAgentConfig field"):
+        main(args[:-3] + ["--set", "nope=1", "--out", str(tmp_path / "x")])

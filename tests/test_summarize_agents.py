@@ -1,0 +1,46 @@
+"""scripts/summarize_agents.py: runs pool over folds, seeds average per sequence, and each variant is set
+against its untrained start, the better hand rule, the supervised-only agent and the baselines."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def summarize(load_script):
+    return load_script("summarize_agents")
+
+
+def _run(write_csv, root: Path, fold: int, variant: str, seed: int, aucs: dict[str, dict[str, float]]) -> None:
+    """One run folder: per tracker, per sequence AUC (eval/) and recovery (eval-perturbed/)."""
+    for sub, key in (("eval", "success_auc"), ("eval-perturbed", "perturbed_recovered")):
+        rows = [{"tracker": t, "sequence": s, "success_auc": v, "perturbed_recovered": v}
+                for t, seqs in aucs.items() for s, v in seqs.items()]
+        write_csv(root / f"f{fold}-{variant}-s{seed}" / sub / "sequences.csv", rows)
+
+
+def test_pooling_and_the_comparisons_defined_before_the_runs(write_csv, tmp_path: Path, summarize) -> None:
+    rules = {"rule-mu": {"a": 0.4, "b": 0.5}, "rule-mask": {"a": 0.5, "b": 0.6}}
+    _run(write_csv, tmp_path, 0, "rl", 0, {"motion-agent-rl": {"a": 0.6}, "motion-agent-rl-untrained": {"a": 0.4},
+                                **{r: {"a": v["a"]} for r, v in rules.items()}})
+    _run(write_csv, tmp_path, 0, "rl", 1, {"motion-agent-rl": {"a": 0.8}, "motion-agent-rl-untrained": {"a": 0.4},
+                                **{r: {"a": v["a"]} for r, v in rules.items()}})
+    _run(write_csv, tmp_path, 1, "rl", 0, {"motion-agent-rl": {"b": 0.7}, "motion-agent-rl-untrained": {"b": 0.5},
+                                **{r: {"b": v["b"]} for r, v in rules.items()}})
+    _run(write_csv, tmp_path, 0, "supervised", 0, {"motion-agent-supervised": {"a": 0.5}, "motion-agent-supervised-untrained": {"a": 0.4}})
+    _run(write_csv, tmp_path, 1, "supervised", 0, {"motion-agent-supervised": {"b": 0.5}, "motion-agent-supervised-untrained": {"b": 0.5}})
+    write_csv(tmp_path / "base" / "eval-f0" / "sequences.csv",
+           [{"tracker": "csrt", "sequence": "a", "success_auc": 0.3}, {"tracker": "csrt", "sequence": "b", "success_auc": 0.3}])
+    auc, seeds = summarize.collect(tmp_path, "eval", "success_auc")
+    assert seeds["rl"] == {0, 1}
+    assert summarize.per_sequence(auc["rl"])["a"] == pytest.approx(0.7)  # the mean of the two seeds
+    text = summarize.report(tmp_path, tmp_path / "base")
+    assert "best hand rule on this state: rule-mask" in text
+    # rl: (0.7 + 0.7)/2 = 0.70; untrained 0.45 → +0.250; rule-mask 0.55 → +0.150; supervised 0.50 → +0.200; csrt 0.3 → +0.400
+    row = next(line for line in text.splitlines() if line.startswith("| rl | +"))
+    for value in ("+0.250", "+0.150", "+0.200", "+0.400"):
+        assert value in row
+    assert summarize.main([str(tmp_path), "--out", str(tmp_path / "s.md")]) == 0 and (tmp_path / "s.md").is_file()
+    with pytest.raises(SystemExit, match="no finished runs"):
+        summarize.report(tmp_path / "base", None)
