@@ -123,9 +123,11 @@ def build(cfg: MotionAgentConfig, state: MotionState | None = None) -> tuple[Any
 
 
 def train(cfg: MotionAgentConfig, out: str | Path, state: MotionState | None = None,
-          progress: Callable[[str], None] | None = print) -> tuple[Any, dict[str, Any]]:
+          progress: Callable[[str], None] | None = print,
+          log: Callable[[dict[str, float], int], None] | None = None) -> tuple[Any, dict[str, Any]]:
     """Train ``cfg``'s agent and save its final checkpoint in ``out`` (``agents.agent_file``);
-    returns the model and the run's record (steps/s, updates/s, cache hits)."""
+    returns the model and the run's record (steps/s, updates, cache hits). ``progress`` gets a line
+    and ``log`` (a ``RunLogger.log``) the mean IoU per step of recent episodes every tenth of the run."""
     from stable_baselines3.common.callbacks import BaseCallback
 
     from bmvtrack.agents.agent_file import save_agent_checkpoint
@@ -136,8 +138,16 @@ def train(cfg: MotionAgentConfig, out: str | Path, state: MotionState | None = N
     class Progress(BaseCallback):
         def _on_step(self) -> bool:
             n = self.num_timesteps
-            if progress is not None and n % log_every == 0:
-                progress(f"{cfg.variant} seed {cfg.seed}: {n}/{cfg.steps} steps, {n / (time.perf_counter() - t0):.1f} steps/s")
+            if n % log_every:
+                return True
+            rate = n / (time.perf_counter() - t0)
+            episodes = list(self.model.ep_info_buffer or [])
+            iou = float(np.mean([e["r"] / max(e["l"], 1) for e in episodes])) if episodes else float("nan")
+            if progress is not None:
+                progress(f"{cfg.variant} seed {cfg.seed}: {n}/{cfg.steps} steps, {rate:.1f} steps/s, "
+                         f"IoU per step {iou:.3f}")
+            if log is not None:
+                log({"train/iou_per_step": iou, "train/steps_per_s": rate}, n)
             return True
 
     model.learn(cfg.steps, callback=Progress())

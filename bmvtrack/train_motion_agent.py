@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 from bmvtrack.cli import add_data_args, data_config_from_args, run_main
+from bmvtrack.io import atomic_write_text
 
 
 def parser() -> argparse.ArgumentParser:
@@ -35,6 +36,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--no-wandb", action="store_true", help="do not log to W&B (offline by default)")
     return p
 
 
@@ -64,13 +66,24 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     folder = claim_run_folder(out, ["checkpoints/", "eval/", "record.json"], overwrite=args.overwrite,
                               what="motion-agent run", resume_flag=None)
+    from bmvtrack.logging_wandb import RunLogger, WandbConfig, command_config, run_name
+
+    logger = RunLogger(out, run_name("train_motion_agent", cfg.variant), "train_motion_agent",
+                       command_config(args, agent=cfg), WandbConfig(enabled=not args.no_wandb))
     try:
         state = ma.MotionState(cfg.motion_net, quantum=cfg.quantum, features=cfg.features)
-        model, record = ma.train(cfg, out, state, progress=None if args.quiet else print)
-        (out / "record.json").write_text(json.dumps(record, indent=1))
+        model, record = ma.train(cfg, out, state, progress=None if args.quiet else print, log=logger.log)
+        atomic_write_text(out / "record.json", json.dumps(record, indent=1))
+        logger.summary({f"record/{k}": v for k, v in record.items() if isinstance(v, (int, float))})
         if args.eval_split:
-            score(cfg, model, state, replace(data, split=args.eval_split), out, args.perturb_every, args.seed)
+            paths = score(cfg, model, state, replace(data, split=args.eval_split), out, args.perturb_every, args.seed)
+            for sub, (rows, png) in paths.items():
+                logger.log({f"{sub}/{r['tracker']}/{k}": r[k] for r in rows
+                            for k in ("success_auc", "precision_20", "fps", "perturbed_recovered")
+                            if isinstance(r.get(k), (int, float))})
+                logger.log_image(f"{sub}/success_plot", png)
     finally:
+        logger.finish()
         folder.release()
     return 0
 
@@ -97,8 +110,9 @@ def rescore(args: argparse.Namespace, data) -> int:
     return 0
 
 
-def score(cfg, model, state, data, out: Path, perturb_every: int, seed: int, prefix: str = "eval") -> None:
-    """The trained agent, the same agent untrained and the hand rules on ``data``; one pass and perturbed."""
+def score(cfg, model, state, data, out: Path, perturb_every: int, seed: int, prefix: str = "eval") -> dict:
+    """The trained agent, the same agent untrained and the hand rules on ``data``; one pass and perturbed.
+    Returns, per report folder, its overall rows and its success plot."""
     from bmvtrack.agents import motion_agent as ma
     from bmvtrack.data.readers import VideoDataset
     from bmvtrack.evaluate import Perturbation, evaluate_trackers, write_report
@@ -114,12 +128,15 @@ def score(cfg, model, state, data, out: Path, perturb_every: int, seed: int, pre
     }
     ds = VideoDataset.from_config(data)
     tracks = list(ds.tracks())
+    reports: dict = {}
     protocols = [(prefix, None)]
     if perturb_every > 0:
         protocols.append((f"{prefix}-perturbed", Perturbation(every=perturb_every, seed=seed)))
     for sub, perturbation in protocols:
         results = evaluate_trackers(trackers, ds, tracks, progress=False, perturbation=perturbation)
-        write_report(results, out / sub, title=f"{name} seed {seed} on {data.split}")
+        paths = write_report(results, out / sub, title=f"{name} seed {seed} on {data.split}")
+        reports[sub] = (results.overall(), paths["success_png"])
+    return reports
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ run_one() {
   # shellcheck disable=SC2086
   $PY -m bmvtrack.train_motion_agent --data "$DAVIS" --layout davis2016 --resolution 240p \
     --split "$FOLD_FILE:$k:train" --eval-split "$FOLD_FILE:$k:test" --motion-net "$MOTION_DIR/motion-f$k/checkpoint.pt" \
-    --variant "$variant" --seed "$seed" --steps "$STEPS" --out "$out" --overwrite --quiet $EXTRA > "$out.log" 2>&1
+    --variant "$variant" --seed "$seed" --steps "$STEPS" --out "$out" --overwrite --quiet --no-wandb $EXTRA > "$out.log" 2>&1
   echo "$(date '+%T') fold $k $variant seed $seed done"
 }
 export -f run_one

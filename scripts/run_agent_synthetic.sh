@@ -20,7 +20,7 @@ run_one() {
   # shellcheck disable=SC2086
   $PY -m bmvtrack.train_motion_agent --data data/synth --layout davis2017 --split train \
     --motion-net "$MOTION" --variant "$variant" --seed "$seed" --steps "$STEPS" --out "$out" \
-    --overwrite --quiet $EXTRA > "$out.log" 2>&1
+    --overwrite --quiet --no-wandb $EXTRA > "$out.log" 2>&1
   $PY -m bmvtrack.train_motion_agent --score "$out" --data data/synth-test --layout davis2017 --out "$out" --overwrite >> "$out.log" 2>&1
   echo "$(date '+%T') $variant seed $seed done"
 }
