@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import re
 import sys
 from collections import defaultdict
@@ -126,6 +127,15 @@ def report(exp: Path, base: Path | None, sub: str = "eval") -> str:
             if r in rec:
                 vals = per_sequence(rec[r])
                 lines.append(f"| {r} | {np.mean(list(vals.values())):.3f} | | |")
+    speed = defaultdict(list)
+    for f in exp.glob("f*-*-s*/record.json"):
+        m = RUN.match(f.parent.name)
+        if m:
+            speed[m.group(2)].append(json.loads(f.read_text())["steps_per_s"])
+    if speed:
+        lines += ["", "Training speed (environment steps with one gradient update each, one thread, two runs sharing two "
+                  "cores; `record.json`): " + ", ".join(f"{v} {np.median(speed[v]):.1f} steps/s (median of {len(speed[v])})"
+                                                     for v in variants if v in speed) + "."]
     return "\n".join(lines) + "\n"
 
 
