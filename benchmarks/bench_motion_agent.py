@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +55,7 @@ def main() -> None:
 
     cfg = ma.MotionAgentConfig(motion_net=args.motion_net, data=data, variant="rl-expert", learning_starts=0)
     motion, _, _ = ma.build(cfg)
-    env_cfg = resolve_env_config(data=data)
+    env_cfg = resolve_env_config(data=asdict(data))
     prior = env_cfg.motion_prior()
     enc = (StateEncoder.from_checkpoint(args.encoder) if args.encoder
            else StateEncoder.untrained(ModelConfig(), prior))
@@ -73,21 +74,23 @@ def main() -> None:
     print(f"training steps/s (env step + 1 update, median of {args.rounds} rounds, {args.threads} thread(s)): "
           + ", ".join(f"{k} {v:.1f}" for k, v in med.items())
           + f"; ratio {med['motion agent'] / med['cue agent']:.2f}")
-    print(f"state cache: {motion.get_env().envs[0].unwrapped.__class__.__name__} "
-          f"{motion.get_env().get_attr('state')[0].cache_info()}")
+    print(f"state cache during the motion agent's training: {motion.get_env().get_attr('state')[0].cache_info()}")
 
     menv = motion.get_env()
     common = dict(learning_starts=0, batch_size=128, buffer_size=5000, seed=0, verbose=0,
                   policy_kwargs={"net_arch": [256, 256]})
     sac = SAC("MlpPolicy", menv, **common)
-    sac.learn(300, progress_bar=False)
-    ups: dict[str, list[float]] = {"sac": [], "mvsac (motion agent)": []}
+    plain_rl = ma.build(ma.MotionAgentConfig(motion_net=args.motion_net, data=data, variant="rl", learning_starts=0))[0]
+    for m in (sac, plain_rl):
+        m.learn(300, progress_bar=False)
+    ups: dict[str, list[float]] = {"sac": [], "mvsac rl": [], "mvsac rl-expert": []}
     for _ in range(args.rounds):
         ups["sac"].append(updates_per_second(sac, args.steps))
-        ups["mvsac (motion agent)"].append(updates_per_second(motion, args.steps))
+        ups["mvsac rl"].append(updates_per_second(plain_rl, args.steps))
+        ups["mvsac rl-expert"].append(updates_per_second(motion, args.steps))
     umed = {k: float(np.median(v)) for k, v in ups.items()}
-    print("gradient updates/s (batch 128): " + ", ".join(f"{k} {v:.1f}" for k, v in umed.items())
-          + f"; MV-SAC / SAC {umed['mvsac (motion agent)'] / umed['sac']:.2f}")
+    print("gradient updates/s (batch 128, the motion agent's state): " + ", ".join(f"{k} {v:.1f}" for k, v in umed.items())
+          + f"; MV-SAC / SAC: rl {umed['mvsac rl'] / umed['sac']:.2f}, rl-expert {umed['mvsac rl-expert'] / umed['sac']:.2f}")
 
     root = Path(args.data)
     if not (root / "JPEGImages" / "480p").is_dir():
