@@ -16,8 +16,8 @@ and where it lives:
   :mod:`.sac_train` says why that needs a copy of ``SAC.train``);
 - ``prior_init``: the actor starts out equal to the (global) prior (:meth:`MVActor.init_to_gaussian`);
   with ``prior_source="cue"`` it starts out equal to the cue's prior and stays a residual around
-  ``g(s)`` (the actor's ``anchor``), so the policy begins as the segmentation tracker;
-  With ``prior_source="state"`` it is a residual around the state's ``μ′(s)`` (the anchor is the
+  ``g(s)`` (the actor's ``anchor``), so the policy begins as the segmentation tracker; with
+  ``prior_source="state"`` it is a residual around the state's ``μ′(s)`` (the anchor is the
   state's mean slice) with the global prior's covariance times ``cue_scale``: the untrained agent
   follows the motion posterior's mean;
 - learning from the expert: :meth:`MVSAC.bc_pretrain` and :meth:`MVSAC.add_demonstrations`, thin
