@@ -21,7 +21,6 @@ project's ``evaluate`` protocol (one pass, and the perturbation protocol for rec
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -32,6 +31,7 @@ import numpy as np
 import torch
 
 from bmvtrack.data.readers import DataConfig
+from bmvtrack.io import file_sha256
 from bmvtrack.envs.motion_env import MotionTrackingEnv, make_motion_env
 from bmvtrack.envs.motion_state import MotionState
 from bmvtrack.motion import RBox, apply_relative, keep_in_reach
@@ -73,14 +73,6 @@ class MotionAgentConfig:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
         if self.steps < 1 or self.learning_starts < 0:
             raise ValueError("steps must be >= 1 and learning_starts >= 0")
-
-
-def sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def agent_kwargs(cfg: MotionAgentConfig, env: MotionTrackingEnv) -> dict[str, Any]:
@@ -154,7 +146,7 @@ def train(cfg: MotionAgentConfig, out: str | Path, state: MotionState | None = N
     seconds = time.perf_counter() - t0
     record = {"steps": cfg.steps, "seconds": seconds, "steps_per_s": cfg.steps / seconds,
               "updates": int(model._n_updates), "cache": env.state.cache_info()}
-    net = {"path": str(cfg.motion_net), "sha256": sha256(cfg.motion_net), "kind": "motion-posterior"}
+    net = {"path": str(cfg.motion_net), "sha256": file_sha256(cfg.motion_net), "kind": "motion-posterior"}
     meta = {"algo": "mvsac", "kwargs": kwargs, "kind": "motion-agent", "config": _jsonable(asdict(cfg)),
             "encoder": net, "record": record}
     save_agent_checkpoint(model, out, meta, buffer=False)
@@ -175,7 +167,7 @@ def load(path: str | Path, state: MotionState | None = None) -> tuple[Any, Motio
         raise AgentFileError(f"{folder}: not a motion agent (bmvtrack.train_motion_agent)")
     if state is None:
         net = meta["encoder"]["path"]
-        if not Path(net).is_file() or sha256(net) != meta["encoder"]["sha256"]:
+        if not Path(net).is_file() or file_sha256(net) != meta["encoder"]["sha256"]:
             raise AgentFileError(f"{folder}: its motion network {net} is missing or another file than it trained on")
         state = MotionState(net, quantum=float(meta["config"].get("quantum", 1.0)),
                             features=bool(meta["config"].get("features", False)))

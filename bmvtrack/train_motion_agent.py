@@ -44,10 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from dataclasses import fields, replace
 
-    import yaml
-
     from bmvtrack.agents import motion_agent as ma
-    from bmvtrack.config import ConfigError
+    from bmvtrack.config import ConfigError, apply_overrides, from_dict, to_dict
     from bmvtrack.run_folder import claim_run_folder
 
     data = data_config_from_args(args)
@@ -55,14 +53,15 @@ def main(argv: list[str] | None = None) -> int:
         return rescore(args, data)
     if not args.motion_net or not args.out:
         raise ConfigError("training an agent needs --motion-net and --out")
-    cfg = ma.MotionAgentConfig(motion_net=args.motion_net, data=data, variant=args.variant, steps=args.steps,
-                               seed=args.seed, threads=args.threads)
-    names = {f.name for f in fields(cfg)}
+    names = {f.name for f in fields(ma.MotionAgentConfig)} - {"data", "motion_net"}
     for item in args.overrides:
-        key, sep, value = item.partition("=")
-        if not sep or key not in names or key in ("data", "motion_net"):
-            raise ConfigError(f"--set {item}: not a MotionAgentConfig field (one of {sorted(names - {'data', 'motion_net'})})")
-        cfg = replace(cfg, **{key: yaml.safe_load(value)})
+        if item.partition("=")[0].strip() not in names:
+            raise ConfigError(f"--set {item}: not a MotionAgentConfig field (one of {sorted(names)})")
+    values = to_dict(ma.MotionAgentConfig())
+    values.update(motion_net=args.motion_net, data=to_dict(data), variant=args.variant, steps=args.steps,
+                  seed=args.seed, threads=args.threads)
+    apply_overrides(values, args.overrides, ma.MotionAgentConfig)  # typed and range-checked like every config
+    cfg = from_dict(ma.MotionAgentConfig, values, source="train_motion_agent + --set")
     out = Path(args.out)
     folder = claim_run_folder(out, ["checkpoints/", "eval/", "record.json"], overwrite=args.overwrite,
                               what="motion-agent run", resume_flag=None)
@@ -90,16 +89,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def rescore(args: argparse.Namespace, data) -> int:
     """``--score RUN``: the saved agent, its untrained start and the rules on ``data``."""
-    from dataclasses import fields
-
     from bmvtrack.agents import motion_agent as ma
+    from bmvtrack.config import from_dict, to_dict
     from bmvtrack.run_folder import claim_run_folder
 
     model, state, meta = ma.load(args.score)
-    stored = meta["config"]
-    simple = {f.name: stored[f.name] for f in fields(ma.MotionAgentConfig) if f.name in stored and f.name != "data"}
-    simple["net_arch"] = tuple(simple.get("net_arch", (256, 256)))
-    cfg = ma.MotionAgentConfig(**{**simple, "data": data})
+    cfg = from_dict(ma.MotionAgentConfig, {**meta["config"], "data": to_dict(data)}, source=f"{args.score}: agent.json")
     name = f"eval-{Path(str(data.root)).name}-{str(data.split or 'all').replace('/', '_').replace(':', '_')}"
     out = Path(args.score)
     folder = claim_run_folder(out / name, ["overall.csv"], overwrite=args.overwrite, what="evaluation", resume_flag=None)
