@@ -49,9 +49,10 @@ def tiny_model(**kw: object) -> torch.nn.Module:
 @pytest.mark.parametrize("arch", ["mvae", "mvunet"])
 @pytest.mark.parametrize("bottleneck", ["batch", "cholesky"])
 @pytest.mark.parametrize("hw", [(32, 32), (64, 64), (32, 64)])
-def test_logits_have_the_input_size(arch: str, bottleneck: str, hw: tuple[int, int]) -> None:
+@pytest.mark.parametrize("stem", ["resnet", "unet"])
+def test_logits_have_the_input_size(arch: str, bottleneck: str, hw: tuple[int, int], stem: str) -> None:
     torch.manual_seed(0)
-    model = tiny_model(arch=arch, bottleneck=bottleneck)
+    model = tiny_model(arch=arch, bottleneck=bottleneck, stem=stem)
     assert isinstance(model, BetaMVUnet if arch == "mvunet" else BetaMVAE)
     x = torch.randn(3, 3, *hw)
     out = model(x, sample=True)
@@ -62,6 +63,25 @@ def test_logits_have_the_input_size(arch: str, bottleneck: str, hw: tuple[int, i
     assert out["features"].shape == (3, model.cfg.feature_dim)
     assert out["kl"].dim() == 0 and torch.isfinite(out["kl"])
     assert torch.isfinite(out["logits"]).all()
+
+
+def test_unet_stem_gives_the_decoder_a_full_resolution_skip_that_it_uses() -> None:
+    torch.manual_seed(0)
+    model = tiny_model(stem="unet")
+    full: list[torch.Tensor] = []
+
+    def keep(module: torch.nn.Module, inputs: object, output: torch.Tensor) -> None:
+        output.retain_grad()
+        full.append(output)
+
+    model.encoder.backbone.full.register_forward_hook(keep)
+    x = torch.randn(2, 3, 64, 32)
+    model(x)["logits"][:, 1].sum().backward()
+    assert full[0].shape == (2, 8, 64, 32)  # base_width channels at the input's resolution
+    assert full[0].grad is not None and full[0].grad.abs().sum() > 0
+    # the ResNet stem has no such stage: its finest skip is at half resolution
+    _, skips = tiny_model().encoder.backbone(x)
+    assert skips[6] is None and skips[0].shape[-2:] == (32, 16)
 
 
 def test_input_size_must_be_divisible_by_32() -> None:
@@ -150,11 +170,12 @@ def disk_batch(
     return img, mask
 
 
-@pytest.mark.parametrize("arch,bottleneck", [("mvunet", "cholesky"), ("mvunet", "batch")])
-def test_a_few_steps_on_a_synthetic_task_reduce_the_loss(arch: str, bottleneck: str) -> None:
+@pytest.mark.parametrize("arch,bottleneck,stem", [("mvunet", "cholesky", "resnet"), ("mvunet", "batch", "resnet"),
+                                                  ("mvunet", "cholesky", "unet")])
+def test_a_few_steps_on_a_synthetic_task_reduce_the_loss(arch: str, bottleneck: str, stem: str) -> None:
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
-    model = tiny_model(arch=arch, bottleneck=bottleneck, batch_cov_reduce="rms")
+    model = tiny_model(arch=arch, bottleneck=bottleneck, batch_cov_reduce="rms", stem=stem)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     x_val, y_val = disk_batch(torch.Generator().manual_seed(99))
 

@@ -13,6 +13,11 @@ decoder  z → linear → z_channels × H/32 × W/32 → [extra stage (8d)] → 
 βMVUnet concatenates every encoder stage's output (stem, layer1–4, extra) into the decoder stage
 of the same resolution (a U-Net); βMVAE's decoder sees only z. The extra stage keeps stride 1 so
 that any patch divisible by 32 works (a stride-2 stage would need 64). Leaky ReLU throughout.
+
+``stem: unet`` (ours) replaces the 7×7/2 convolution and the max-pool by two 3×3 convolutions at
+full resolution (w, H) and two at half (w, H/2), a max-pool between: the decoder's last stage then
+gets a full-resolution skip, so mask boundaries come from full-resolution features instead of
+being upsampled from H/2 (the ResNet stem's one 7×7 layer).
 """
 
 from __future__ import annotations
@@ -116,21 +121,38 @@ def _stage(cin: int, cout: int, blocks: int, stride: int, cfg: ModelConfig) -> n
     return nn.Sequential(*layers)
 
 
+def _conv_pair(cin: int, cout: int, cfg: ModelConfig) -> nn.Sequential:
+    """Two 3×3 convolutions, each normalised and Leaky-ReLU'd (a U-Net stage)."""
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, 1, 1, bias=False), _norm(cfg.norm, cout),
+        nn.LeakyReLU(cfg.leaky_slope, inplace=True),
+        nn.Conv2d(cout, cout, 3, 1, 1, bias=False), _norm(cfg.norm, cout),
+        nn.LeakyReLU(cfg.leaky_slope, inplace=True),
+    )
+
+
 class ResNetBackbone(nn.Module):
     """ResNet-18 convolutional trunk (no fc), optionally with the βMVUnet extra stage.
 
-    Returns the pooled feature and every stage's output (the U-Net skips).
+    Returns the pooled feature and the U-Net skips: seven entries, by decoder stage — stem (H/2),
+    layer1–4, extra (or None), full resolution (or None; ``stem: unet`` only).
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         w1, w2, w3, w4 = cfg.encoder_widths
-        self.stem = nn.Sequential(
-            nn.Conv2d(cfg.in_channels, w1, 7, 2, 3, bias=False),
-            _norm(cfg.norm, w1),
-            nn.LeakyReLU(cfg.leaky_slope, inplace=True),
-        )
-        self.pool = nn.MaxPool2d(3, 2, 1)
+        self.full: nn.Sequential | None = None
+        if cfg.stem == "unet":
+            self.full = _conv_pair(cfg.in_channels, w1, cfg)
+            self.stem = nn.Sequential(nn.MaxPool2d(2), _conv_pair(w1, w1, cfg))
+            self.pool = nn.MaxPool2d(2)
+        else:
+            self.stem = nn.Sequential(
+                nn.Conv2d(cfg.in_channels, w1, 7, 2, 3, bias=False),
+                _norm(cfg.norm, w1),
+                nn.LeakyReLU(cfg.leaky_slope, inplace=True),
+            )
+            self.pool = nn.MaxPool2d(3, 2, 1)
         self.layer1 = _stage(w1, w1, 2, 1, cfg)
         self.layer2 = _stage(w1, w2, 2, 2, cfg)
         self.layer3 = _stage(w2, w3, 2, 2, cfg)
@@ -141,25 +163,24 @@ class ResNetBackbone(nn.Module):
         # where things are (ours, for the motion posterior): pooling forgets position, soft-argmax keeps it
         self.keypoints = nn.Conv2d(w2, cfg.keypoints, 3, 1, 1) if cfg.keypoints else None
         self.matcher = TemplateMatcher(cfg.correlation, cfg.leaky_slope) if cfg.correlation else None
-        self.skip_channels: list[int] = [w1, w1, w2, w3, w4] + (
-            [cfg.extra_channels] if cfg.extra_stage else []
-        )
+        self.skip_channels: list[int] = [w1, w1, w2, w3, w4, cfg.extra_channels if cfg.extra_stage else 0,
+                                         w1 if self.full is not None else 0]
         self.feature_dim = cfg.feature_dim
 
-    def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+    def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor | None]]:
         if x.shape[-1] % 32 or x.shape[-2] % 32:
             raise ValueError(
                 f"input height and width must be divisible by 32, got {tuple(x.shape[-2:])}"
             )
-        s0 = self.stem(x)
+        full = self.full(x) if self.full is not None else None
+        s0 = self.stem(x if full is None else full)
         s1 = self.layer1(self.pool(s0))
         s2 = self.layer2(s1)
         s3 = self.layer3(s2)
         s4 = self.layer4(s3)
-        skips = [s0, s1, s2, s3, s4]
-        if self.extra is not None:
-            skips.append(self.extra(s4))
-        features = skips[-1].mean(dim=(-2, -1))
+        bottom = self.extra(s4) if self.extra is not None else None
+        skips: list[Tensor | None] = [s0, s1, s2, s3, s4, bottom, full]
+        features = (s4 if bottom is None else bottom).mean(dim=(-2, -1))
         if self.keypoints is not None:
             features = torch.cat([features, spatial_soft_argmax(self.keypoints(s2))], dim=1)
         if self.matcher is not None:
@@ -201,7 +222,7 @@ class BetaMVEncoder(nn.Module):
 
     def run(
         self, x: Tensor, sample: bool, generator: torch.Generator | None = None
-    ) -> tuple[dict[str, Tensor], list[Tensor]]:
+    ) -> tuple[dict[str, Tensor], list[Tensor | None]]:
         """Posterior dict (with ``features`` and ``z``) and the stage outputs for the decoder."""
         features, skips = self.backbone(x)
         out = self.bottleneck(features, sample=sample, generator=generator)
@@ -251,14 +272,14 @@ class Decoder(nn.Module):
         self.bottom = cfg.patch_size // 32
         self.z_channels = cfg.z_channels
         self.z_proj = nn.Linear(cfg.latent_dim, cfg.z_channels * self.bottom * self.bottom)
-        sk = skip_channels if skip_channels is not None else [0] * (6 if cfg.extra_stage else 5)
+        sk = skip_channels if skip_channels is not None else [0] * 7
         c = cfg.z_channels
         self.extra: nn.Sequential | None = None
         if cfg.extra_stage:
             self.extra = _stage(c + sk[5], 8 * d, cfg.extra_blocks, 1, cfg)
             c = 8 * d
         self.top = _stage(c + sk[4], 8 * d, 1, 1, cfg)
-        plan = [(4 * d, sk[3], 2), (2 * d, sk[2], 2), (d, sk[1], 2), (d, sk[0], 1), (d, 0, 1)]
+        plan = [(4 * d, sk[3], 2), (2 * d, sk[2], 2), (d, sk[1], 2), (d, sk[0], 1), (d, sk[6], 1)]
         ups = []
         c = 8 * d
         for cout, skip, blocks in plan:
@@ -267,7 +288,7 @@ class Decoder(nn.Module):
         self.ups = nn.ModuleList(ups)
         self.out_channels = c
 
-    def forward(self, z: Tensor, skips: list[Tensor], out_size: tuple[int, int]) -> Tensor:
+    def forward(self, z: Tensor, skips: list[Tensor | None], out_size: tuple[int, int]) -> Tensor:
         """Feature map at the input's resolution (B × decoder_width × H × W)."""
         b = z.shape[0]
         h, w = out_size
@@ -279,7 +300,7 @@ class Decoder(nn.Module):
             x = self.extra(torch.cat([x, skips[5]], 1) if self.unet else x)
         x = self.top(torch.cat([x, skips[4]], 1) if self.unet else x)
         sizes = [(h // 16, w // 16), (h // 8, w // 8), (h // 4, w // 4), (h // 2, w // 2), (h, w)]
-        skip_maps: list[Tensor | None] = [skips[3], skips[2], skips[1], skips[0], None]
+        skip_maps = [skips[3], skips[2], skips[1], skips[0], skips[6]]
         for up, size, skip in zip(self.ups, sizes, skip_maps, strict=True):
             x = up(x, skip if self.unet else None, size)
         return x
