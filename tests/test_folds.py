@@ -193,6 +193,8 @@ def test_fold_selection_on_made_up_data(tmp_path):
     assert [t.sequence for t in VideoDataset(root, split=f"{folds}:0:test").tracks()] == ["a", "b"]
     assert FoldSplit.parse("dev/train") is None and FoldSplit.parse(None) is None
     assert str(FoldSplit.parse(f"{folds}:1:test")) == f"{folds}:1:test"
+    assert VideoDataset(root, split=f"{folds}:all").sequences == ["a", "b", "c", "d"]  # every fold's
+    assert str(FoldSplit.parse(f"{folds}:all")) == f"{folds}:all"
 
 
 def test_fold_selection_on_youtube_vos(tmp_path):

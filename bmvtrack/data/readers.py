@@ -11,7 +11,8 @@ so that a filter or a one-frame video never shrinks a dataset unnoticed.
 Folds: a ``split`` of the form ``<folds file>:<fold>:<part>`` (e.g.
 ``configs/folds/davis2016_3fold.yaml:0:test``) selects sequences by a committed folds file, for any
 layout: ``test`` is fold ``<fold>``'s sequences, ``train`` those of all the other folds of the file
-(``FoldSplit``, ``load_folds``). Being a split, it goes wherever a split goes — a config's
+(``FoldSplit``, ``load_folds``); ``<folds file>:all`` is every sequence of the file (what a
+model shipped after the cross-validation trains on). Being a split, it goes wherever a split goes — a config's
 ``data.split``, ``eval_split``, ``val_split``, the commands' ``--split`` — so a held-out set swapped
 in for a split is another part of the same fold, never a filter stacked on the training part.
 """
@@ -48,9 +49,10 @@ class TrackFilter:
     min_frames: int = field(default=2, metadata={"ge": 1})  # a track needs at least this many annotated frames
 
 
-FoldPart = Literal["train", "test"]
+FoldPart = Literal["train", "test", "all"]
 FOLD_PARTS = ("train", "test")
-FOLD_SPLIT_FORM = "<folds file>:<fold>:<part> (part train or test), e.g. configs/folds/davis2016_3fold.yaml:0:test"
+FOLD_SPLIT_FORM = ("<folds file>:<fold>:<part> (part train or test), e.g. configs/folds/davis2016_3fold.yaml:0:test, "
+                   "or <folds file>:all")
 
 
 def load_folds(path: str | Path) -> list[list[str]]:
@@ -87,7 +89,8 @@ def load_folds(path: str | Path) -> list[list[str]]:
 
 @dataclass(frozen=True)
 class FoldSplit:
-    """A split ``<folds file>:<fold>:<part>``: fold ``fold``'s sequences (``test``) or the other folds' (``train``)."""
+    """A split ``<folds file>:<fold>:<part>``: fold ``fold``'s sequences (``test``) or the other folds'
+    (``train``); ``<folds file>:all`` (part ``all``, fold -1) is every sequence of the file."""
 
     path: Path
     fold: int
@@ -99,6 +102,9 @@ class FoldSplit:
         file). A split that names a folds file but is malformed raises DatasetError."""
         if split is None or not re.search(r"\.ya?ml(:|$)", split):
             return None
+        head, _, tail = split.rpartition(":")
+        if tail.strip() == "all" and re.fullmatch(r"\.ya?ml", Path(head).suffix):
+            return cls(Path(head), -1, "all")
         parts = split.rsplit(":", 2)
         if len(parts) != 3 or not re.fullmatch(r"\.ya?ml", Path(parts[0]).suffix):
             raise DatasetError(f"split '{split}': a fold selection is {FOLD_SPLIT_FORM}")
@@ -112,6 +118,8 @@ class FoldSplit:
     def sequences(self) -> list[str]:
         """The selected sequences, sorted; an unknown fold is a DatasetError."""
         folds = load_folds(self.path)
+        if self.part == "all":
+            return sorted(s for f in folds for s in f)
         if self.fold >= len(folds):
             raise DatasetError(f"{self.path}: no fold {self.fold}; the file has folds 0 to {len(folds) - 1}")
         if self.part == "test":
@@ -119,7 +127,7 @@ class FoldSplit:
         return sorted(s for k, f in enumerate(folds) if k != self.fold for s in f)
 
     def __str__(self) -> str:
-        return f"{self.path}:{self.fold}:{self.part}"
+        return f"{self.path}:all" if self.part == "all" else f"{self.path}:{self.fold}:{self.part}"
 
 
 @dataclass
