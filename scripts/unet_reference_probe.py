@@ -11,6 +11,10 @@ on DAVIS dev/val.
     python scripts/unet_reference_probe.py --minutes 10 --threads 2 --out runs/unet_ref
     python scripts/unet_reference_probe.py --steps 1000 --threads 1 --train-split configs/folds/davis2016_3fold.yaml:0:train \
         --val-split configs/folds/davis2016_3fold.yaml:0:test --out runs/folds/unet-f0
+
+``--net bmvunet`` trains the small βMVUnet (``configs/model_small.yaml``) in this same loop instead —
+Adam, cosine decay, BCE + Dice, no KL term — so that the two differences, the network and the
+training recipe, can be told apart.
 """
 from __future__ import annotations
 
@@ -30,7 +34,9 @@ from bmvtrack.data.readers import DataConfig, TrackFilter, VideoDataset
 from bmvtrack.data.patch_sampler import AugmentConfig, PatchSampler
 from bmvtrack.models.preprocess import patches_to_tensor
 from bmvtrack.pretrain_vae import PatchDataset
-from bmvtrack.evaluate_vae import VaeEvalConfig, evaluate
+from bmvtrack.evaluate_vae import VaeEvalConfig, evaluate, write_report
+from bmvtrack.models import ModelConfig, build_model
+from bmvtrack.motion import PAPER_COV, PAPER_MEAN, PAPER_TABLE1_STD
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:
@@ -79,6 +85,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=0,
                     help="stop after this many steps instead of --minutes (the same budget as a βMVUnet run on a shared machine)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--net", choices=("unet", "bmvunet"), default="unet",
+                    help="the textbook U-Net, or the small βMVUnet trained by this script's recipe")
     ap.add_argument("--width", type=int, default=16)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-3)
@@ -97,7 +105,8 @@ def main() -> None:
                                                             split=split, filters=keep_all))
                         for split in (args.train_split, args.val_split))
     data = PatchDataset([PatchSampler(train_ds, 96, AugmentConfig())], seed=args.seed)
-    model = TextbookUNet(args.width)
+    model = (TextbookUNet(args.width) if args.net == "unet"
+             else build_model(ModelConfig(), PAPER_MEAN, PAPER_COV, PAPER_TABLE1_STD))
     n_params = sum(p.numel() for p in model.parameters())
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     budget = args.minutes * 60
@@ -126,11 +135,12 @@ def main() -> None:
             if steps % 50 == 0:
                 print(f"step {steps}  {elapsed:.0f}s  loss {np.mean(losses[-50:]):.3f}", flush=True)
     model.eval()
-    torch.save(model.state_dict(), out / "unet_ref.pt")
+    torch.save(model.state_dict(), out / f"{args.net}_ref.pt")
     result = {"params": n_params, "steps": steps, "images": steps * args.batch_size,
               "train_seconds": time.perf_counter() - t0, "final_loss": float(np.mean(losses[-50:]))}
     for crop in ("gt", "tracking"):
         rep = evaluate(model, val_ds, VaeEvalConfig(crop=crop), progress=print)
+        write_report(rep, out / "eval")  # the same per-sequence files as evaluate_vae's
         result[f"JF_{crop}"] = 100 * rep.overall["JF"]
         result[f"J_{crop}"] = 100 * rep.overall["J"]
         result[f"box_JF_{crop}"] = 100 * rep.overall["box_JF"]
