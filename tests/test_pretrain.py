@@ -32,6 +32,7 @@ from bmvtrack.pretrain_vae import (
     train,
 )
 from bmvtrack.pretrain_vae import main as pretrain_main
+from bmvtrack.pretrain_vae.trainer import cycle_end_warning
 from bmvtrack.run_folder import RunFolderError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -195,8 +196,11 @@ def test_shipped_configs_load() -> None:
     builtin = {**to_dict(PretrainConfig()), **machine_local}
     builtin["data"]["root"] = "data/synth"
     assert to_dict(default) == builtin  # the file spells out the built-in defaults
-    davis = load_pretrain_config(CONFIGS / "pretrain_davis.yaml")
-    assert (davis.data.split, davis.val_split, davis.data.resolution) == ("dev/train", "dev/val", "240p")
+    davis = load_pretrain_config(CONFIGS / "pretrain_davis.yaml")  # the shipped DAVIS encoder: all 30 sequences
+    assert (davis.data.split, davis.val_split, davis.data.resolution) == (
+        "configs/folds/davis2016_3fold.yaml:all", None, "240p")
+    assert davis.model.class_weights == "none" and davis.model.beta == default.model.beta
+    assert davis.max_steps % davis.cycle_steps == 0 and cycle_end_warning(davis) is None  # ends at lr_min
     assert davis.data.filters == default.data.filters  # unspecified keys keep the pretraining defaults
     plain = load_pretrain_config(CONFIGS / "pretrain_plain_unet.yaml")
     assert plain.model.beta == 0.0 and {**to_dict(plain.model), "beta": 5.0} == to_dict(default.model)
@@ -456,8 +460,6 @@ def test_runs_with_the_same_name_are_still_told_apart(tiny_data: Path, tmp_path:
 
 
 def test_a_step_budget_that_stops_at_the_learning_rate_peak_is_warned_about() -> None:
-    from bmvtrack.pretrain_vae.trainer import cycle_end_warning
-
     cfg = load_pretrain_config(None, ["cycle_steps=400"])
     assert cycle_end_warning(cfg) is None  # no step budget: the time budget decides
     for steps, warned in ((800, False), (820, False), (600, True), (700, True), (1200, False)):

@@ -241,6 +241,6 @@ def test_shipped_training_configs_load(name):
     cfg = load_config(TrainConfig, Path(__file__).parents[1] / "configs" / name)
     assert cfg.obs == "features_motion" and cfg.agent.cue_scale == 0.05
     if name == "train_davis_synth.yaml":
-        assert cfg.adapt.steps == 60 and cfg.encoder == "runs/pretrain_vae_davis/checkpoint.pt"
+        assert cfg.adapt.steps == 60 and cfg.encoder == "runs/pretrain_vae_davis_dev/checkpoint.pt"
         assert cfg.adapt == AdaptConfig(steps=60)  # so the copies cached by --set adapt.steps=60 are reused
         assert cfg.env.proposal == "csrt"
