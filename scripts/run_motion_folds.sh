@@ -10,12 +10,11 @@
 # Then: python scripts/summarize_folds.py $EXP_DIR
 # Environment: STEPS (default 800: two cycles of the cyclical learning rate, ending at its low point; the
 # single-crop network runs the motion network's 400-step cycle here), DAVIS (default data/davis2016), PY (default .venv/bin/python),
-# EXP_DIR (default runs/folds), FOLDS (default "0 1 2"), EXTRA (added to both pretraining runs), SINGLE_EXTRA
-# (added to the single-crop network's: "--set model.class_weights=batch" is the paper's loss).
+# EXP_DIR (default runs/folds), FOLDS (default "0 1 2"), EXTRA (added to both pretraining runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python} STEPS=${STEPS:-800} DAVIS=${DAVIS:-data/davis2016}
-EXP_DIR=${EXP_DIR:-runs/folds} FOLDS=${FOLDS:-"0 1 2"} EXTRA=${EXTRA:-} SINGLE_EXTRA=${SINGLE_EXTRA:-}
+EXP_DIR=${EXP_DIR:-runs/folds} FOLDS=${FOLDS:-"0 1 2"} EXTRA=${EXTRA:-}
 FOLD_FILE=configs/folds/davis2016_3fold.yaml
 export OMP_NUM_THREADS=1
 mkdir -p "$EXP_DIR"
@@ -29,7 +28,7 @@ for k in $FOLDS; do
     --set prior="$motion/relative_prior.json" $EXTRA > "$motion.log" 2>&1 &
   # shellcheck disable=SC2086
   $PY -m bmvtrack.pretrain_vae --config configs/pretrain_davis.yaml --out "$single" "${common[@]}" \
-    --set prior="$single/prior.json" --set cycle_steps=400 $EXTRA $SINGLE_EXTRA > "$single.log" 2>&1 &
+    --set prior="$single/prior.json" --set cycle_steps=400 $EXTRA > "$single.log" 2>&1 &
   wait
   $PY -m bmvtrack.evaluate --data "$DAVIS" --layout davis2016 --resolution 240p --split "$test_split" \
     --trackers zero,csrt,segmentation,segmentation-adapt,motion-posterior,motion-posterior-flip --segmenter "$single/checkpoint.pt" \

@@ -199,7 +199,7 @@ def test_shipped_configs_load() -> None:
     davis = load_pretrain_config(CONFIGS / "pretrain_davis.yaml")  # the shipped DAVIS encoder: all 30 sequences
     assert (davis.data.split, davis.val_split, davis.data.resolution) == (
         "configs/folds/davis2016_3fold.yaml:all", None, "240p")
-    assert davis.model.class_weights == "none" and davis.model.beta == default.model.beta
+    assert davis.model == default.model  # the paper's network and loss
     assert davis.max_steps % davis.cycle_steps == 0 and cycle_end_warning(davis) is None  # ends at lr_min
     assert davis.data.filters == default.data.filters  # unspecified keys keep the pretraining defaults
     plain = load_pretrain_config(CONFIGS / "pretrain_plain_unet.yaml")
