@@ -1,13 +1,13 @@
 """Compare segmentation networks over held-out sequences: J&F per network, paired intervals against one.
 
-    python scripts/summarize_segmentation.py runs/seg_gap --ref unetref [--crop gt] [--out FILE]
+    python scripts/summarize_segmentation.py runs/seg_folds --ref unetref [--ref paper ...] [--crop gt] [--out FILE]
 
 Every ``<name>-f<fold>[-s<seed>]/eval/vae_eval_<crop>.csv`` under the folder is one run (written by
 ``bmvtrack.evaluate_vae`` or ``scripts/unet_reference_probe.py``). A network is a ``<name>``; its
 score on a sequence is the mean over the runs that held that sequence out (its seeds), so the folds
 pool into one sample of sequences. Each network is compared with ``--ref`` on the sequences both
 scored (paired BCa bootstrap over sequences), which is the question "does it segment as well as the
-reference on video neither trained on".
+reference on video neither trained on"; each ``--ref`` gives one table.
 """
 from __future__ import annotations
 
@@ -72,7 +72,8 @@ def report(exp: Path, ref: str, crop: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("exp_dir", type=Path)
-    p.add_argument("--ref", default="unetref", help="the network every other is compared with (a run name prefix)")
+    p.add_argument("--ref", action="append", default=None,
+                   help="the network every other is compared with (a run name prefix; repeatable, default unetref)")
     p.add_argument("--crop", default="gt", choices=("gt", "tracking", "perturbed"))
     p.add_argument("--out", type=Path, default=None, help="also write the report here")
     p.add_argument("--title", default=None, help="a first line for the report")
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     head = [f"# {args.title}", ""] if args.title else []
     if args.reproduce:
         head += ["Reproduce:", "", "```", *args.reproduce, "```", ""]
-    text = "\n".join(head) + report(args.exp_dir, args.ref, args.crop)
+    text = "\n".join(head) + "\n".join(report(args.exp_dir, ref, args.crop) for ref in args.ref or ["unetref"])
     print(text)
     if args.out:
         args.out.write_text(text)

@@ -40,3 +40,14 @@ def test_folds_pool_seeds_average_and_the_reference_is_paired(write_csv, tmp_pat
 def test_an_empty_folder_is_a_one_line_error(tmp_path: Path, summarize) -> None:
     with pytest.raises(SystemExit, match="no <name>-f<fold>"):
         summarize.report(tmp_path, "unetref", "gt")
+
+
+def test_one_table_per_reference_and_the_page_header(write_csv, tmp_path: Path, summarize) -> None:
+    _run(write_csv, tmp_path / "runs", "unetref-f0", {"a": 0.5})
+    _run(write_csv, tmp_path / "runs", "paper-f0", {"a": 0.4})
+    out = tmp_path / "page.md"
+    assert summarize.main([str(tmp_path / "runs"), "--ref", "unetref", "--ref", "paper", "--out", str(out),
+                           "--title", "T", "--reproduce", "cmd"]) == 0
+    text = out.read_text()
+    assert text.startswith("# T\n") and "```\ncmd\n```" in text
+    assert text.count("| network |") == 2 and "-10.0 (on 1)" in text and "+10.0 (on 1)" in text
