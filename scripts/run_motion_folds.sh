@@ -10,11 +10,13 @@
 # Then: python scripts/summarize_folds.py $EXP_DIR
 # Environment: STEPS (default 800: two cycles of the cyclical learning rate, ending at its low point; the
 # single-crop network runs the motion network's 400-step cycle here), DAVIS (default data/davis2016), PY (default .venv/bin/python),
-# EXP_DIR (default runs/folds), FOLDS (default "0 1 2"), EXTRA (added to both pretraining runs).
+# EXP_DIR (default runs/folds), FOLDS (default "0 1 2"), EXTRA (added to both pretraining runs),
+# NETS (default "motion single"; "motion" trains and scores the motion posterior alone, e.g. to vary its β:
+# NETS=motion EXTRA="--set model.beta=1" EXP_DIR=runs/beta1-folds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python} STEPS=${STEPS:-800} DAVIS=${DAVIS:-data/davis2016}
-EXP_DIR=${EXP_DIR:-runs/folds} FOLDS=${FOLDS:-"0 1 2"} EXTRA=${EXTRA:-}
+EXP_DIR=${EXP_DIR:-runs/folds} FOLDS=${FOLDS:-"0 1 2"} EXTRA=${EXTRA:-} NETS=${NETS:-"motion single"}
 FOLD_FILE=configs/folds/davis2016_3fold.yaml
 export OMP_NUM_THREADS=1
 mkdir -p "$EXP_DIR"
@@ -26,14 +28,19 @@ for k in $FOLDS; do
   # shellcheck disable=SC2086
   $PY -m bmvtrack.pretrain_vae --config configs/pretrain_motion_davis.yaml --out "$motion" "${common[@]}" \
     --set prior="$motion/relative_prior.json" $EXTRA > "$motion.log" 2>&1 &
-  # shellcheck disable=SC2086
-  $PY -m bmvtrack.pretrain_vae --config configs/pretrain_davis.yaml --out "$single" "${common[@]}" \
-    --set prior="$single/prior.json" --set cycle_steps=400 $EXTRA > "$single.log" 2>&1 &
+  trackers=zero,motion-posterior segmenter=() nets=("$motion")
+  if [[ " $NETS " == *" single "* ]]; then
+    # shellcheck disable=SC2086
+    $PY -m bmvtrack.pretrain_vae --config configs/pretrain_davis.yaml --out "$single" "${common[@]}" \
+      --set prior="$single/prior.json" --set cycle_steps=400 $EXTRA > "$single.log" 2>&1 &
+    trackers=zero,csrt,segmentation,segmentation-adapt,motion-posterior,motion-posterior-flip
+    segmenter=(--segmenter "$single/checkpoint.pt") nets+=("$single")
+  fi
   wait
   $PY -m bmvtrack.evaluate --data "$DAVIS" --layout davis2016 --resolution 240p --split "$test_split" \
-    --trackers zero,csrt,segmentation,segmentation-adapt,motion-posterior,motion-posterior-flip --segmenter "$single/checkpoint.pt" \
+    --trackers "$trackers" "${segmenter[@]}" \
     --motion-net "$motion/checkpoint.pt" --out "$EXP_DIR/eval-f$k" --no-wandb --no-progress > "$EXP_DIR/eval-f$k.log" 2>&1
-  for net in "$motion" "$single"; do
+  for net in "${nets[@]}"; do
     for crop in gt tracking; do
       $PY -m bmvtrack.evaluate_vae --checkpoint "$net/checkpoint.pt" --data "$DAVIS" --layout davis2016 \
         --resolution 240p --split "$test_split" --crop $crop --threads 1 --out "$net/eval" --no-wandb --quiet \
