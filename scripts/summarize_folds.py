@@ -7,7 +7,12 @@ one sample of 30 sequences (``eval-*/sequences.csv``; a sequence scored by sever
 seeds of the synthetic script, gets the mean of its scores): tracking (success AUC, precision, J&F, fps of ``bmvtrack.evaluate``),
 paired BCa bootstrap intervals of ``motion-posterior`` (and its ``-flip`` variant) against every other tracker, the networks'
 J&F (``evaluate_vae``, mean over tracks) with the annotation's crop and in tracking mode, and the
-motion posterior's calibration pooled over all pairs (each track's coverage weighted by its pairs).
+motion posterior's calibration pooled over all pairs (each track's coverage weighted by its pairs; the
+90 % coverage with a 95 % percentile bootstrap interval over tracks).
+
+``--with NAME=DIR`` pools another experiment folder the same way (e.g. the same protocol with another
+β) and adds its trackers as ``<tracker> (NAME)`` and its networks as ``(NAME)`` rows, so that the
+motion posteriors of both are compared paired over the same sequences.
 """
 from __future__ import annotations
 
@@ -61,8 +66,27 @@ def network(exp: Path, prefix: str, crop: str) -> dict[str, float] | None:
             v = np.array([float(r[k]) for r in rows])
             ok = np.isfinite(v) & (n > 0)
             out[k] = float(np.sum(v[ok] * n[ok]) / np.sum(n[ok]))
+            if k == "cover90":
+                out["cover90_low"], out["cover90_high"] = pooled_interval(v[ok], n[ok])
         out["pairs"] = int(n.sum())
     return out
+
+
+def network_row(label: str, crop: str, o: dict[str, float]) -> str:
+    """One row of the networks table."""
+    cal = (f"{100 * o['cover50']:.1f} / {100 * o['cover90']:.1f} [{100 * o['cover90_low']:.1f}, "
+           f"{100 * o['cover90_high']:.1f}] | {100 * o['prior_cover50']:.1f} / {100 * o['prior_cover90']:.1f} | "
+           f"{o['motion_nll']:.2f} / {o['prior_nll']:.2f} | {o['kl']:.2f}" if "cover90" in o else " | | | ")
+    return (f"| {label} | {crop} | {o['tracks']} | {100 * o['JF']:.1f} ({100 * o['J']:.1f} / {100 * o['F']:.1f}) | "
+            f"{100 * o['box_JF']:.1f} | {o['maha_patch']:.3g} | {cal} |")
+
+
+def pooled_interval(values: np.ndarray, weights: np.ndarray, draws: int = 2000) -> tuple[float, float]:
+    """95 % percentile bootstrap interval of a weighted mean, resampling tracks (seed 0)."""
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, len(values), size=(draws, len(values)))
+    means = np.sum(values[idx] * weights[idx], axis=1) / np.sum(weights[idx], axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
 def textbook_unet(exp: Path, crop: str) -> dict[str, float] | None:
@@ -82,10 +106,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--title", default=None, help="the report's first line (default: what was pooled)")
     p.add_argument("--reproduce", action="append", default=[], metavar="COMMAND",
                    help="a command that reproduces the runs, listed under the title (repeatable)")
+    p.add_argument("--with", dest="others", action="append", default=[], metavar="NAME=DIR",
+                   help="another experiment folder, pooled alike and compared paired (repeatable)")
     args = p.parse_args(argv)
     res, folds = tracking(args.exp_dir)
     if not res:
         raise SystemExit(f"{args.exp_dir}: no eval-f*/sequences.csv")
+    others = []
+    for item in args.others:
+        name, sep, folder = item.rpartition("=")  # the name may hold "=" (β = 1)
+        if not sep or not name or not Path(folder).is_dir():
+            raise SystemExit(f"--with {item}: expected NAME=DIR with an experiment folder")
+        other, _ = tracking(Path(folder))
+        if not other:
+            raise SystemExit(f"{folder}: no eval-f*/sequences.csv")
+        res.update({f"{t} ({name})": v for t, v in other.items()})
+        others.append((name, Path(folder)))
     seqs = sorted(set.intersection(*(set(v) for v in res.values())))
     head = [f"# {args.title}", "", f"{len(seqs)} held-out sequences, pooled over {', '.join(folds)}.", ""] \
         if args.title else [f"# {len(seqs)} held-out sequences, pooled over {', '.join(folds)}", ""]
@@ -106,16 +142,12 @@ def main(argv: list[str] | None = None) -> int:
             r = paired_bootstrap([res[focus][s]["success_auc"] for s in seqs], [res[name][s]["success_auc"] for s in seqs])
             lines.append(f"| {name} | {r['mean_diff']:+.3f} | [{r['low']:+.3f}, {r['high']:+.3f}] | {r['wins']}/{r['n']} |")
     net_lines = []
-    for prefix, label in (("motion", "motion posterior (pair)"), ("mvunet", "single-crop βMVUnet")):
-        for crop in ("gt", "tracking"):
-            o = network(args.exp_dir, prefix, crop)
-            if o is None:
-                continue
-            cal = (f"{100 * o['cover50']:.1f} / {100 * o['cover90']:.1f} | {100 * o['prior_cover50']:.1f} / "
-                   f"{100 * o['prior_cover90']:.1f} | {o['motion_nll']:.2f} / {o['prior_nll']:.2f} | {o['kl']:.2f}"
-                   if "cover90" in o else " | | | ")
-            net_lines.append(f"| {label} | {crop} | {o['tracks']} | {100 * o['JF']:.1f} ({100 * o['J']:.1f} / "
-                             f"{100 * o['F']:.1f}) | {100 * o['box_JF']:.1f} | {o['maha_patch']:.3g} | {cal} |")
+    for exp, suffix in [(args.exp_dir, "")] + [(d, f" ({n})") for n, d in others]:
+        for prefix, label in (("motion", "motion posterior (pair)"), ("mvunet", "single-crop βMVUnet")):
+            for crop in ("gt", "tracking"):
+                o = network(exp, prefix, crop)
+                if o is not None:
+                    net_lines.append(network_row(label + suffix, crop, o))
     for crop in ("gt", "tracking"):
         o = textbook_unet(args.exp_dir, crop)
         if o is not None:
@@ -123,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
                              f"{100 * o['JF']:.1f} | | | | | | |")
     if net_lines:
         lines += ["", "Networks (evaluate_vae, mean over tracks; calibration pooled over pairs):", "",
-                  "| network | crop | tracks | J&F (J / F) | box J&F | Mahalanobis | inside 50 / 90 % | prior inside "
+                  "| network | crop | tracks | J&F (J / F) | box J&F | Mahalanobis | inside 50 / 90 % [95 % interval] | prior inside "
                   "50 / 90 % | NLL posterior / prior | KL |", "|---|---|---|---|---|---|---|---|---|---|", *net_lines]
     text = "\n".join(lines) + "\n"
     print(text)

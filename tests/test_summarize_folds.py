@@ -40,3 +40,17 @@ def test_folds_pool_seeds_average_and_calibration_weighs_pairs(write_csv, tmp_pa
     assert summarize.main([str(tmp_path)]) == 0
     text = (tmp_path / "summary.md").read_text()
     assert "3 held-out sequences" in text and "| zero | +0.183 |" in text  # (0.5 + 0.5 + 0.7 − 0.4 − 0.45 − 0.3) / 3
+    assert 0.0 <= net["cover90_low"] <= net["cover90"] <= net["cover90_high"] <= 1.0 and net["cover90_low"] < 0.75
+
+
+def test_another_experiment_is_pooled_alike_and_compared_paired(write_csv, tmp_path: Path, summarize) -> None:
+    base, other = tmp_path / "base", tmp_path / "beta1"
+    for folder, auc in ((base, 0.5), (other, 0.3)):
+        write_csv(folder / "eval-f0" / "sequences.csv",
+                  [_seq("motion-posterior", s, auc + 0.01 * i) for i, s in enumerate("abc")] +
+                  [_seq("zero", s, 0.4) for s in "abc"])
+    assert summarize.main([str(base), "--with", f"β = 1={other}"]) == 0
+    text = (base / "summary.md").read_text()
+    assert "| motion-posterior (β = 1) | +0.200 |" in text  # the paired difference, sequence by sequence
+    with pytest.raises(SystemExit, match="NAME=DIR"):
+        summarize.main([str(base), "--with", str(other)])
