@@ -9,6 +9,13 @@ term (when on) pulls towards it, and the actor starts as a residual around μ′
 agent is the posterior-mean tracker. Episodes start at random frames from perturbed boxes, and the
 box is thrown off now and then, so that finding the object again is part of the job.
 
+With ``proposal`` (``csrt``, ``kcf``) a proposal tracker runs beside the agent
+(``bmvtrack.proposals.FollowingProposal``), in training and in tracking alike: the state shows where
+it went, and it is restarted on the agent's box by the rule ``reinit``. The hand rules on that state
+are ``rule-proposal`` (move onto the proposal's box: the proposal tracker, restarted by the rule) and
+``rule-fuse`` (the decoded mask's box where it overlaps the proposal by ≥ 0.5, else the proposal —
+the fusion of the ``segmentation-csrt`` tracker).
+
 Variants (``VARIANTS``), the same data stream and budget:
 
 - ``rl``: MV-SAC, the reward alone (IoU with the next annotated box);
@@ -35,6 +42,7 @@ from bmvtrack.io import file_sha256
 from bmvtrack.envs.motion_env import MotionTrackingEnv, make_motion_env
 from bmvtrack.envs.motion_state import MotionState
 from bmvtrack.motion import RBox, apply_relative, keep_in_reach
+from bmvtrack.proposals import AGREE_IOU, FollowingProposal, agreement
 
 VARIANTS = ("rl", "rl-expert", "supervised")
 Variant = Literal["rl", "rl-expert", "supervised"]
@@ -66,6 +74,8 @@ class MotionAgentConfig:
     net_arch: tuple[int, ...] = (256, 256)
     quantum: float = 1.0  # MotionState's rounding (px, %, degrees)
     features: bool = False  # the state includes the network's pooled appearance feature
+    proposal: Literal["none", "csrt", "kcf"] = "none"  # a proposal tracker beside the agent (its box in the state)
+    reinit: Literal["never", "disagree", "vote"] = "vote"  # when it is restarted on the agent's box (FollowingProposal)
     threads: int = 1
 
     def __post_init__(self) -> None:
@@ -73,6 +83,14 @@ class MotionAgentConfig:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
         if self.steps < 1 or self.learning_starts < 0:
             raise ValueError("steps must be >= 1 and learning_starts >= 0")
+        if self.proposal not in ("none", "csrt", "kcf"):
+            raise ValueError(f"proposal must be none, csrt or kcf, got {self.proposal!r}")
+        if self.reinit not in ("never", "disagree", "vote"):
+            raise ValueError(f"reinit must be never, disagree or vote, got {self.reinit!r}")
+
+    def make_proposal(self) -> FollowingProposal | None:
+        """A fresh proposal tracker of this config (None without one): one per environment or tracker."""
+        return None if self.proposal == "none" else FollowingProposal(self.proposal, self.reinit)
 
 
 def agent_kwargs(cfg: MotionAgentConfig, env: MotionTrackingEnv) -> dict[str, Any]:
@@ -106,7 +124,7 @@ def build(cfg: MotionAgentConfig, state: MotionState | None = None) -> tuple[Any
 
     torch.set_num_threads(cfg.threads)
     state = state or MotionState(cfg.motion_net, quantum=cfg.quantum, features=cfg.features)
-    env = make_motion_env(state, cfg.action_n_std, data=cfg.data, start=cfg.start, start_shift=cfg.start_shift,
+    env = make_motion_env(state, cfg.action_n_std, cfg.make_proposal(), data=cfg.data, start=cfg.start, start_shift=cfg.start_shift,
                           start_scale=cfg.start_scale, perturb_prob=cfg.perturb_prob, lost_frames=cfg.lost_frames)
     env.reset(seed=cfg.seed)
     env.action_space.seed(cfg.seed)
@@ -178,47 +196,80 @@ class MotionStateTracker:
     """A box tracker that moves by ``act(state)``: a motion agent's deterministic action, or a rule.
 
     Each update computes ``MotionState`` of (previous frame, this frame) at the box held and moves
-    the box by the box-relative action (``apply_relative``, exactly the environment's step).
+    the box by the box-relative action (``apply_relative``, exactly the environment's step). With a
+    ``proposal`` it runs as in the environment: moved to this frame before the state, its cue
+    appended, restarted by its rule after the move.
     """
 
     uses_ground_truth = False
 
     def __init__(self, state: MotionState, act: Callable[[np.ndarray], np.ndarray], name: str,
-                 low: np.ndarray | None = None, high: np.ndarray | None = None) -> None:
+                 low: np.ndarray | None = None, high: np.ndarray | None = None,
+                 proposal: FollowingProposal | None = None) -> None:
         self.state, self.act, self.name = state, act, name
-        self.low, self.high = low, high
+        self.low, self.high, self.proposal = low, high, proposal
         self._box: RBox | None = None
         self._frame: np.ndarray | None = None
         self.last_aabb = None
 
+    @property
+    def box(self) -> RBox | None:
+        """The box held (during ``update``: until the move)."""
+        return self._box
+
     def init(self, frame: np.ndarray, box: RBox) -> None:
         self._box, self._frame = box, frame
+        if self.proposal is not None:
+            self.proposal.start(frame, box)
 
     def update(self, frame: np.ndarray) -> RBox:
         if self._box is None or self._frame is None:
             raise RuntimeError("MotionStateTracker.update called before init")
-        r = np.asarray(self.act(self.state(self._frame, frame, self._box)), dtype=np.float64).reshape(5)
+        obs = self.state(self._frame, frame, self._box)
+        mask_box = None
+        if self.proposal is not None:
+            mask_box = self.state.mask_box(obs, self._box)
+            obs = np.concatenate([obs, self.state.proposal_cue(self._box, self.proposal.propose(frame))])
+        r = np.asarray(self.act(obs), dtype=np.float64).reshape(5)
         if self.low is not None and self.high is not None:
             r = np.clip(r, self.low, self.high)
         self._box = keep_in_reach(apply_relative(self._box, r, self.state.context), frame.shape[:2])
         self._frame = frame
+        if self.proposal is not None:
+            self.proposal.settle(frame, self._box, mask_box)
         return self._box
 
 
-def agent_tracker(model: Any, state: MotionState, name: str) -> MotionStateTracker:
-    """The agent's deterministic policy as a tracker."""
-    return MotionStateTracker(state, lambda obs: model.predict(obs, deterministic=True)[0], name)
+def agent_tracker(model: Any, state: MotionState, name: str,
+                  proposal: FollowingProposal | None = None) -> MotionStateTracker:
+    """The agent's deterministic policy as a tracker (with the proposal tracker it was trained with)."""
+    return MotionStateTracker(state, lambda obs: model.predict(obs, deterministic=True)[0], name, proposal=proposal)
 
 
-def rule_tracker(state: MotionState, rule: Literal["mu", "mask"], name: str,
-                 low: np.ndarray | None = None, high: np.ndarray | None = None) -> MotionStateTracker:
+Rule = Literal["mu", "mask", "proposal", "fuse"]
+
+
+def rule_tracker(state: MotionState, rule: Rule, name: str, low: np.ndarray | None = None,
+                 high: np.ndarray | None = None, proposal: FollowingProposal | None = None) -> MotionStateTracker:
     """The hand rules on the same state: ``mu`` moves by μ′ (the posterior-mean tracker); ``mask``
-    moves onto the decoded mask's box, or by μ′ where the mask is empty."""
+    moves onto the decoded mask's box, or by μ′ where the mask is empty; with a ``proposal``,
+    ``proposal`` moves onto its box and ``fuse`` onto the mask's box where that overlaps the
+    proposal's by ≥ ``AGREE_IOU``, else onto the proposal's."""
     mu, cue = state.layout["search/mu"], state.layout["search/motion"]
+    if rule in ("proposal", "fuse") and proposal is None:
+        raise ValueError(f"rule {rule!r} needs a proposal tracker")
+    prop = slice(state.dim, state.dim + 5)
 
     def act(obs: np.ndarray) -> np.ndarray:
-        if rule == "mask" and obs[cue][6] < 0.5:
+        mask_ok = obs[cue][6] < 0.5
+        if rule == "proposal" or (rule == "fuse" and not mask_ok):
+            return obs[prop]
+        if rule == "fuse":  # the boxes themselves: the box held (before this move) and the proposal's
+            mask_box = state.mask_box(obs, tracker.box)
+            return obs[cue][:5] if agreement(mask_box, proposal.box) >= AGREE_IOU else obs[prop]
+        if rule == "mask" and mask_ok:
             return obs[cue][:5]
         return obs[mu]
 
-    return MotionStateTracker(state, act, name, low, high)
+    tracker = MotionStateTracker(state, act, name, low, high, proposal)
+    return tracker

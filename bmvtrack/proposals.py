@@ -130,3 +130,53 @@ class ProposalTracks:
                 atomic_write_text(path, json.dumps([b.as_array().tolist() for b in out]))
         self._boxes[key] = out
         return out
+
+
+Reinit = Literal["never", "disagree", "vote"]
+REINIT_RULES = ("never", "disagree", "vote")
+
+
+class FollowingProposal:
+    """A proposal tracker run beside a box-moving tracker (an agent), restarted on that tracker's box.
+
+    Why: a proposal tracker that has drifted off the object never comes back by itself; restarted
+    on the box the agent holds, it follows the agent's corrections. ``propose(frame)`` moves it to
+    the next frame before the agent acts (the agent reads where it went); ``settle`` applies the
+    restart rule ``reinit`` after the agent moved, with the PASCAL overlap ``min_iou``:
+
+    - ``never``: run from the first box only (independent of the agent);
+    - ``disagree``: restart whenever the agent's box and the proposal overlap by less;
+    - ``vote``: restart when they overlap by less *and* the agent's box overlaps the decoded mask's
+      box by at least that (two cues against one), so that a box thrown off the object does not
+      drag the proposal off with it.
+    """
+
+    def __init__(self, kind: Proposal = "csrt", reinit: Reinit = "vote", min_iou: float = AGREE_IOU) -> None:
+        if reinit not in REINIT_RULES:
+            raise ValueError(f"reinit must be one of {REINIT_RULES}, got {reinit!r}")
+        self.kind, self.reinit, self.min_iou = kind, reinit, float(min_iou)
+        self._tracker = make_proposal_tracker(kind)
+        self.box: RBox | None = None
+        self.restarts = 0
+
+    def start(self, frame: np.ndarray, box: RBox) -> None:
+        """Start on ``box`` in ``frame`` (a track's first frame, or a re-initialisation)."""
+        self._tracker.init(frame, box)
+        self.box = box
+
+    def propose(self, frame: np.ndarray) -> RBox:
+        """The proposal's box in the next frame."""
+        if self.box is None:
+            raise RuntimeError("FollowingProposal.propose called before start")
+        self.box = self._tracker.update(frame)
+        return self.box
+
+    def settle(self, frame: np.ndarray, box: RBox, mask_box: RBox | None) -> bool:
+        """Apply the restart rule to the agent's new ``box`` in ``frame``; True if restarted."""
+        if self.box is None or self.reinit == "never" or agreement(box, self.box) >= self.min_iou:
+            return False
+        if self.reinit == "vote" and agreement(mask_box, box) < self.min_iou:
+            return False
+        self.start(frame, box)
+        self.restarts += 1
+        return True

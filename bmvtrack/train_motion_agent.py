@@ -5,7 +5,8 @@ trained ``--steps`` environment steps on ``--split`` with the motion posterior `
 in ``--out`` (``checkpoints/``), then scored on ``--eval-split`` with the project's evaluation
 (``eval/``: one pass; ``eval-perturbed/``: the perturbation protocol, for recovery), beside the same
 agent untrained and the hand rules on the same state (``rule-mu``: move by μ′; ``rule-mask``: move
-onto the decoded mask's box). ``--score RUN`` scores a saved run again on the data given
+onto the decoded mask's box; with a proposal tracker ``--set proposal=csrt`` also ``rule-proposal`` and
+``rule-fuse``). ``--score RUN`` scores a saved run again on the data given
 (``--data``/``--split``, e.g. another dataset) into ``RUN/eval-<dataset>-<split>/``.
 """
 from __future__ import annotations
@@ -115,12 +116,16 @@ def score(cfg, model, state, data, out: Path, perturb_every: int, seed: int, pre
     untrained = ma.build(cfg, state)[0]
     low, high = model.action_space.low, model.action_space.high
     name = f"motion-agent-{cfg.variant}"
+    fresh = cfg.make_proposal  # each tracker gets its own proposal tracker
     trackers = {
-        name: lambda: ma.agent_tracker(model, state, name),
-        f"{name}-untrained": lambda: ma.agent_tracker(untrained, state, f"{name}-untrained"),
+        name: lambda: ma.agent_tracker(model, state, name, fresh()),
+        f"{name}-untrained": lambda: ma.agent_tracker(untrained, state, f"{name}-untrained", fresh()),
         "rule-mu": lambda: ma.rule_tracker(state, "mu", "rule-mu", low, high),
         "rule-mask": lambda: ma.rule_tracker(state, "mask", "rule-mask", low, high),
     }
+    if cfg.proposal != "none":
+        for rule in ("proposal", "fuse"):
+            trackers[f"rule-{rule}"] = lambda r=rule: ma.rule_tracker(state, r, f"rule-{r}", low, high, fresh())
     ds = VideoDataset.from_config(data)
     tracks = list(ds.tracks())
     reports: dict = {}

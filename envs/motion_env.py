@@ -9,6 +9,11 @@ network's box-relative prior ± ``action_n_std`` of its standard deviations. The
 ``MotionState``'s vector of the pair (frame t, frame t+1) at the agent's box, so μ′(s) and Σ′(s)
 are in the action's units: the per-state prior MV-SAC samples from.
 
+With a ``FollowingProposal`` (``proposal``), a proposal tracker (CSRT, KCF) runs beside the agent:
+started on the episode's first box, moved to frame t+1 before each observation (the state gains
+its ``proposal`` slice: where it went, seen from the agent's box), and restarted on the agent's
+box by its rule after each step (``info["proposal_restart"]``).
+
 ``info["expert_relative"]`` is the box-relative motion onto the next annotated box, clipped to the
 bounds (zero where the object is absent): the expert action at the agent's own states, which
 ``MVSAC(expert_coef=...)`` learns from (DAgger-style) and a supervised-only agent learns from alone.
@@ -21,9 +26,10 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from bmvtrack.envs.motion_state import MotionState
+from bmvtrack.envs.motion_state import PROPOSAL_DIM, MotionState
 from bmvtrack.envs.tracking_env import TrackingEnv, track_key
 from bmvtrack.motion import relative_between, relative_to_action
+from bmvtrack.proposals import FollowingProposal
 
 # the wrapped environment's own G_t bounds (in σ of the G_t prior): wide, so that converting a relative
 # action never clips it (clipping would break the exact conversion); the relative bounds are the limit
@@ -33,7 +39,8 @@ INNER_N_STD = 1000.0
 class MotionTrackingEnv(gym.Wrapper):
     """``TrackingEnv`` with box-relative actions and motion-posterior states (module docstring)."""
 
-    def __init__(self, env: TrackingEnv, state: MotionState, action_n_std: float = 4.0) -> None:
+    def __init__(self, env: TrackingEnv, state: MotionState, action_n_std: float = 4.0,
+                 proposal: FollowingProposal | None = None) -> None:
         raw = env.unwrapped
         if not isinstance(raw, TrackingEnv):
             raise TypeError("MotionTrackingEnv wraps a TrackingEnv")
@@ -45,8 +52,14 @@ class MotionTrackingEnv(gym.Wrapper):
         std = np.sqrt(np.diag(state.prior_cov))
         self.action_space = spaces.Box((state.prior_mean - action_n_std * std).astype(np.float32),
                                        (state.prior_mean + action_n_std * std).astype(np.float32), dtype=np.float32)
-        self.observation_space = spaces.Box(-np.inf, np.inf, (state.dim,), dtype=np.float32)
+        self.proposal = proposal
         self.obs_layout = dict(state.layout)
+        dim = state.dim
+        if proposal is not None:
+            self.obs_layout["proposal"] = slice(dim, dim + PROPOSAL_DIM)
+            dim += PROPOSAL_DIM
+        self.observation_space = spaces.Box(-np.inf, np.inf, (dim,), dtype=np.float32)
+        self._mask_box = None
 
     @property
     def raw(self) -> TrackingEnv:
@@ -57,7 +70,12 @@ class MotionTrackingEnv(gym.Wrapper):
         t = raw._t
         nxt = min(t + 1, len(raw.track) - 1)
         ds, tr = raw.dataset, raw.track
-        return self.state(ds.frame(tr, t), ds.frame(tr, nxt), raw.box, key=(track_key(tr), t))
+        search = ds.frame(tr, nxt)
+        obs = self.state(ds.frame(tr, t), search, raw.box, key=(track_key(tr), t))
+        if self.proposal is None:
+            return obs
+        self._mask_box = self.state.mask_box(obs, raw.box)
+        return np.concatenate([obs, self.state.proposal_cue(raw.box, self.proposal.propose(search))])
 
     def _expert(self, info: dict[str, Any]) -> dict[str, Any]:
         raw = self.raw
@@ -69,6 +87,9 @@ class MotionTrackingEnv(gym.Wrapper):
 
     def reset(self, **kwargs: Any):
         _, info = self.env.reset(**kwargs)
+        if self.proposal is not None:
+            raw = self.raw
+            self.proposal.start(raw.dataset.frame(raw.track, raw._t), raw.box)
         return self._observe(), self._expert(info)
 
     def step(self, action: np.ndarray):
@@ -81,14 +102,18 @@ class MotionTrackingEnv(gym.Wrapper):
         g = relative_to_action(raw.box, r, w, h, self.state.context)
         _, reward, terminated, truncated, info = self.env.step(g)
         info["action_g"] = g.astype(np.float32)
+        if self.proposal is not None:
+            frame = raw.dataset.frame(raw.track, raw._t)
+            info["proposal_restart"] = self.proposal.settle(frame, raw.box, self._mask_box)
         return self._observe(), reward, terminated, truncated, self._expert(info)
 
 
-def make_motion_env(state: MotionState, action_n_std: float = 4.0, **config: Any) -> MotionTrackingEnv:
+def make_motion_env(state: MotionState, action_n_std: float = 4.0, proposal: FollowingProposal | None = None,
+                    **config: Any) -> MotionTrackingEnv:
     """A ``MotionTrackingEnv`` over a ``TrackingEnv`` built from ``EnvConfig`` fields (``data=DataConfig``,
     ``start``, ``start_shift``, ``perturb_prob``, ...); no template crop (the state does not read it)."""
     from bmvtrack.envs.tracking_env import EnvConfig
 
     cfg = EnvConfig(**{"template": False, **config})
     cfg.crop_size = 8  # the raw observation's crop is not read: keep it cheap
-    return MotionTrackingEnv(TrackingEnv(cfg), state, action_n_std)
+    return MotionTrackingEnv(TrackingEnv(cfg), state, action_n_std, proposal)

@@ -13,6 +13,11 @@ into one float32 vector (``layout`` names the slices):
 | ``search/features`` | F | the pooled encoder feature (with ``features=True``) |
 | ``box`` | 2 | ln(w/W), ln(h/H): the box's size in the frame |
 
+With a proposal tracker beside the agent (``bmvtrack.proposals.FollowingProposal``), the
+environment and the tracker append ``proposal`` (``PROPOSAL_DIM`` numbers, ``proposal_cue``): the
+box-relative move onto the proposal's box, the same standardised by the prior, and the two boxes'
+overlap. The proposal is stateful (it depends on the track so far), so it is kept out of the cache.
+
 μ′ and Σ′ are in the same units as the motion agent's actions, so they are its per-state prior
 N(μ′(s), Σ′(s)) as they stand (``prior_source="state"``).
 
@@ -34,10 +39,12 @@ import torch
 
 from bmvtrack.data.pair_sampler import pair_crops
 from bmvtrack.models.preprocess import patches_to_tensor
-from bmvtrack.motion import MIN_SIDE, RBox, canonicalize, fill_rbox, relative_between, rbox_from_points
+from bmvtrack.motion import (MIN_SIDE, RBox, aabb_iou, apply_relative, canonicalize, fill_rbox, rbox_from_points,
+                             rbox_to_xyxy, relative_between)
 from bmvtrack.segmentation import foreground_prob
 
 MASK_CUE = 7  # relative motion onto the mask's box (5), area fraction, empty flag
+PROPOSAL_DIM = 11  # relative motion onto the proposal's box (5), the same standardised (5), their overlap
 TRIL = torch.tril_indices(5, 5)
 
 
@@ -136,6 +143,18 @@ class MotionState:
         target = RBox(t.cx, t.cy, max(t.w, MIN_SIDE), max(t.h, MIN_SIDE), t.angle)  # collinear pixels: a line
         r = np.clip(relative_between(box, target, self.context), -3.0, 3.0)
         return np.concatenate([r, [float(fg.mean()), 0.0]])
+
+    def mask_box(self, obs: np.ndarray, box: RBox) -> RBox | None:
+        """The decoded mask's box in the search frame (None: the mask is empty), from a state at ``box``."""
+        cue = obs[self.layout["search/motion"]]
+        return None if cue[6] > 0.5 else apply_relative(box, cue[:5].astype(np.float64), self.context)
+
+    def proposal_cue(self, box: RBox, proposal: RBox) -> np.ndarray:
+        """The ``proposal`` slice (module docstring) of a proposal's box seen from ``box``."""
+        r = np.clip(relative_between(box, proposal, self.context), -3.0, 3.0)
+        iou = aabb_iou(rbox_to_xyxy(box), rbox_to_xyxy(proposal))
+        scaled = np.clip((r - self.prior_mean) / self.prior_std, -10, 10)
+        return np.concatenate([r, scaled, [iou]]).astype(np.float32)
 
     def cache_info(self) -> dict[str, int]:
         """Hits, misses and entries of the state cache."""

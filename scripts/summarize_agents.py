@@ -8,8 +8,9 @@ into one sample of sequences; a sequence's score for a variant is the mean over 
 before any run, per variant:
 
 - RL value: trained minus the same agent untrained (the posterior-mean rule), per sequence;
-- trained minus the best hand rule on the same state (``rule-mu``, ``rule-mask``: the better of the two
-  over all sequences, picked on these very sequences, which favours the rule);
+- trained minus the best hand rule on the same state (``rule-mu``, ``rule-mask``, and with a proposal
+  tracker ``rule-proposal``, ``rule-fuse``: the best over all sequences, picked on these very
+  sequences, which favours the rule);
 - trained minus the supervised-only agent (variant ``supervised``);
 - with ``--baselines`` (the motion folds' ``eval-*/sequences.csv``): trained minus CSRT and
   segmentation-adapt.
@@ -32,7 +33,7 @@ import numpy as np
 from bmvtrack.metrics import paired_bootstrap
 
 RUN = re.compile(r"^f(\d+)-(.+)-s(\d+)$")
-RULES = ("rule-mu", "rule-mask")
+RULES = ("rule-mu", "rule-mask", "rule-proposal", "rule-fuse")  # the last two: runs with a proposal tracker
 
 
 def _rows(path: Path) -> list[dict[str, str]]:

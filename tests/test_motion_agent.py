@@ -236,3 +236,63 @@ def test_the_command_trains_scores_and_keeps_a_finished_run(net_path: Path, data
 
     with pytest.raises(ConfigError, match="not a MotionAgentConfig field"):
         main(args[:-3] + ["--set", "nope=1", "--out", str(tmp_path / "x")])
+
+
+# ------------------------------------------------------------------------------------ proposal beside the agent
+
+
+def test_a_proposal_tracker_beside_the_agent_is_in_its_state_and_the_rules_follow_it(
+        net_path: Path, data: DataConfig) -> None:
+    from bmvtrack.proposals import FollowingProposal, agreement
+
+    cfg = ma.MotionAgentConfig(motion_net=str(net_path), data=data, steps=60, learning_starts=20, batch_size=16,
+                               net_arch=(16, 16), proposal="kcf", reinit="disagree")
+    model, env, _ = ma.build(cfg)
+    obs, _ = env.reset(seed=0, options={"frame": 0})
+    state, lay = env.state, env.obs_layout
+    assert obs.shape == env.observation_space.shape == (state.dim + 11,) and lay["proposal"].stop == state.dim + 11
+    assert 0.0 <= obs[lay["proposal"]][-1] <= 1.0  # the overlap of the agent's box and the proposal's
+    # the untrained agent still moves by μ′: the proposal is read, not followed, until it is learned
+    half = (env.action_space.high - env.action_space.low) / 2
+    mu = np.clip(obs[lay["search/mu"]], env.action_space.low, env.action_space.high)
+    np.testing.assert_allclose(model.predict(obs, deterministic=True)[0], mu, atol=0.011 * half.max() + 1e-6)
+    _, _, _, _, info = env.step(obs[lay["proposal"]][:5])  # moving onto the proposal: they agree, no restart
+    assert info["proposal_restart"] is False
+    # rule-proposal is the proposal tracker itself (restarted on its own box: never)
+    raw = env.raw
+    frames = [raw.dataset.frame(raw.track, i) for i in range(4)]
+    follow = ma.rule_tracker(state, "proposal", "rule-proposal", proposal=cfg.make_proposal())
+    alone = FollowingProposal("kcf", reinit="never")
+    follow.init(frames[0], raw.box)
+    alone.start(frames[0], raw.box)
+    for f in frames[1:]:
+        assert agreement(follow.update(f), alone.propose(f)) > 0.95
+    assert follow.proposal.restarts == 0
+    # rule-fuse: the mask's box where it overlaps the proposal's, else the proposal's
+    fuse = ma.rule_tracker(state, "fuse", "rule-fuse", proposal=cfg.make_proposal())
+    fuse.init(frames[0], raw.box)
+    box = raw.box
+    for mask_r, prop_r, pick in (([0.0, 0.0, 0.0, 0.02, 0.0], [0.05, 0.0, 0.0, 0.0, 0.0], "mask"),
+                                 ([0.0, 0.0, 0.0, 1.5, 0.0], [0.0, 0.0, 0.0, 0.0, 0.0], "proposal")):
+        o = np.zeros(state.dim + 11, dtype=np.float32)
+        o[lay["search/motion"]][:] = 0.0
+        o[lay["search/motion"].start:lay["search/motion"].start + 5] = mask_r
+        o[state.dim:state.dim + 5] = prop_r
+        fuse.proposal.box = apply_relative(box, prop_r)
+        np.testing.assert_allclose(fuse.act(o), mask_r if pick == "mask" else prop_r, atol=1e-6)
+    with pytest.raises(ValueError, match="needs a proposal"):
+        ma.rule_tracker(state, "fuse", "x")
+
+
+def test_the_command_scores_the_proposal_rules_beside_an_agent_that_reads_the_proposal(
+        net_path: Path, data: DataConfig, tmp_path: Path) -> None:
+    from bmvtrack.train_motion_agent import main
+
+    assert main(["--data", data.root, "--layout", "davis2017", "--split", "train", "--eval-split", "val",
+                 "--motion-net", str(net_path), "--steps", "40", "--perturb-every", "0", "--set", "learning_starts=20",
+                 "--set", "net_arch=[16, 16]", "--set", "proposal=kcf", "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    rows = (tmp_path / "run" / "eval" / "overall.csv").read_text()
+    for name in ("motion-agent-rl", "motion-agent-rl-untrained", "rule-mu", "rule-mask", "rule-proposal", "rule-fuse"):
+        assert name in rows
+    loaded, state, meta = ma.load(tmp_path / "run")
+    assert meta["config"]["proposal"] == "kcf" and loaded.observation_space.shape == (state.dim + 11,)

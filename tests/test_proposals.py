@@ -134,3 +134,26 @@ def test_proposal_tracker_on_a_large_frame_runs_on_the_shrunk_frame(synth_root):
         a, b = on_big.update(big(i)), scale(on_small.update(small(i)), 2.0)
         assert np.allclose(a.as_array(), b.as_array(), atol=1e-6)
     assert make_proposal_tracker("csrt").max_height == 240  # 240p frames (the training data) pass unchanged
+
+
+def test_a_following_proposal_is_restarted_on_the_agents_box_by_its_rule(synth_root):
+    from bmvtrack.data.readers import VideoDataset
+    from bmvtrack.proposals import FollowingProposal
+
+    ds = VideoDataset.from_config(env_cfg(synth_root).data)
+    track = next(iter(ds.tracks()))
+    frames = [ds.frame(track, i) for i in range(3)]
+    start = RBox(60.0, 50.0, 30.0, 24.0, 0.0)
+    far = RBox(start.cx + 60.0, start.cy, start.w, start.h, 0.0)  # no overlap with the proposal
+    with pytest.raises(ValueError, match="reinit"):
+        FollowingProposal("kcf", reinit="sometimes")
+    outcomes = {}
+    for rule in ("never", "disagree", "vote"):
+        p = FollowingProposal("kcf", reinit=rule)
+        p.start(frames[0], start)
+        near = p.propose(frames[1])
+        assert not p.settle(frames[1], near, None)  # agreeing with the proposal: never restarted
+        p.propose(frames[2])
+        outcomes[rule] = (p.settle(frames[2], far, None), p.settle(frames[2], far, far))
+        assert (agreement(p.box, far) > 0.9) == any(outcomes[rule]) and p.restarts == sum(outcomes[rule])
+    assert outcomes == {"never": (False, False), "disagree": (True, False), "vote": (False, True)}
