@@ -11,7 +11,7 @@ motion posterior's calibration pooled over all pairs (each track's coverage weig
 90 % coverage with a 95 % percentile bootstrap interval over tracks).
 
 ``--with NAME=DIR`` pools another experiment folder the same way (e.g. the same protocol with another
-β) and adds its trackers as ``<tracker> (NAME)`` and its networks as ``(NAME)`` rows, so that the
+β) and adds its motion-posterior trackers as ``<tracker> (NAME)`` and its networks as ``(NAME)`` rows, so that the
 motion posteriors of both are compared paired over the same sequences.
 """
 from __future__ import annotations
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         other, _ = tracking(Path(folder))
         if not other:
             raise SystemExit(f"{folder}: no eval-f*/sequences.csv")
-        res.update({f"{t} ({name})": v for t, v in other.items()})
+        res.update({f"{t} ({name})": v for t, v in other.items() if t in FOCUS})
         others.append((name, Path(folder)))
     seqs = sorted(set.intersection(*(set(v) for v in res.values())))
     head = [f"# {args.title}", "", f"{len(seqs)} held-out sequences, pooled over {', '.join(folds)}.", ""] \
