@@ -13,7 +13,9 @@ before any run, per variant:
   sequences, which favours the rule);
 - trained minus the supervised-only agent (variant ``supervised``);
 - with ``--baselines`` (the motion folds' ``eval-*/sequences.csv``): trained minus CSRT and
-  segmentation-adapt.
+  segmentation-adapt;
+- with ``--against LABEL=DIR`` (another experiment of this script, e.g. without a proposal tracker):
+  trained minus the same variant there.
 
 Intervals: paired BCa bootstrap over sequences (``bmvtrack.metrics.paired_bootstrap``). Recovery: the
 perturbation protocol's fraction of perturbations recovered (IoU back ≥ 0.5) per sequence.
@@ -86,7 +88,7 @@ def baselines(path: Path | None) -> dict[str, dict[str, float]]:
     return out
 
 
-def report(exp: Path, base: Path | None, sub: str = "eval") -> str:
+def report(exp: Path, base: Path | None, sub: str = "eval", against: list[tuple[str, Path]] | None = None) -> str:
     auc, seeds = collect(exp, sub, "success_auc")
     rec, _ = collect(exp, f"{sub}-perturbed", "perturbed_recovered")
     variants = [v for v in ("rl", "rl-expert", "supervised") if v in seeds]
@@ -116,6 +118,13 @@ def report(exp: Path, base: Path | None, sub: str = "eval") -> str:
                  compare(mean[v], others["csrt"])[0] if "csrt" in others else "",
                  compare(mean[v], others["segmentation-adapt"])[0] if "segmentation-adapt" in others else ""]
         lines.append(f"| {v} | " + " | ".join(cells) + " |")
+    for label, folder in against or []:
+        other, _ = collect(folder, sub, "success_auc")
+        rows = [(v, compare(mean[v], per_sequence(other[v]))) for v in variants if v in other]
+        if rows:
+            lines += ["", f"Against the same variant in {label} (`{folder}`), paired over sequences:", "",
+                      "| agent | trained − the same variant there | sequences |", "|---|---|---|",
+                      *(f"| {v} | {cell} | {n} |" for v, (cell, n) in rows)]
     if rec:
         lines += ["", "Recovery under the perturbation protocol: fraction of perturbations after which IoU was back "
                   "≥ 0.5, mean over sequences (trained − untrained paired).", "",
@@ -145,9 +154,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("exp", type=Path)
     p.add_argument("--baselines", type=Path, default=None, help="the motion folds' folder (eval-*/sequences.csv)")
     p.add_argument("--eval", default="eval", help="the runs' evaluation folder (eval-<data>-<split> for --score runs)")
+    p.add_argument("--against", action="append", default=[], metavar="LABEL=DIR",
+                   help="another agent experiment: each variant minus the same variant there, paired (repeatable)")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
-    text = report(args.exp, args.baselines, args.eval)
+    against = []
+    for item in args.against:
+        label, sep, folder = item.rpartition("=")
+        if not sep or not label or not Path(folder).is_dir():
+            raise SystemExit(f"--against {item}: expected LABEL=DIR with an agent experiment folder")
+        against.append((label, Path(folder)))
+    text = report(args.exp, args.baselines, args.eval, against)
     if args.out:
         args.out.write_text(text)
     sys.stdout.write(text)

@@ -44,3 +44,15 @@ def test_pooling_and_the_comparisons_defined_before_the_runs(write_csv, tmp_path
     assert summarize.main([str(tmp_path), "--out", str(tmp_path / "s.md")]) == 0 and (tmp_path / "s.md").is_file()
     with pytest.raises(SystemExit, match="no finished runs"):
         summarize.report(tmp_path / "base", None)
+
+
+def test_a_variant_is_set_against_the_same_variant_of_another_experiment(write_csv, tmp_path: Path, summarize) -> None:
+    new, old = tmp_path / "proposal", tmp_path / "plain"
+    for root, auc in ((new, 0.7), (old, 0.5)):
+        _run(write_csv, root, 0, "rl", 0, {"motion-agent-rl": {"a": auc, "b": auc + 0.1},
+                                          "motion-agent-rl-untrained": {"a": 0.4, "b": 0.4}, "rule-mu": {"a": 0.4, "b": 0.4}})
+    assert summarize.main([str(new), "--against", f"runs without it={old}", "--out", str(tmp_path / "s.md")]) == 0
+    text = (tmp_path / "s.md").read_text()
+    assert "Against the same variant in runs without it" in text and "| rl | +0.200 [" in text
+    with pytest.raises(SystemExit, match="LABEL=DIR"):
+        summarize.main([str(new), "--against", str(old)])
