@@ -39,8 +39,8 @@ import torch
 
 from bmvtrack.data.pair_sampler import pair_crops
 from bmvtrack.models.preprocess import patches_to_tensor
-from bmvtrack.motion import (MIN_SIDE, RBox, aabb_iou, apply_relative, canonicalize, fill_rbox, rbox_from_points,
-                             rbox_to_xyxy, relative_between)
+from bmvtrack.motion import MIN_SIDE, RBox, apply_relative, canonicalize, fill_rbox, rbox_from_points, relative_between
+from bmvtrack.proposals import agreement
 from bmvtrack.segmentation import foreground_prob
 
 MASK_CUE = 7  # relative motion onto the mask's box (5), area fraction, empty flag
@@ -152,7 +152,7 @@ class MotionState:
     def proposal_cue(self, box: RBox, proposal: RBox) -> np.ndarray:
         """The ``proposal`` slice (module docstring) of a proposal's box seen from ``box``."""
         r = np.clip(relative_between(box, proposal, self.context), -3.0, 3.0)
-        iou = aabb_iou(rbox_to_xyxy(box), rbox_to_xyxy(proposal))
+        iou = agreement(box, proposal)
         scaled = np.clip((r - self.prior_mean) / self.prior_std, -10, 10)
         return np.concatenate([r, scaled, [iou]]).astype(np.float32)
 
