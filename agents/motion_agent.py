@@ -42,7 +42,7 @@ from bmvtrack.io import file_sha256
 from bmvtrack.envs.motion_env import MotionTrackingEnv, make_motion_env
 from bmvtrack.envs.motion_state import MotionState
 from bmvtrack.motion import RBox, apply_relative, keep_in_reach
-from bmvtrack.proposals import AGREE_IOU, FollowingProposal, agreement
+from bmvtrack.proposals import AGREE_IOU, PROPOSALS, REINIT_RULES, FollowingProposal, agreement
 
 VARIANTS = ("rl", "rl-expert", "supervised")
 Variant = Literal["rl", "rl-expert", "supervised"]
@@ -83,10 +83,10 @@ class MotionAgentConfig:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
         if self.steps < 1 or self.learning_starts < 0:
             raise ValueError("steps must be >= 1 and learning_starts >= 0")
-        if self.proposal not in ("none", "csrt", "kcf"):
-            raise ValueError(f"proposal must be none, csrt or kcf, got {self.proposal!r}")
-        if self.reinit not in ("never", "disagree", "vote"):
-            raise ValueError(f"reinit must be never, disagree or vote, got {self.reinit!r}")
+        if self.proposal not in PROPOSALS:
+            raise ValueError(f"proposal must be one of {PROPOSALS}, got {self.proposal!r}")
+        if self.reinit not in REINIT_RULES:
+            raise ValueError(f"reinit must be one of {REINIT_RULES}, got {self.reinit!r}")
 
     def make_proposal(self) -> FollowingProposal | None:
         """A fresh proposal tracker of this config (None without one): one per environment or tracker."""
@@ -228,8 +228,7 @@ class MotionStateTracker:
         obs = self.state(self._frame, frame, self._box)
         mask_box = None
         if self.proposal is not None:
-            mask_box = self.state.mask_box(obs, self._box)
-            obs = np.concatenate([obs, self.state.proposal_cue(self._box, self.proposal.propose(frame))])
+            obs, mask_box = self.state.with_proposal(obs, self._box, self.proposal, frame)
         r = np.asarray(self.act(obs), dtype=np.float64).reshape(5)
         if self.low is not None and self.high is not None:
             r = np.clip(r, self.low, self.high)

@@ -74,8 +74,8 @@ class MotionTrackingEnv(gym.Wrapper):
         obs = self.state(ds.frame(tr, t), search, raw.box, key=(track_key(tr), t))
         if self.proposal is None:
             return obs
-        self._mask_box = self.state.mask_box(obs, raw.box)
-        return np.concatenate([obs, self.state.proposal_cue(raw.box, self.proposal.propose(search))])
+        obs, self._mask_box = self.state.with_proposal(obs, raw.box, self.proposal, search)
+        return obs
 
     def _expert(self, info: dict[str, Any]) -> dict[str, Any]:
         raw = self.raw
