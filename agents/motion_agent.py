@@ -14,7 +14,9 @@ With ``proposal`` (``csrt``, ``kcf``) a proposal tracker runs beside the agent
 it went, and it is restarted on the agent's box by the rule ``reinit``. The hand rules on that state
 are ``rule-proposal`` (move onto the proposal's box: the proposal tracker, restarted by the rule) and
 ``rule-fuse`` (the decoded mask's box where it overlaps the proposal by ≥ 0.5, else the proposal —
-the fusion of the ``segmentation-csrt`` tracker).
+the fusion of the ``segmentation-csrt`` tracker). With ``center=proposal`` the per-state prior is
+centred on the proposal's move instead of μ′ (N(r_prop(s), Σ′(s))): the untrained agent is then
+``rule-proposal``, the best hand rule on that state, and RL has to improve on it.
 
 Variants (``VARIANTS``), the same data stream and budget:
 
@@ -45,6 +47,7 @@ from bmvtrack.motion import RBox, apply_relative, keep_in_reach
 from bmvtrack.proposals import AGREE_IOU, PROPOSALS, REINIT_RULES, FollowingProposal, agreement
 
 VARIANTS = ("rl", "rl-expert", "supervised")
+CENTERS = ("mu", "proposal")  # where the per-state prior and the untrained policy are centred
 Variant = Literal["rl", "rl-expert", "supervised"]
 
 
@@ -76,6 +79,7 @@ class MotionAgentConfig:
     features: bool = False  # the state includes the network's pooled appearance feature
     proposal: Literal["none", "csrt", "kcf"] = "none"  # a proposal tracker beside the agent (its box in the state)
     reinit: Literal["never", "disagree", "vote"] = "vote"  # when it is restarted on the agent's box (FollowingProposal)
+    center: Literal["mu", "proposal"] = "mu"  # the per-state prior's mean and the untrained policy: μ′(s), or the move onto the proposal's box
     threads: int = 1
 
     def __post_init__(self) -> None:
@@ -87,6 +91,10 @@ class MotionAgentConfig:
             raise ValueError(f"proposal must be one of {PROPOSALS}, got {self.proposal!r}")
         if self.reinit not in REINIT_RULES:
             raise ValueError(f"reinit must be one of {REINIT_RULES}, got {self.reinit!r}")
+        if self.center not in CENTERS:
+            raise ValueError(f"center must be one of {CENTERS}, got {self.center!r}")
+        if self.center == "proposal" and self.proposal == "none":
+            raise ValueError("center=proposal needs a proposal tracker (proposal=csrt or kcf)")
 
     def make_proposal(self) -> FollowingProposal | None:
         """A fresh proposal tracker of this config (None without one): one per environment or tracker."""
@@ -97,9 +105,10 @@ def agent_kwargs(cfg: MotionAgentConfig, env: MotionTrackingEnv) -> dict[str, An
     """MV-SAC's constructor arguments (JSON-able: what ``agent.json`` stores)."""
     lay, st = env.obs_layout, env.state
     expert = cfg.variant != "rl"
+    mean = lay["search/mu"] if cfg.center == "mu" else slice(lay["proposal"].start, lay["proposal"].start + 5)
     return {
         "prior_mean": st.prior_mean.tolist(), "prior_cov": st.prior_cov.tolist(), "prior_source": "state",
-        "state_prior_mean_slice": [lay["search/mu"].start, lay["search/mu"].stop],
+        "state_prior_mean_slice": [mean.start, mean.stop],
         "state_prior_tril_slice": [lay["search/tril"].start, lay["search/tril"].stop],
         "prior_warmup": True, "prior_init": True, "prior_kl_coef": cfg.prior_kl_coef, "cue_scale": cfg.cue_scale,
         "expert_coef": cfg.expert_coef if expert else 0.0, "rl": cfg.variant != "supervised",

@@ -284,6 +284,27 @@ def test_a_proposal_tracker_beside_the_agent_is_in_its_state_and_the_rules_follo
         ma.rule_tracker(state, "fuse", "x")
 
 
+def test_an_agent_centred_on_the_proposal_starts_as_rule_proposal(net_path: Path, data: DataConfig) -> None:
+    cfg = ma.MotionAgentConfig(motion_net=str(net_path), data=data, steps=60, learning_starts=20, batch_size=16,
+                               net_arch=(16, 16), proposal="kcf", center="proposal")
+    model, env, kwargs = ma.build(cfg)
+    lay = env.obs_layout
+    assert kwargs["state_prior_mean_slice"] == [lay["proposal"].start, lay["proposal"].start + 5]
+    obs, _ = env.reset(seed=0, options={"frame": 0})
+    half = (env.action_space.high - env.action_space.low) / 2
+    for _ in range(4):
+        action = model.predict(obs, deterministic=True)[0]
+        prop = np.clip(obs[lay["proposal"]][:5], env.action_space.low, env.action_space.high)
+        np.testing.assert_allclose(action, prop, atol=0.011 * half.max() + 1e-6)
+        assert np.abs(prop - obs[lay["search/mu"]]).max() > 1e-3  # it is not μ′ that it follows
+        obs, _, terminated, truncated, info = env.step(action)
+        assert not (terminated or truncated) and info["proposal_restart"] is False
+    with pytest.raises(ValueError, match="needs a proposal"):
+        ma.MotionAgentConfig(center="proposal")
+    with pytest.raises(ValueError, match="center must be"):
+        ma.MotionAgentConfig(center="mask")
+
+
 def test_the_command_scores_the_proposal_rules_beside_an_agent_that_reads_the_proposal(
         net_path: Path, data: DataConfig, tmp_path: Path) -> None:
     from bmvtrack.train_motion_agent import main
