@@ -36,7 +36,7 @@ Saliency and probabilistic scores take ``prob`` in ``[0, 1]`` and a binary ``gt`
 from __future__ import annotations
 
 import warnings
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -275,6 +275,17 @@ def paired_bootstrap(a: ArrayLike, b: ArrayLike, n_boot: int = 10_000, level: fl
             tail = (1.0 - level) / 2.0 * 100.0
             low, high = (float(v) for v in np.percentile(res.bootstrap_distribution, [tail, 100.0 - tail]))
     return {"mean_diff": float(d.mean()), "low": low, "high": high, "wins": int(np.sum(d > 0)), "n": int(d.size)}
+
+
+def paired_by_name(a: Mapping[str, float], b: Mapping[str, float], min_items: int = 1,
+                   **kwargs: Any) -> dict[str, float] | None:
+    """``paired_bootstrap`` over the items both score (e.g. sequence → AUC of two trackers), in sorted
+    order; None where they share fewer than ``min_items``. Why: runs of different experiments cover
+    different sequences, and a comparison is only fair on the ones both saw."""
+    common = sorted(set(a) & set(b))
+    if len(common) < max(min_items, 1):
+        return None
+    return paired_bootstrap([a[k] for k in common], [b[k] for k in common], **kwargs)
 
 
 # --------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from bmvtrack.metrics import paired_bootstrap
+from bmvtrack.metrics import paired_by_name
 from run_names import seed_variant  # scripts/ is on the path when run as a script
 
 
@@ -44,10 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--boot", type=int, default=10_000)
     args = p.parse_args(argv)
     a, b = (per_sequence(args.sequences_csv, v, args.metric) for v in (args.a, args.b))
-    common = sorted(set(a) & set(b))
-    if not common:
+    r = paired_by_name(a, b, n_boot=args.boot)
+    if r is None:
         raise SystemExit(f"{args.sequences_csv}: {args.a} and {args.b} share no sequence")
-    r = paired_bootstrap([a[s] for s in common], [b[s] for s in common], n_boot=args.boot)
     print(f"{args.metric}: {args.a} − {args.b} = {r['mean_diff']:+.3f} (95% BCa bootstrap interval over "
           f"{r['n']} sequences: {r['low']:+.3f} … {r['high']:+.3f}); {args.a} ahead on {r['wins']} of {r['n']}")
     return 0

@@ -7,7 +7,8 @@ perturbation protocol in ``eval-perturbed/``). Every sequence is held out by one
 into one sample of sequences; a sequence's score for a variant is the mean over its seeds. Defined
 before any run, per variant:
 
-- RL value: trained minus the same agent untrained (the posterior-mean rule), per sequence;
+- RL value: trained minus the same agent untrained (its start: the posterior-mean rule, or
+  ``rule-proposal`` for an agent run with ``center=proposal``), per sequence;
 - trained minus the best hand rule on the same state (``rule-mu``, ``rule-mask``, and with a proposal
   tracker ``rule-proposal``, ``rule-fuse``: the best over all sequences, picked on these very
   sequences, which favours the rule);
@@ -32,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bmvtrack.metrics import paired_bootstrap
+from bmvtrack.metrics import paired_by_name
 
 RUN = re.compile(r"^f(\d+)-(.+)-s(\d+)$")
 RULES = ("rule-mu", "rule-mask", "rule-proposal", "rule-fuse")  # the last two: runs with a proposal tracker
@@ -70,11 +71,10 @@ def per_sequence(table: dict[str, dict[int, float]]) -> dict[str, float]:
 
 
 def compare(a: dict[str, float], b: dict[str, float]) -> tuple[str, int]:
-    seqs = sorted(set(a) & set(b))
-    if len(seqs) < 2:
-        return "–", len(seqs)
-    r = paired_bootstrap([a[s] for s in seqs], [b[s] for s in seqs])
-    return f"{r['mean_diff']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}]", len(seqs)
+    r = paired_by_name(a, b, min_items=2)
+    if r is None:
+        return "–", len(set(a) & set(b))
+    return f"{r['mean_diff']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}]", r["n"]
 
 
 def baselines(path: Path | None) -> dict[str, dict[str, float]]:

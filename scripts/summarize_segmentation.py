@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bmvtrack.metrics import paired_bootstrap
+from bmvtrack.metrics import paired_by_name
 
 RUN = re.compile(r"^(?P<name>.+)-f(?P<fold>\d+)(?:-s(?P<seed>\d+))?$")
 KEYS = ("J", "F", "JF")
@@ -59,11 +59,9 @@ def report(exp: Path, ref: str, crop: str) -> str:
         seq = res[name]["seq"]
         mean = {k: 100 * np.mean([v[k] for v in seq.values()]) for k in KEYS}
         cells = ["", "", ""]
-        common = sorted(set(seq) & set(base))
-        if name != ref and common:
-            d = paired_bootstrap([100 * seq[s]["JF"] for s in common], [100 * base[s]["JF"] for s in common])
-            cells = [f"{d['mean_diff']:+.1f} (on {len(common)})", f"[{d['low']:+.1f}, {d['high']:+.1f}]",
-                     f"{d['wins']}/{d['n']}"]
+        d = paired_by_name({s: 100 * v["JF"] for s, v in seq.items()}, {s: 100 * v["JF"] for s, v in base.items()})
+        if name != ref and d is not None:
+            cells = [f"{d['mean_diff']:+.1f} (on {d['n']})", f"[{d['low']:+.1f}, {d['high']:+.1f}]", f"{d['wins']}/{d['n']}"]
         lines.append(f"| {name} | {','.join(sorted(res[name]['folds']))} | {len(res[name]['seeds'])} | {len(seq)} | "
                      f"{mean['J']:.1f} | {mean['F']:.1f} | {mean['JF']:.1f} | {' | '.join(cells)} |")
     return "\n".join(lines) + "\n"

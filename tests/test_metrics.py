@@ -505,3 +505,13 @@ def test_module_imports_nothing_from_the_project():
             assert node.level == 0
             mods.add((node.module or "").split(".")[0])
     assert mods <= {"__future__", "warnings", "typing", "numpy", "scipy"}
+
+
+def test_paired_by_name_pairs_only_the_items_both_scored():
+    a = {"s1": 0.5, "s2": 0.7, "s3": 0.2, "only-a": 9.0}
+    b = {"s3": 0.1, "s1": 0.3, "s2": 0.6, "only-b": -9.0}
+    r = M.paired_by_name(a, b, n_boot=500)
+    assert r is not None and r["n"] == 3 and r["wins"] == 3
+    assert r["mean_diff"] == pytest.approx((0.2 + 0.1 + 0.1) / 3)
+    assert M.paired_by_name({"s1": 0.5}, {"s1": 0.4, "s2": 0.1}, min_items=2) is None  # too few shared
+    assert M.paired_by_name({"s1": 0.5}, {"s2": 0.1}) is None
