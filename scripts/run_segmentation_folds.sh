@@ -7,7 +7,8 @@
 #   python scripts/summarize_segmentation.py $EXP_DIR --ref unetref
 # Environment: STEPS (default 600, a multiple of the config's 300-step cycle), SEEDS (default "0"),
 # FOLDS (default "0 1 2"), PARALLEL (runs at a time, default 2), DAVIS (default data/davis2016),
-# PY (default .venv/bin/python), EXP_DIR (default runs/seg_folds).
+# PY (default .venv/bin/python), EXP_DIR (default runs/seg_folds), NAMES (only the list's lines of
+# these names, e.g. "paper unetref"; default every line).
 # A run whose folder exists is skipped, so an interrupted invocation picks up where it stopped.
 #   bash scripts/run_segmentation_folds.sh [configs/experiments/segmentation_folds.txt]
 set -uo pipefail
@@ -38,7 +39,10 @@ export -f run_one
 {
   for seed in ${SEEDS:-0}; do
     for k in ${FOLDS:-0 1 2}; do
-      grep -v '^\s*\(#\|$\)' "$list" | while read -r name args; do echo "$name $k $seed $args"; done
+      grep -v '^\s*\(#\|$\)' "$list" | while read -r name args; do
+        [ -z "${NAMES:-}" ] || [[ " $NAMES " == *" $name "* ]] || continue
+        echo "$name $k $seed $args"
+      done
     done
   done
 } | xargs -P "${PARALLEL:-2}" -L 1 bash -c 'run_one "$@"' _
