@@ -71,6 +71,7 @@ class MotionAgentConfig:
     prior_kl_coef: float = 0.0
     expert_coef: float = 10.0  # rl-expert and supervised: weight of the expert term (at 1 the critic's gradient swamped it: no pull in 260 updates on a toy set)
     learning_starts: int = 500
+    critic_warmup: int = 0  # MV-SAC's first N updates train the critic alone (the actor keeps its start)
     batch_size: int = 128
     gamma: float = 0.9
     learning_rate: float = 3e-4
@@ -85,8 +86,8 @@ class MotionAgentConfig:
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
-        if self.steps < 1 or self.learning_starts < 0:
-            raise ValueError("steps must be >= 1 and learning_starts >= 0")
+        if self.steps < 1 or self.learning_starts < 0 or self.critic_warmup < 0:
+            raise ValueError("steps must be >= 1, learning_starts and critic_warmup >= 0")
         if self.proposal not in PROPOSALS:
             raise ValueError(f"proposal must be one of {PROPOSALS}, got {self.proposal!r}")
         if self.reinit not in REINIT_RULES:
@@ -112,6 +113,7 @@ def agent_kwargs(cfg: MotionAgentConfig, env: MotionTrackingEnv) -> dict[str, An
         "state_prior_tril_slice": [lay["search/tril"].start, lay["search/tril"].stop],
         "prior_warmup": True, "prior_init": True, "prior_kl_coef": cfg.prior_kl_coef, "cue_scale": cfg.cue_scale,
         "expert_coef": cfg.expert_coef if expert else 0.0, "rl": cfg.variant != "supervised",
+        "critic_warmup": cfg.critic_warmup,
         "learning_starts": cfg.learning_starts, "batch_size": cfg.batch_size, "gamma": cfg.gamma,
         "learning_rate": cfg.learning_rate, "buffer_size": max(cfg.steps, 1), "seed": cfg.seed,
         "policy_kwargs": {"net_arch": list(cfg.net_arch)}, "verbose": 0, "device": "cpu",

@@ -495,6 +495,25 @@ def test_train_copy_with_the_kl_term_off_is_sb3_sac_train(options):
         assert model._n_updates == sb3._n_updates == 8
 
 
+def test_critic_warmup_trains_the_critic_alone_then_the_actor():
+    """With ``critic_warmup=N`` the first N updates move the critic and leave the actor and the entropy
+    coefficient exactly where they were; the update after them moves the actor as well."""
+    model = make_model(EpisodicTargetEnv(), prior_mean=np.zeros(2), prior_cov=0.1 * np.eye(2), prior_init=True,
+                       learning_starts=10**6, critic_warmup=6)
+    model.learn(200)  # fills the replay buffer, no update yet
+    start = _update_state(model)
+    model.train(gradient_steps=6, batch_size=32)
+    warm = _update_state(model)
+    for key in ("policy/actor.mu.weight", "log_ent_coef"):
+        assert th.equal(warm[key], start[key]), key
+    assert not th.equal(warm["policy/critic.qf0.0.weight"], start["policy/critic.qf0.0.weight"])
+    model.train(gradient_steps=1, batch_size=32)
+    assert not th.equal(_update_state(model)["policy/actor.mu.weight"], start["policy/actor.mu.weight"])
+    assert model._n_updates == 7
+    with pytest.raises(ValueError, match="critic_warmup"):
+        make_model(EpisodicTargetEnv(), critic_warmup=-1)
+
+
 @pytest.mark.parametrize("source", ["global", "state"])
 def test_kl_training_runs_without_nan_and_logs(source):
     if source == "global":

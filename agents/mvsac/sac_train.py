@@ -14,7 +14,7 @@ SB3 does offer all change the numbers of a trained agent:
 - wrapping the critic's output for the actor's actions: a different sum again.
 
 So this is a copy, kept line for line with SB3's; only the lines marked ``# MV-SAC`` differ, and
-with ``term=None`` it is SB3's update. tests/test_mvsac.py checks that, bit for bit, against the
+with ``term=None`` (and ``update_actor``) it is SB3's update. tests/test_mvsac.py checks that, bit for bit, against the
 installed SB3 (which also flags an SB3 upgrade that changes ``SAC.train``). ``MVSAC.train`` calls
 SB3's own ``SAC.train`` when the KL term is off, and this copy only when it is on.
 """
@@ -48,8 +48,10 @@ class ActorLossTerm:
     max_grad_norm: float
 
 
-def sac_train(model: SAC, gradient_steps: int, batch_size: int = 64, term: ActorLossTerm | None = None) -> None:
-    """``SAC.train`` of ``model`` with ``term`` added to the actor loss (``None``: SB3's update)."""
+def sac_train(model: SAC, gradient_steps: int, batch_size: int = 64, term: ActorLossTerm | None = None,
+              update_actor: bool = True) -> None:
+    """``SAC.train`` of ``model`` with ``term`` added to the actor loss (``None``: SB3's update);
+    ``update_actor=False``: the critic alone (the actor and the entropy coefficient stay put)."""
     # Switch to train mode (this affects batch norm / dropout)
     model.policy.set_training_mode(True)
     # Update optimizers learning rate
@@ -94,7 +96,7 @@ def sac_train(model: SAC, gradient_steps: int, batch_size: int = 64, term: Actor
 
         # Optimize entropy coefficient, also called
         # entropy temperature or alpha in the paper
-        if ent_coef_loss is not None and model.ent_coef_optimizer is not None:
+        if ent_coef_loss is not None and model.ent_coef_optimizer is not None and update_actor:  # MV-SAC: and ...
             model.ent_coef_optimizer.zero_grad()
             ent_coef_loss.backward()
             model.ent_coef_optimizer.step()
@@ -141,7 +143,9 @@ def sac_train(model: SAC, gradient_steps: int, batch_size: int = 64, term: Actor
 
         # Optimize the actor
         model.actor.optimizer.zero_grad()
-        if term is None:  # MV-SAC: (SB3's step)
+        if not update_actor:  # MV-SAC: the critic alone
+            pass
+        elif term is None:  # MV-SAC: (SB3's step)
             actor_loss.backward()
             model.actor.optimizer.step()
         elif th.isfinite(actor_loss):  # MV-SAC: never step on inf/NaN, clip the gradient norm
