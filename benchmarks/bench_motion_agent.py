@@ -1,6 +1,7 @@
 """Motion agent speed, side by side in one run: training steps/s (an environment step and a gradient
 update) of the motion agent against the cue agent's, MV-SAC's gradient updates/s on the motion
-agent's state against plain SAC's, and tracking fps at 480p with every per-track set-up counted.
+agent's state against plain SAC's, and tracking fps at 480p with every per-track set-up counted,
+alone and with a proposal tracker (KCF, CSRT) beside it.
 
     python benchmarks/bench_motion_agent.py --motion-net runs/motion/checkpoint.pt \
         [--encoder runs/pretrain_vae/checkpoint.pt] [--data DIR] [--rounds 5] [--threads 2]
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -104,10 +105,16 @@ def main() -> None:
         for i in range(len(t)):
             ds.frame(t, i)
     state = MotionState(args.motion_net, quantum=cfg.quantum, features=cfg.features)
-    res = evaluate_trackers({"motion agent": lambda: ma.agent_tracker(motion, state, "motion agent")}, ds, tracks,
-                            progress=False)
-    row = res.overall()[0]
-    print(f"tracking at 480p ({len(tracks)} tracks, {row['frames']} frames, set-up counted): {row['fps']:.1f} fps")
+    trackers = {"motion agent": lambda: ma.agent_tracker(motion, state, "motion agent")}
+    for kind in ("kcf", "csrt"):  # a proposal tracker beside the agent: its start and every move count
+        pcfg = replace(cfg, variant="rl", proposal=kind)
+        agent = ma.build(pcfg, state)[0]
+        trackers[f"motion agent + {kind}"] = (lambda a=agent, c=pcfg, n=f"motion agent + {kind}":
+                                              ma.agent_tracker(a, state, n, c.make_proposal()))
+    res = evaluate_trackers(trackers, ds, tracks, progress=False)
+    for row in res.overall():
+        print(f"tracking at 480p, {row['tracker']} ({len(tracks)} tracks, {row['frames']} frames, set-up counted): "
+              f"{row['fps']:.1f} fps")
 
 
 if __name__ == "__main__":
