@@ -68,6 +68,7 @@ class MotionAgentConfig:
     action_n_std: float = 4.0  # relative action bounds: prior mean ± this many prior stds
     cue_scale: float = 0.3  # the initial policy's spread around μ′(s), × the prior's
     target_entropy: float | None = None  # SAC's entropy target; None: the initial policy's (α keeps the start's spread)
+    ent_coef_init: float = 1.0  # SAC's temperature α at the start (SB3's "auto" starts at 1; it then adapts)
     prior_kl_coef: float = 0.0
     expert_coef: float = 10.0  # rl-expert and supervised: weight of the expert term (at 1 the critic's gradient swamped it: no pull in 260 updates on a toy set)
     learning_starts: int = 500
@@ -86,6 +87,8 @@ class MotionAgentConfig:
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
+        if not self.ent_coef_init > 0:
+            raise ValueError(f"ent_coef_init must be > 0, got {self.ent_coef_init}")
         if self.steps < 1 or self.learning_starts < 0 or self.critic_warmup < 0:
             raise ValueError("steps must be >= 1, learning_starts and critic_warmup >= 0")
         if self.proposal not in PROPOSALS:
@@ -113,7 +116,7 @@ def agent_kwargs(cfg: MotionAgentConfig, env: MotionTrackingEnv) -> dict[str, An
         "state_prior_tril_slice": [lay["search/tril"].start, lay["search/tril"].stop],
         "prior_warmup": True, "prior_init": True, "prior_kl_coef": cfg.prior_kl_coef, "cue_scale": cfg.cue_scale,
         "expert_coef": cfg.expert_coef if expert else 0.0, "rl": cfg.variant != "supervised",
-        "critic_warmup": cfg.critic_warmup,
+        "critic_warmup": cfg.critic_warmup, "ent_coef": f"auto_{cfg.ent_coef_init:g}",
         "learning_starts": cfg.learning_starts, "batch_size": cfg.batch_size, "gamma": cfg.gamma,
         "learning_rate": cfg.learning_rate, "buffer_size": max(cfg.steps, 1), "seed": cfg.seed,
         "policy_kwargs": {"net_arch": list(cfg.net_arch)}, "verbose": 0, "device": "cpu",

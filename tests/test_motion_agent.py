@@ -2,6 +2,7 @@
 expert at visited states, the three variants, saving and scoring (tiny networks, tiny synthetic data)."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -146,6 +147,9 @@ def _cfg(net_path: Path, data: DataConfig, variant: str, steps: int = 120) -> ma
 
 def test_the_untrained_agent_is_the_posterior_mean_rule(net_path: Path, data: DataConfig) -> None:
     model, env, _ = ma.build(_cfg(net_path, data, "rl"))
+    assert float(model.log_ent_coef.exp()) == pytest.approx(1.0)  # SB3's "auto" start
+    small = ma.build(replace(_cfg(net_path, data, "rl"), ent_coef_init=0.01))[0]
+    assert float(small.log_ent_coef.exp()) == pytest.approx(0.01)
     obs, _ = env.reset(seed=0, options={"frame": 0})
     for _ in range(5):
         action = model.predict(obs, deterministic=True)[0]
@@ -301,6 +305,8 @@ def test_an_agent_centred_on_the_proposal_starts_as_rule_proposal(net_path: Path
         assert not (terminated or truncated) and info["proposal_restart"] is False
     with pytest.raises(ValueError, match="needs a proposal"):
         ma.MotionAgentConfig(center="proposal")
+    with pytest.raises(ValueError, match="ent_coef_init"):
+        ma.MotionAgentConfig(ent_coef_init=0.0)
     with pytest.raises(ValueError, match="center must be"):
         ma.MotionAgentConfig(center="mask")
 
