@@ -41,7 +41,7 @@ import torch
 
 from bmvtrack.data.readers import DataConfig
 from bmvtrack.io import file_sha256
-from bmvtrack.envs.motion_env import MotionTrackingEnv, make_motion_env
+from bmvtrack.envs.motion_env import PROPOSAL_STARTS, MotionTrackingEnv, make_motion_env
 from bmvtrack.envs.motion_state import MotionState
 from bmvtrack.motion import RBox, apply_relative, keep_in_reach
 from bmvtrack.proposals import AGREE_IOU, PROPOSALS, REINIT_RULES, FollowingProposal, agreement
@@ -81,6 +81,7 @@ class MotionAgentConfig:
     features: bool = False  # the state includes the network's pooled appearance feature
     proposal: Literal["none", "csrt", "kcf"] = "none"  # a proposal tracker beside the agent (its box in the state)
     reinit: Literal["never", "disagree", "vote"] = "vote"  # when it is restarted on the agent's box (FollowingProposal)
+    proposal_start: Literal["box", "annotation"] = "box"  # training episodes start the proposal on the agent's box or the annotated one
     center: Literal["mu", "proposal"] = "mu"  # the per-state prior's mean and the untrained policy: μ′(s), or the move onto the proposal's box
     threads: int = 1
 
@@ -95,6 +96,8 @@ class MotionAgentConfig:
             raise ValueError(f"proposal must be one of {PROPOSALS}, got {self.proposal!r}")
         if self.reinit not in REINIT_RULES:
             raise ValueError(f"reinit must be one of {REINIT_RULES}, got {self.reinit!r}")
+        if self.proposal_start not in PROPOSAL_STARTS:
+            raise ValueError(f"proposal_start must be one of {PROPOSAL_STARTS}, got {self.proposal_start!r}")
         if self.center not in CENTERS:
             raise ValueError(f"center must be one of {CENTERS}, got {self.center!r}")
         if self.center == "proposal" and self.proposal == "none":
@@ -138,7 +141,7 @@ def build(cfg: MotionAgentConfig, state: MotionState | None = None) -> tuple[Any
 
     torch.set_num_threads(cfg.threads)
     state = state or MotionState(cfg.motion_net, quantum=cfg.quantum, features=cfg.features)
-    env = make_motion_env(state, cfg.action_n_std, cfg.make_proposal(), data=cfg.data, start=cfg.start, start_shift=cfg.start_shift,
+    env = make_motion_env(state, cfg.action_n_std, cfg.make_proposal(), cfg.proposal_start, data=cfg.data, start=cfg.start, start_shift=cfg.start_shift,
                           start_scale=cfg.start_scale, perturb_prob=cfg.perturb_prob, lost_frames=cfg.lost_frames)
     env.reset(seed=cfg.seed)
     env.action_space.seed(cfg.seed)

@@ -10,7 +10,9 @@ network's box-relative prior ± ``action_n_std`` of its standard deviations. The
 are in the action's units: the per-state prior MV-SAC samples from.
 
 With a ``FollowingProposal`` (``proposal``), a proposal tracker (CSRT, KCF) runs beside the agent:
-started on the episode's first box, moved to frame t+1 before each observation (the state gains
+started on the episode's first box (``proposal_start="box"``: the agent's, perturbed at a perturbed
+start; ``"annotation"``: the annotated box of that frame, as a tracker is started in one-pass
+evaluation while the agent's own box starts off it), moved to frame t+1 before each observation (the state gains
 its ``proposal`` slice: where it went, seen from the agent's box), and restarted on the agent's
 box by its rule after each step (``info["proposal_restart"]``).
 
@@ -34,13 +36,16 @@ from bmvtrack.proposals import FollowingProposal
 # the wrapped environment's own G_t bounds (in σ of the G_t prior): wide, so that converting a relative
 # action never clips it (clipping would break the exact conversion); the relative bounds are the limit
 INNER_N_STD = 1000.0
+PROPOSAL_STARTS = ("box", "annotation")  # where the proposal tracker starts an episode
 
 
 class MotionTrackingEnv(gym.Wrapper):
     """``TrackingEnv`` with box-relative actions and motion-posterior states (module docstring)."""
 
     def __init__(self, env: TrackingEnv, state: MotionState, action_n_std: float = 4.0,
-                 proposal: FollowingProposal | None = None) -> None:
+                 proposal: FollowingProposal | None = None, proposal_start: str = "box") -> None:
+        if proposal_start not in PROPOSAL_STARTS:
+            raise ValueError(f"proposal_start must be one of {PROPOSAL_STARTS}, got {proposal_start!r}")
         raw = env.unwrapped
         if not isinstance(raw, TrackingEnv):
             raise TypeError("MotionTrackingEnv wraps a TrackingEnv")
@@ -52,7 +57,7 @@ class MotionTrackingEnv(gym.Wrapper):
         std = np.sqrt(np.diag(state.prior_cov))
         self.action_space = spaces.Box((state.prior_mean - action_n_std * std).astype(np.float32),
                                        (state.prior_mean + action_n_std * std).astype(np.float32), dtype=np.float32)
-        self.proposal = proposal
+        self.proposal, self.proposal_start = proposal, proposal_start
         self.obs_layout = dict(state.layout)
         dim = state.dim
         if proposal is not None:
@@ -89,7 +94,8 @@ class MotionTrackingEnv(gym.Wrapper):
         _, info = self.env.reset(**kwargs)
         if self.proposal is not None:
             raw = self.raw
-            self.proposal.start(raw.dataset.frame(raw.track, raw._t), raw.box)
+            gt = raw._gt[raw._t] if self.proposal_start == "annotation" else None
+            self.proposal.start(raw.dataset.frame(raw.track, raw._t), raw.box if gt is None else gt)
         return self._observe(), self._expert(info)
 
     def step(self, action: np.ndarray):
@@ -109,11 +115,11 @@ class MotionTrackingEnv(gym.Wrapper):
 
 
 def make_motion_env(state: MotionState, action_n_std: float = 4.0, proposal: FollowingProposal | None = None,
-                    **config: Any) -> MotionTrackingEnv:
+                    proposal_start: str = "box", **config: Any) -> MotionTrackingEnv:
     """A ``MotionTrackingEnv`` over a ``TrackingEnv`` built from ``EnvConfig`` fields (``data=DataConfig``,
     ``start``, ``start_shift``, ``perturb_prob``, ...); no template crop (the state does not read it)."""
     from bmvtrack.envs.tracking_env import EnvConfig
 
     cfg = EnvConfig(**{"template": False, **config})
     cfg.crop_size = 8  # the raw observation's crop is not read: keep it cheap
-    return MotionTrackingEnv(TrackingEnv(cfg), state, action_n_std, proposal)
+    return MotionTrackingEnv(TrackingEnv(cfg), state, action_n_std, proposal, proposal_start)

@@ -288,6 +288,28 @@ def test_a_proposal_tracker_beside_the_agent_is_in_its_state_and_the_rules_follo
         ma.rule_tracker(state, "fuse", "x")
 
 
+def test_the_proposal_starts_on_the_annotated_box_when_asked(net_path: Path, data: DataConfig,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from bmvtrack.proposals import FollowingProposal
+
+    started: list = []
+    real_start = FollowingProposal.start
+    monkeypatch.setattr(FollowingProposal, "start", lambda self, frame, box: (started.append(box),
+                                                                              real_start(self, frame, box))[1])
+    for where in ("box", "annotation"):
+        cfg = ma.MotionAgentConfig(motion_net=str(net_path), data=data, steps=60, learning_starts=20, batch_size=16,
+                                   net_arch=(16, 16), proposal="kcf", proposal_start=where, start_shift=0.5)
+        env = ma.build(cfg)[1]
+        started.clear()
+        env.reset(seed=3)
+        raw = env.raw
+        gt = raw._gt[raw._t]
+        assert raw.box != gt  # the agent's box starts off the annotation
+        assert started == [raw.box if where == "box" else gt]
+    with pytest.raises(ValueError, match="proposal_start"):
+        ma.MotionAgentConfig(proposal="kcf", proposal_start="mask")
+
+
 def test_an_agent_centred_on_the_proposal_starts_as_rule_proposal(net_path: Path, data: DataConfig) -> None:
     cfg = ma.MotionAgentConfig(motion_net=str(net_path), data=data, steps=60, learning_starts=20, batch_size=16,
                                net_arch=(16, 16), proposal="kcf", center="proposal")
