@@ -12,9 +12,9 @@ are in the action's units: the per-state prior MV-SAC samples from.
 With a ``FollowingProposal`` (``proposal``), a proposal tracker (CSRT, KCF) runs beside the agent:
 started on the episode's first box (``proposal_start="box"``: the agent's, perturbed at a perturbed
 start; ``"annotation"``: the annotated box of that frame, as a tracker is started in one-pass
-evaluation while the agent's own box starts off it), moved to frame t+1 before each observation (the state gains
-its ``proposal`` slice: where it went, seen from the agent's box), and restarted on the agent's
-box by its rule after each step (``info["proposal_restart"]``).
+evaluation while the agent's own box starts off it), moved to frame t+1 before each observation
+(the state gains its ``proposal`` slice: where it went, seen from the agent's box), and restarted on
+the agent's box by its rule after each step (``info["proposal_restart"]``).
 
 ``info["expert_relative"]`` is the box-relative motion onto the next annotated box, clipped to the
 bounds (zero where the object is absent): the expert action at the agent's own states, which

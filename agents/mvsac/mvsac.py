@@ -21,9 +21,10 @@ and where it lives:
   state's mean slice) with the global prior's covariance times ``cue_scale``: the untrained agent
   follows the motion posterior's mean;
 - ``critic_warmup``: the first N gradient updates train the critic alone; the actor (and SAC's
-  entropy coefficient) move only once the critic has values for the start's own actions. Why: an
-  actor that starts as a good rule is otherwise pushed around by a random critic and loses what it
-  had (measured on DAVIS: training IoU per step fell from 0.35 to 0.17 in the first 3,000 steps);
+  entropy coefficient) move only once the critic has values for the start's own actions, so that an
+  actor that starts as a good rule is not pushed around by a random critic. (On DAVIS it only
+  delayed the motion agent's early drop in training IoU: a temperature starting at SB3's 1 caused
+  most of it; docs/architecture.md, section 12);
 - learning from the expert: :meth:`MVSAC.bc_pretrain` and :meth:`MVSAC.add_demonstrations`, thin
   methods over :mod:`bmvtrack.agents.expert`; ``expert_coef``: the expert's action at the agent's
   own visited states (``info["expert_relative"]``, kept by :class:`.expert.ExpertReplayBuffer`)

@@ -14,8 +14,8 @@ SB3 does offer all change the numbers of a trained agent:
 - wrapping the critic's output for the actor's actions: a different sum again.
 
 So this is a copy, kept line for line with SB3's; only the lines marked ``# MV-SAC`` differ, and
-with ``term=None`` (and ``update_actor``) it is SB3's update. tests/test_mvsac.py checks that, bit for bit, against the
-installed SB3 (which also flags an SB3 upgrade that changes ``SAC.train``). ``MVSAC.train`` calls
+with ``term=None`` (and ``update_actor``) it is SB3's update. tests/test_mvsac.py checks that, bit
+for bit, against the installed SB3 (which also flags an SB3 upgrade that changes ``SAC.train``). ``MVSAC.train`` calls
 SB3's own ``SAC.train`` when the KL term is off, and this copy only when it is on.
 """
 
