@@ -112,7 +112,7 @@ def agent_kwargs(cfg: MotionAgentConfig, env: MotionTrackingEnv) -> dict[str, An
     """MV-SAC's constructor arguments (JSON-able: what ``agent.json`` stores)."""
     lay, st = env.obs_layout, env.state
     expert = cfg.variant != "rl"
-    mean = lay["search/mu"] if cfg.center == "mu" else slice(lay["proposal"].start, lay["proposal"].start + 5)
+    mean = lay["search/mu"] if cfg.center == "mu" else st.proposal_move
     return {
         "prior_mean": st.prior_mean.tolist(), "prior_cov": st.prior_cov.tolist(), "prior_source": "state",
         "state_prior_mean_slice": [mean.start, mean.stop],
@@ -274,15 +274,14 @@ def rule_tracker(state: MotionState, rule: Rule, name: str, low: np.ndarray | No
     mu, cue = state.layout["search/mu"], state.layout["search/motion"]
     if rule in ("proposal", "fuse") and proposal is None:
         raise ValueError(f"rule {rule!r} needs a proposal tracker")
-    prop = slice(state.dim, state.dim + 5)
 
     def act(obs: np.ndarray) -> np.ndarray:
         mask_ok = obs[cue][6] < 0.5
         if rule == "proposal" or (rule == "fuse" and not mask_ok):
-            return obs[prop]
+            return obs[state.proposal_move]
         if rule == "fuse":  # the boxes themselves: the box held (before this move) and the proposal's
             mask_box = state.mask_box(obs, tracker.box)
-            return obs[cue][:5] if agreement(mask_box, proposal.box) >= AGREE_IOU else obs[prop]
+            return obs[cue][:5] if agreement(mask_box, proposal.box) >= AGREE_IOU else obs[state.proposal_move]
         if rule == "mask" and mask_ok:
             return obs[cue][:5]
         return obs[mu]

@@ -83,6 +83,7 @@ class MotionState:
             self.layout[name] = slice(off, off + n)
             off += n
         self.dim = off
+        self.proposal_move = slice(off, off + 5)  # with ``proposal`` appended: the move onto its box
         self._cache: OrderedDict[Hashable, np.ndarray] = OrderedDict()
         self.hits = self.misses = 0
 

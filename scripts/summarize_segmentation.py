@@ -59,8 +59,9 @@ def report(exp: Path, ref: str, crop: str) -> str:
         seq = res[name]["seq"]
         mean = {k: 100 * np.mean([v[k] for v in seq.values()]) for k in KEYS}
         cells = ["", "", ""]
-        d = paired_by_name({s: 100 * v["JF"] for s, v in seq.items()}, {s: 100 * v["JF"] for s, v in base.items()})
-        if name != ref and d is not None:
+        d = None if name == ref else paired_by_name({s: 100 * v["JF"] for s, v in seq.items()},
+                                                     {s: 100 * v["JF"] for s, v in base.items()})
+        if d is not None:
             cells = [f"{d['mean_diff']:+.1f} (on {d['n']})", f"[{d['low']:+.1f}, {d['high']:+.1f}]", f"{d['wins']}/{d['n']}"]
         lines.append(f"| {name} | {','.join(sorted(res[name]['folds']))} | {len(res[name]['seeds'])} | {len(seq)} | "
                      f"{mean['J']:.1f} | {mean['F']:.1f} | {mean['JF']:.1f} | {' | '.join(cells)} |")
