@@ -215,16 +215,17 @@ class MotionStateTracker:
     Each update computes ``MotionState`` of (previous frame, this frame) at the box held and moves
     the box by the box-relative action (``apply_relative``, exactly the environment's step). With a
     ``proposal`` it runs as in the environment: moved to this frame before the state, its cue
-    appended, restarted by its rule after the move.
+    appended, restarted by its rule after the move. ``overlap`` moves the proposal on a worker
+    thread while the network computes the state (same boxes; faster on two cores).
     """
 
     uses_ground_truth = False
 
     def __init__(self, state: MotionState, act: Callable[[np.ndarray], np.ndarray], name: str,
                  low: np.ndarray | None = None, high: np.ndarray | None = None,
-                 proposal: FollowingProposal | None = None) -> None:
+                 proposal: FollowingProposal | None = None, overlap: bool = True) -> None:
         self.state, self.act, self.name = state, act, name
-        self.low, self.high, self.proposal = low, high, proposal
+        self.low, self.high, self.proposal, self.overlap = low, high, proposal, overlap
         self._box: RBox | None = None
         self._frame: np.ndarray | None = None
         self.last_aabb = None
@@ -242,10 +243,13 @@ class MotionStateTracker:
     def update(self, frame: np.ndarray) -> RBox:
         if self._box is None or self._frame is None:
             raise RuntimeError("MotionStateTracker.update called before init")
+        pending = None
+        if self.proposal is not None:  # the proposal moves on the worker thread while the network runs
+            pending = self.proposal.propose_async(frame) if self.overlap else (lambda: self.proposal.propose(frame))
         obs = self.state(self._frame, frame, self._box)
         mask_box = None
-        if self.proposal is not None:
-            obs, mask_box = self.state.with_proposal(obs, self._box, self.proposal, frame)
+        if pending is not None:
+            obs, mask_box = self.state.with_proposal(obs, self._box, pending())
         r = np.asarray(self.act(obs), dtype=np.float64).reshape(5)
         if self.low is not None and self.high is not None:
             r = np.clip(r, self.low, self.high)
@@ -256,10 +260,11 @@ class MotionStateTracker:
         return self._box
 
 
-def agent_tracker(model: Any, state: MotionState, name: str,
-                  proposal: FollowingProposal | None = None) -> MotionStateTracker:
+def agent_tracker(model: Any, state: MotionState, name: str, proposal: FollowingProposal | None = None,
+                  overlap: bool = True) -> MotionStateTracker:
     """The agent's deterministic policy as a tracker (with the proposal tracker it was trained with)."""
-    return MotionStateTracker(state, lambda obs: model.predict(obs, deterministic=True)[0], name, proposal=proposal)
+    return MotionStateTracker(state, lambda obs: model.predict(obs, deterministic=True)[0], name, proposal=proposal,
+                              overlap=overlap)
 
 
 Rule = Literal["mu", "mask", "proposal", "fuse"]

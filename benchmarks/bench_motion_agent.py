@@ -1,7 +1,8 @@
 """Motion agent speed, side by side in one run: training steps/s (an environment step and a gradient
 update) of the motion agent against the cue agent's, MV-SAC's gradient updates/s on the motion
 agent's state against plain SAC's, and tracking fps at 480p with every per-track set-up counted,
-alone and with a proposal tracker (KCF, CSRT) beside it.
+alone and with a proposal tracker (KCF, CSRT) beside it, moved on a worker thread while the
+network runs (the default) and after it.
 
     python benchmarks/bench_motion_agent.py --motion-net runs/motion/checkpoint.pt \
         [--encoder runs/pretrain_vae/checkpoint.pt] [--data DIR] [--rounds 5] [--threads 2]
@@ -109,12 +110,17 @@ def main() -> None:
     for kind in ("kcf", "csrt"):  # a proposal tracker beside the agent: its start and every move count
         pcfg = replace(cfg, variant="rl", proposal=kind)
         agent = ma.build(pcfg, state)[0]
-        trackers[f"motion agent + {kind}"] = (lambda a=agent, c=pcfg, n=f"motion agent + {kind}":
-                                              ma.agent_tracker(a, state, n, c.make_proposal()))
+        for overlap in (True, False):  # the proposal moved on a worker thread while the network runs, or after it
+            name = f"motion agent + {kind}" + ("" if overlap else " (not overlapped)")
+            trackers[name] = (lambda a=agent, c=pcfg, n=name, o=overlap:
+                              ma.agent_tracker(a, state, n, c.make_proposal(), overlap=o))
     res = evaluate_trackers(trackers, ds, tracks, progress=False)
     for row in res.overall():
         print(f"tracking at 480p, {row['tracker']} ({len(tracks)} tracks, {row['frames']} frames, set-up counted): "
               f"{row['fps']:.1f} fps")
+    fps = {row["tracker"]: row["fps"] for row in res.overall()}
+    print("overlapped / not overlapped: " + ", ".join(
+        f"{k} {fps[f'motion agent + {k}'] / fps[f'motion agent + {k} (not overlapped)']:.2f}" for k in ("kcf", "csrt")))
 
 
 if __name__ == "__main__":

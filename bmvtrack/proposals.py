@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal
 
@@ -134,6 +135,7 @@ class ProposalTracks:
 
 Reinit = Literal["never", "disagree", "vote"]
 REINIT_RULES = ("never", "disagree", "vote")
+_WORKER: ThreadPoolExecutor | None = None  # one thread for every FollowingProposal.propose_async (made on first use)
 
 
 class FollowingProposal:
@@ -170,6 +172,20 @@ class FollowingProposal:
             raise RuntimeError("FollowingProposal.propose called before start")
         self.box = self._tracker.update(frame)
         return self.box
+
+    def propose_async(self, frame: np.ndarray) -> Callable[[], RBox]:
+        """Start ``propose(frame)`` on a worker thread; the returned call waits for the box.
+
+        Why: the proposal's move and the network's state of the same frame do not depend on each
+        other, and both release the GIL (OpenCV, torch), so on two cores they overlap. Same boxes
+        as ``propose``; call the result before the next ``propose``, ``start`` or ``settle``.
+        """
+        global _WORKER
+        if self.box is None:
+            raise RuntimeError("FollowingProposal.propose_async called before start")
+        if _WORKER is None:
+            _WORKER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="proposal")
+        return _WORKER.submit(self.propose, frame).result
 
     def settle(self, frame: np.ndarray, box: RBox, mask_box: RBox | None) -> bool:
         """Apply the restart rule to the agent's new ``box`` in ``frame``; True if restarted."""

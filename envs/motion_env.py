@@ -79,7 +79,7 @@ class MotionTrackingEnv(gym.Wrapper):
         obs = self.state(ds.frame(tr, t), search, raw.box, key=(track_key(tr), t))
         if self.proposal is None:
             return obs
-        obs, self._mask_box = self.state.with_proposal(obs, raw.box, self.proposal, search)
+        obs, self._mask_box = self.state.with_proposal(obs, raw.box, self.proposal.propose(search))
         return obs
 
     def _expert(self, info: dict[str, Any]) -> dict[str, Any]:

@@ -40,7 +40,7 @@ import torch
 from bmvtrack.data.pair_sampler import pair_crops
 from bmvtrack.models.preprocess import patches_to_tensor
 from bmvtrack.motion import MIN_SIDE, RBox, apply_relative, canonicalize, fill_rbox, rbox_from_points, relative_between
-from bmvtrack.proposals import FollowingProposal, agreement
+from bmvtrack.proposals import agreement
 from bmvtrack.segmentation import foreground_prob
 
 MASK_CUE = 7  # relative motion onto the mask's box (5), area fraction, empty flag
@@ -150,13 +150,11 @@ class MotionState:
         cue = obs[self.layout["search/motion"]]
         return None if cue[6] > 0.5 else apply_relative(box, cue[:5].astype(np.float64), self.context)
 
-    def with_proposal(self, obs: np.ndarray, box: RBox, proposal: FollowingProposal, search: np.ndarray
-                      ) -> tuple[np.ndarray, RBox | None]:
-        """``obs`` with the proposal's cue appended after moving it (``FollowingProposal.propose``)
-        to ``search``, and the decoded mask's box (for its restart rule): one step of the proposal,
-        the same in the environment and in tracking."""
-        mask_box = self.mask_box(obs, box)
-        return np.concatenate([obs, self.proposal_cue(box, proposal.propose(search))]), mask_box
+    def with_proposal(self, obs: np.ndarray, box: RBox, proposal: RBox) -> tuple[np.ndarray, RBox | None]:
+        """``obs`` (a state at ``box``) with the cue of the ``proposal``'s box in the search frame
+        appended, and the decoded mask's box (for the proposal's restart rule): one step of the
+        proposal, the same in the environment and in tracking."""
+        return np.concatenate([obs, self.proposal_cue(box, proposal)]), self.mask_box(obs, box)
 
     def proposal_cue(self, box: RBox, proposal: RBox) -> np.ndarray:
         """The ``proposal`` slice (module docstring) of a proposal's box seen from ``box``."""

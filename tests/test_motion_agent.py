@@ -310,6 +310,24 @@ def test_the_proposal_starts_on_the_annotated_box_when_asked(net_path: Path, dat
         ma.MotionAgentConfig(proposal="kcf", proposal_start="mask")
 
 
+def test_moving_the_proposal_on_a_worker_thread_gives_the_same_track(net_path: Path, data: DataConfig) -> None:
+    cfg = ma.MotionAgentConfig(motion_net=str(net_path), data=data, steps=60, learning_starts=20, batch_size=16,
+                               net_arch=(16, 16), proposal="kcf", reinit="disagree")
+    model, env, _ = ma.build(cfg)
+    env.reset(seed=0, options={"frame": 0})
+    raw = env.raw
+    frames = [raw.dataset.frame(raw.track, i) for i in range(len(raw.track))]
+    tracks = {}
+    for overlap in (False, True):
+        tracker = ma.agent_tracker(model, env.state, "agent", cfg.make_proposal(), overlap=overlap)
+        tracker.init(frames[0], raw._gt[0])
+        tracks[overlap] = ([tracker.update(f).as_array() for f in frames[1:]], tracker.proposal.restarts)
+    np.testing.assert_array_equal(np.array(tracks[True][0]), np.array(tracks[False][0]))
+    assert tracks[True][1] == tracks[False][1]
+    with pytest.raises(RuntimeError, match="before start"):
+        cfg.make_proposal().propose_async(frames[0])
+
+
 def test_an_agent_centred_on_the_proposal_starts_as_rule_proposal(net_path: Path, data: DataConfig) -> None:
     cfg = ma.MotionAgentConfig(motion_net=str(net_path), data=data, steps=60, learning_starts=20, batch_size=16,
                                net_arch=(16, 16), proposal="kcf", center="proposal")
