@@ -16,7 +16,7 @@ before any run, per variant:
 - with ``--baselines`` (the motion folds' ``eval-*/sequences.csv``): trained minus CSRT and
   segmentation-adapt;
 - with ``--against LABEL=DIR`` (another experiment of this script, e.g. without a proposal tracker):
-  trained minus the same variant there.
+  trained minus the same variant there, in AUC and in recovery.
 
 Intervals: paired BCa bootstrap over sequences (``bmvtrack.metrics.paired_bootstrap``). Recovery: the
 perturbation protocol's fraction of perturbations recovered (IoU back ≥ 0.5) per sequence.
@@ -120,11 +120,16 @@ def report(exp: Path, base: Path | None, sub: str = "eval", against: list[tuple[
         lines.append(f"| {v} | " + " | ".join(cells) + " |")
     for label, folder in against or []:
         other, _ = collect(folder, sub, "success_auc")
-        rows = [(v, compare(mean[v], per_sequence(other[v]))) for v in variants if v in other]
+        other_rec, _ = collect(folder, f"{sub}-perturbed", "perturbed_recovered")
+        rows = []
+        for v in [v for v in variants if v in other]:
+            cell, n = compare(mean[v], per_sequence(other[v]))
+            rec_cell = compare(per_sequence(rec[v]), per_sequence(other_rec[v]))[0] if v in rec and v in other_rec else "–"
+            rows.append(f"| {v} | {cell} | {rec_cell} | {n} |")
         if rows:
             lines += ["", f"Against the same variant in {label} (`{folder}`), paired over sequences:", "",
-                      "| agent | trained − the same variant there | sequences |", "|---|---|---|",
-                      *(f"| {v} | {cell} | {n} |" for v, (cell, n) in rows)]
+                      "| agent | AUC: trained − the same variant there | recovered: the same difference | sequences |",
+                      "|---|---|---|---|", *rows]
     if rec:
         lines += ["", "Recovery under the perturbation protocol: fraction of perturbations after which IoU was back "
                   "≥ 0.5, mean over sequences (trained − untrained paired).", "",

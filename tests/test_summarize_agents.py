@@ -12,10 +12,12 @@ def summarize(load_script):
     return load_script("summarize_agents")
 
 
-def _run(write_csv, root: Path, fold: int, variant: str, seed: int, aucs: dict[str, dict[str, float]]) -> None:
-    """One run folder: per tracker, per sequence AUC (eval/) and recovery (eval-perturbed/)."""
-    for sub, key in (("eval", "success_auc"), ("eval-perturbed", "perturbed_recovered")):
-        rows = [{"tracker": t, "sequence": s, "success_auc": v, "perturbed_recovered": v}
+def _run(write_csv, root: Path, fold: int, variant: str, seed: int, aucs: dict[str, dict[str, float]],
+         recovered_shift: float = 0.0) -> None:
+    """One run folder: per tracker, per sequence AUC (eval/) and recovery (eval-perturbed/: the AUC
+    plus ``recovered_shift``)."""
+    for sub, shift in (("eval", 0.0), ("eval-perturbed", recovered_shift)):
+        rows = [{"tracker": t, "sequence": s, "success_auc": v, "perturbed_recovered": v + shift}
                 for t, seqs in aucs.items() for s, v in seqs.items()]
         write_csv(root / f"f{fold}-{variant}-s{seed}" / sub / "sequences.csv", rows)
 
@@ -48,11 +50,14 @@ def test_pooling_and_the_comparisons_defined_before_the_runs(write_csv, tmp_path
 
 def test_a_variant_is_set_against_the_same_variant_of_another_experiment(write_csv, tmp_path: Path, summarize) -> None:
     new, old = tmp_path / "proposal", tmp_path / "plain"
-    for root, auc in ((new, 0.7), (old, 0.5)):
+    for root, auc, shift in ((new, 0.7, -0.3), (old, 0.5, 0.0)):
         _run(write_csv, root, 0, "rl", 0, {"motion-agent-rl": {"a": auc, "b": auc + 0.1},
-                                          "motion-agent-rl-untrained": {"a": 0.4, "b": 0.4}, "rule-mu": {"a": 0.4, "b": 0.4}})
+                                          "motion-agent-rl-untrained": {"a": 0.4, "b": 0.4}, "rule-mu": {"a": 0.4, "b": 0.4}},
+             recovered_shift=shift)
     assert summarize.main([str(new), "--against", f"runs without it={old}", "--out", str(tmp_path / "s.md")]) == 0
     text = (tmp_path / "s.md").read_text()
-    assert "Against the same variant in runs without it" in text and "| rl | +0.200 [" in text
+    assert "Against the same variant in runs without it" in text
+    row = next(line for line in text.splitlines() if line.startswith("| rl | +0.200 ["))
+    assert "| -0.100 [" in row  # recovered: 0.4 + 0.1 against 0.5 + 0.1 (AUC + 0.2, recovery 0.3 below it)
     with pytest.raises(SystemExit, match="LABEL=DIR"):
         summarize.main([str(new), "--against", str(old)])
