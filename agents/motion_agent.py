@@ -267,6 +267,21 @@ def agent_tracker(model: Any, state: MotionState, name: str, proposal: Following
                               overlap=overlap)
 
 
+def step_scaled_tracker(model: Any, start: Any, state: MotionState, scale: float, name: str,
+                        proposal: FollowingProposal | None = None) -> MotionStateTracker:
+    """The agent's move shrunk towards its untrained start's: r₀(s) + ``scale``·(π(s) − r₀(s)), with
+    π and r₀ the deterministic moves of ``model`` and of ``start`` (the same agent untrained).
+
+    Why: a diagnostic of what RL learned. Better than both ends at some 0 < ``scale`` < 1 says the
+    learned correction points the right way but goes too far (a step off the data the critic saw).
+    """
+    def act(obs: np.ndarray) -> np.ndarray:
+        r0 = start.predict(obs, deterministic=True)[0]
+        return r0 + float(scale) * (model.predict(obs, deterministic=True)[0] - r0)
+
+    return MotionStateTracker(state, act, name, model.action_space.low, model.action_space.high, proposal)
+
+
 Rule = Literal["mu", "mask", "proposal", "fuse"]
 
 

@@ -7,12 +7,14 @@ in ``--out`` (``checkpoints/``), then scored on ``--eval-split`` with the projec
 agent untrained and the hand rules on the same state (``rule-mu``: move by μ′; ``rule-mask``: move
 onto the decoded mask's box; with a proposal tracker ``--set proposal=csrt`` also ``rule-proposal`` and
 ``rule-fuse``). ``--score RUN`` scores a saved run again on the data given
-(``--data``/``--split``, e.g. another dataset) into ``RUN/eval-<dataset>-<split>/``.
+(``--data``/``--split``, e.g. another dataset) into ``RUN/eval-<dataset>-<split>/``; with
+``--step-scales`` also the agent's move shrunk towards its start's (a diagnostic of what RL learned).
 """
 from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 from bmvtrack.cli import add_data_args, data_config_from_args, run_main
@@ -29,6 +31,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=6000, help="environment steps (default 6000)")
     p.add_argument("--eval-split", default=None, help="held-out split to score on (default: none, train only)")
+    p.add_argument("--step-scales", type=float, nargs="+", default=[], metavar="S",
+                   help="with --score: also the agent's move shrunk towards its untrained start's by each S "
+                        "(r0 + S·(π − r0); a diagnostic of how far the learned correction helps)")
     p.add_argument("--perturb-every", type=int, default=20,
                    help="the perturbation protocol of the recovery evaluation (0: one pass only)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -50,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     from bmvtrack.run_folder import claim_run_folder
 
     data = data_config_from_args(args)
+    if args.step_scales and not args.score:
+        raise ConfigError("--step-scales scores a saved agent: it needs --score RUN")
     if args.score:
         return rescore(args, data)
     if not args.motion_net or not args.out:
@@ -100,14 +107,16 @@ def rescore(args: argparse.Namespace, data) -> int:
     out = Path(args.score)
     folder = claim_run_folder(out / name, ["overall.csv"], overwrite=args.overwrite, what="evaluation", resume_flag=None)
     try:
-        score(cfg, model, state, data, out, args.perturb_every, cfg.seed, prefix=name)
+        score(cfg, model, state, data, out, args.perturb_every, cfg.seed, prefix=name, step_scales=args.step_scales)
     finally:
         folder.release()
     return 0
 
 
-def score(cfg, model, state, data, out: Path, perturb_every: int, seed: int, prefix: str = "eval") -> dict:
-    """The trained agent, the same agent untrained and the hand rules on ``data``; one pass and perturbed.
+def score(cfg, model, state, data, out: Path, perturb_every: int, seed: int, prefix: str = "eval",
+          step_scales: Sequence[float] = ()) -> dict:
+    """The trained agent, the same agent untrained and the hand rules on ``data``; one pass and perturbed
+    (and, per ``step_scales`` S, ``<agent>-step<S>``: ``motion_agent.step_scaled_tracker``).
     Returns, per report folder, its overall rows and its success plot."""
     from bmvtrack.agents import motion_agent as ma
     from bmvtrack.data.readers import VideoDataset
@@ -123,6 +132,9 @@ def score(cfg, model, state, data, out: Path, perturb_every: int, seed: int, pre
         "rule-mu": lambda: ma.rule_tracker(state, "mu", "rule-mu", low, high),
         "rule-mask": lambda: ma.rule_tracker(state, "mask", "rule-mask", low, high),
     }
+    for s in step_scales:
+        trackers[f"{name}-step{s:g}"] = (lambda s=s: ma.step_scaled_tracker(model, untrained, state, s,
+                                                                          f"{name}-step{s:g}", fresh()))
     if cfg.proposal != "none":
         for rule in ("proposal", "fuse"):
             trackers[f"rule-{rule}"] = lambda r=rule: ma.rule_tracker(state, r, f"rule-{r}", low, high, fresh())

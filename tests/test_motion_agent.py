@@ -233,10 +233,19 @@ def test_the_command_trains_scores_and_keeps_a_finished_run(net_path: Path, data
         main(args)
     # the saved agent scored again on other data: its own folder beside the training run's
     assert main(["--score", str(tmp_path / "run"), "--data", data.root, "--layout", "davis2017", "--split", "train",
-                 "--perturb-every", "0"]) == 0
+                 "--perturb-every", "0", "--step-scales", "0", "1"]) == 0
     again = (tmp_path / "run" / f"eval-{Path(data.root).name}-train" / "overall.csv").read_text()
     assert "motion-agent-supervised-untrained" in again and "rule-mask" in again
+    import csv
+
+    auc = {r["tracker"]: float(r["success_auc"]) for r in csv.DictReader(again.splitlines())}
+    # the move shrunk to nothing is the untrained start's, unshrunk the agent's own
+    assert auc["motion-agent-supervised-step0"] == pytest.approx(auc["motion-agent-supervised-untrained"], abs=1e-9)
+    assert auc["motion-agent-supervised-step1"] == pytest.approx(auc["motion-agent-supervised"], abs=1e-9)
     from bmvtrack.config import ConfigError
+
+    with pytest.raises(ConfigError, match="needs --score"):
+        main(args[:-3] + ["--step-scales", "0.5", "--out", str(tmp_path / "y")])
 
     with pytest.raises(ConfigError, match="not a MotionAgentConfig field"):
         main(args[:-3] + ["--set", "nope=1", "--out", str(tmp_path / "x")])
