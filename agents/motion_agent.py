@@ -43,6 +43,7 @@ from bmvtrack.data.readers import DataConfig
 from bmvtrack.io import file_sha256
 from bmvtrack.envs.motion_env import PROPOSAL_STARTS, MotionTrackingEnv, make_motion_env
 from bmvtrack.envs.motion_state import MotionState
+from bmvtrack.envs.tracking_env import REWARDS
 from bmvtrack.motion import RBox, apply_relative, keep_in_reach
 from bmvtrack.proposals import AGREE_IOU, PROPOSALS, REINIT_RULES, FollowingProposal, agreement
 
@@ -65,6 +66,7 @@ class MotionAgentConfig:
     start_scale: float = 0.1
     perturb_prob: float = 0.02  # per step: the box is thrown off (recovery in training)
     lost_frames: int = 10  # end an episode after this many frames at IoU 0
+    reward: Literal["iou", "aabb_iou"] = "iou"  # the rotated IoU, or the evaluation's headline IoU (EnvConfig.reward)
     action_n_std: float = 4.0  # relative action bounds: prior mean ± this many prior stds
     cue_scale: float = 0.3  # the initial policy's spread around μ′(s), × the prior's
     target_entropy: float | None = None  # SAC's entropy target; None: the initial policy's (α keeps the start's spread)
@@ -96,6 +98,8 @@ class MotionAgentConfig:
             raise ValueError(f"proposal must be one of {PROPOSALS}, got {self.proposal!r}")
         if self.reinit not in REINIT_RULES:
             raise ValueError(f"reinit must be one of {REINIT_RULES}, got {self.reinit!r}")
+        if self.reward not in REWARDS:
+            raise ValueError(f"reward must be one of {REWARDS}, got {self.reward!r}")
         if self.proposal_start not in PROPOSAL_STARTS:
             raise ValueError(f"proposal_start must be one of {PROPOSAL_STARTS}, got {self.proposal_start!r}")
         if self.center not in CENTERS:
@@ -142,7 +146,8 @@ def build(cfg: MotionAgentConfig, state: MotionState | None = None) -> tuple[Any
     torch.set_num_threads(cfg.threads)
     state = state or MotionState(cfg.motion_net, quantum=cfg.quantum, features=cfg.features)
     env = make_motion_env(state, cfg.action_n_std, cfg.make_proposal(), cfg.proposal_start, data=cfg.data, start=cfg.start, start_shift=cfg.start_shift,
-                          start_scale=cfg.start_scale, perturb_prob=cfg.perturb_prob, lost_frames=cfg.lost_frames)
+                          start_scale=cfg.start_scale, perturb_prob=cfg.perturb_prob, lost_frames=cfg.lost_frames,
+                          reward=cfg.reward)
     env.reset(seed=cfg.seed)
     env.action_space.seed(cfg.seed)
     kwargs = agent_kwargs(cfg, env)

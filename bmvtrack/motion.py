@@ -153,6 +153,27 @@ def rbox_from_mask(mask: np.ndarray, method: BoxMethod = "minarearect") -> RBox 
     return RBox(box.cx, box.cy, max(box.w, MIN_SIDE), max(box.h, MIN_SIDE), box.angle)
 
 
+def mask_aabb(mask: np.ndarray) -> np.ndarray | None:
+    """Tight axis-aligned bounds ``[x0, y0, x1, y1]`` of a mask's foreground pixel centres (None if empty).
+
+    Sides shorter than ``MIN_SIDE`` (a one-pixel-thin object) are widened about the centre, as
+    rotated boxes are.
+    """
+    m = np.asarray(mask)
+    if m.ndim != 2:
+        raise ValueError(f"mask must be 2-D, got shape {m.shape}")
+    cols = np.flatnonzero(m.any(axis=0))
+    if cols.size == 0:
+        return None
+    rows = np.flatnonzero(m.any(axis=1))
+    out = np.array([cols[0], rows[0], cols[-1], rows[-1]], dtype=np.float64)
+    for lo, hi in ((0, 2), (1, 3)):
+        if out[hi] - out[lo] < MIN_SIDE:
+            c = (out[hi] + out[lo]) / 2.0
+            out[lo], out[hi] = c - MIN_SIDE / 2.0, c + MIN_SIDE / 2.0
+    return out
+
+
 def boxes_from_masks(masks: Iterable[np.ndarray | None], method: BoxMethod = "minarearect") -> list[RBox | None]:
     """Boxes of a track with the canonical angle convention; None where the object is absent.
 

@@ -18,8 +18,8 @@ from gymnasium import spaces
 from bmvtrack.data.readers import DataConfig, Track, VideoDataset
 from bmvtrack.proposals import PROPOSALS, Proposal, ProposalTracks
 from bmvtrack.motion import (
-    STAY_ACTION, MotionPrior, RBox, boxes_from_masks, keep_in_reach, motion_between, motion_within, perturbed_box,
-    rbox_corners, rotated_iou, step_box,
+    STAY_ACTION, MotionPrior, RBox, aabb_iou, boxes_from_masks, keep_in_reach, mask_aabb, motion_between, motion_within,
+    perturbed_box, rbox_corners, rbox_to_xyxy, rotated_iou, step_box,
 )
 from bmvtrack.envs.observation import BOX_FEATURES, WINDOW_FEATURES, crop_at, raw_observation
 
@@ -27,6 +27,9 @@ from bmvtrack.envs.observation import BOX_FEATURES, WINDOW_FEATURES, crop_at, ra
 def track_key(track: Track) -> str:
     """A track's identity, unique across pooled datasets (names can repeat between them)."""
     return f"{track.mask_paths[0]}#{track.object_id}"
+
+
+REWARDS = ("iou", "aabb_iou")
 
 
 @dataclass
@@ -41,7 +44,7 @@ class EnvConfig:
     context: float = field(default=0.25, metadata={"ge": 0.0})  # crop padding per side as a fraction of (w + h) (paper: 1/4)
     template: bool = True  # add the first frame's crop at the annotated box
     action_n_std: float = field(default=6.0, metadata={"gt": 0.0})  # action bounds: prior mean ± this many stds (real motion is heavy-tailed: 4σ clips 4 % of DAVIS steps)
-    reward: Literal["iou"] = "iou"  # reward: the rotated IoU with the next annotated box
+    reward: Literal["iou", "aabb_iou"] = "iou"  # the rotated IoU with the next annotated box, or the evaluation's headline IoU (ours)
     lost_iou: float = field(default=0.0, metadata={"ge": 0.0, "lt": 1.0})  # IoU at or below this counts as a lost frame
     lost_frames: int = field(default=5, metadata={"ge": 0})  # terminate after this many consecutive lost frames (0 = never)
     order: Literal["random", "sequential"] = "random"  # track sampling; sequential for evaluation
@@ -122,8 +125,11 @@ class TrackingEnv(gym.Env):
     per track from frame 0's annotated box, since it does not depend on the agent).
 
     ## Rewards
-    The rotated IoU of the moved box with the annotated box of frame t+1. Frames where the object
-    is absent give reward 0 and ``info["iou"] = nan``.
+    The rotated IoU of the moved box with the annotated box of frame t+1. With ``reward="aabb_iou"``
+    (ours) the evaluation's headline IoU instead: the axis-aligned IoU of the bounds of the box's
+    corners with the tight bounds of frame t+1's mask (OTB), so that training and scoring ask for
+    the same box. Frames where the object is absent give reward 0 and ``info["iou"] = nan``;
+    ``info["iou"]`` is the rotated IoU either way (it also decides when the target is lost).
 
     ## Starting State
     The annotated box of frame 0 of the chosen track (``options={"track_index": k}`` chooses it).
@@ -172,7 +178,8 @@ class TrackingEnv(gym.Env):
     ## Version History
     * v0: initial release. The default observation kind is ``features_motion`` (it was
       ``features`` before the agents' default became the environment's); the unused reward
-      shapings ``iou_delta`` and ``iou_success`` are gone (``reward="iou"`` only).
+      shapings ``iou_delta`` and ``iou_success`` are gone; ``reward="aabb_iou"`` (the evaluation's
+      headline IoU) was added beside the default ``"iou"``.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
@@ -190,6 +197,8 @@ class TrackingEnv(gym.Env):
             if not hasattr(cfg, k):
                 raise TypeError(f"TrackingEnv: unknown option {k!r}")
             setattr(cfg, k, v)
+        if cfg.reward not in REWARDS:
+            raise ValueError(f"TrackingEnv: reward must be one of {REWARDS}, got {cfg.reward!r}")
         self.cfg = cfg
         self.dataset = dataset if dataset is not None else VideoDataset.from_config(cfg.data)
         tracks = list(self.dataset.tracks())
@@ -227,6 +236,7 @@ class TrackingEnv(gym.Env):
         # annotated boxes per track, shared by in-process copies that share the dataset object
         self._gt_cache: dict[str, list[RBox | None]] = self.dataset.__dict__.setdefault(
             f"_gt_boxes_{cfg.box_method}", {})
+        self._bounds_cache: dict[str, list[np.ndarray | None]] = self.dataset.__dict__.setdefault("_gt_bounds", {})
         self._next_index = 0
         self.track: Track | None = None
 
@@ -241,6 +251,15 @@ class TrackingEnv(gym.Env):
             boxes = boxes_from_masks(masks, self.cfg.box_method)
             self._gt_cache[key] = boxes
         return boxes
+
+    def gt_bounds(self, track: Track) -> list[np.ndarray | None]:
+        """Tight axis-aligned bounds of a track's masks (``motion.mask_aabb``; computed once per track)."""
+        key = track_key(track)
+        bounds = self._bounds_cache.get(key)
+        if bounds is None:
+            bounds = [mask_aabb(self.dataset.mask(track, i)) if track.present[i] else None for i in range(len(track))]
+            self._bounds_cache[key] = bounds
+        return bounds
 
     def first_frame(self, track: Track) -> tuple[np.ndarray, RBox]:
         """Frame 0 of ``track`` and its annotated box: all a tracker is given (episodes start there)."""
@@ -351,6 +370,9 @@ class TrackingEnv(gym.Env):
             iou, reward = float("nan"), 0.0
         else:
             iou = reward = rotated_iou(self.box, gt)
+            if self.cfg.reward == "aabb_iou":
+                bounds = self.gt_bounds(self.track)[self._t]
+                reward = 0.0 if bounds is None else aabb_iou(rbox_to_xyxy(self.box), bounds)
             self._lost = self._lost + 1 if iou <= self.cfg.lost_iou else 0
             if self.cfg.perturb_prob > 0 and self.np_random.random() < self.cfg.perturb_prob:
                 self.box = self._thrown(self.box)  # after the reward: the next move has to recover

@@ -105,6 +105,37 @@ def test_expert_follows_and_zero_motion_loses_on_synthetic(synth_root):
             assert np.mean(ious) < expert
 
 
+def test_the_headline_reward_is_the_evaluations_iou(synth_root):
+    from bmvtrack.evaluate import track_ground_truth
+    from bmvtrack.motion import aabb_iou, rbox_to_xyxy
+
+    env = make_raw_env(env_cfg(synth_root, lost_frames=0, reward="aabb_iou"))
+    rotated = make_raw_env(env_cfg(synth_root, lost_frames=0))
+    checked = differs = 0
+    for k in range(len(env.tracks)):
+        _, info = env.reset(options={"track_index": k})
+        rotated.reset(options={"track_index": k})
+        gt = track_ground_truth(env.dataset, env.track)  # the evaluation's own tight bounds
+        done, t = False, 0
+        while not done:
+            act = info["expert_action"] + np.array([0.02 * (t % 3), 0, 0.05, 0.01, 0], np.float32)
+            _, r, term, trunc, info = env.step(act)
+            _, r_rot, _, _, info_rot = rotated.step(act)
+            t += 1
+            done = term or trunc
+            np.testing.assert_array_equal(info["pred_box"], info_rot["pred_box"])
+            if np.isnan(info["iou"]):
+                assert r == 0.0
+                continue
+            assert r == pytest.approx(aabb_iou(rbox_to_xyxy(env.box), gt.aabbs[t]), abs=1e-9)
+            assert r_rot == pytest.approx(info["iou"]) and info_rot["iou"] == pytest.approx(info["iou"])
+            checked += 1
+            differs += abs(r - r_rot) > 1e-3
+    assert checked > 10 and differs > 0
+    with pytest.raises(ValueError, match="reward must be one of"):
+        make_raw_env(env_cfg(synth_root, reward="aabb"))
+
+
 def test_absent_frames_and_termination(synth_root):
     env = make_raw_env(env_cfg(synth_root, lost_frames=2))
     env.reset(seed=0, options={"track_index": 0})

@@ -319,6 +319,15 @@ def test_the_proposal_starts_on_the_annotated_box_when_asked(net_path: Path, dat
         ma.MotionAgentConfig(proposal="kcf", proposal_start="mask")
 
 
+def test_the_agent_trains_on_the_reward_it_is_given(net_path: Path, data: DataConfig) -> None:
+    cfg = ma.MotionAgentConfig(motion_net=str(net_path), data=data, steps=60, learning_starts=20, batch_size=16,
+                               net_arch=(16, 16), reward="aabb_iou")
+    env = ma.build(cfg)[1]
+    assert env.raw.cfg.reward == "aabb_iou"
+    with pytest.raises(ValueError, match="reward must be one of"):
+        ma.MotionAgentConfig(reward="giou")
+
+
 def test_moving_the_proposal_on_a_worker_thread_gives_the_same_track(net_path: Path, data: DataConfig) -> None:
     cfg = ma.MotionAgentConfig(motion_net=str(net_path), data=data, steps=60, learning_starts=20, batch_size=16,
                                net_arch=(16, 16), proposal="kcf", reinit="disagree")

@@ -122,7 +122,7 @@ from bmvtrack.metrics import (
     success_thresholds,
 )
 from bmvtrack.motion import (
-    MIN_SIDE, BoxMethod, RBox, aabb_iou, aabb_to_rbox, perturbed_box, rbox_ellipse_xyxy, rbox_to_xyxy, rotated_iou,
+    BoxMethod, RBox, aabb_iou, aabb_to_rbox, mask_aabb, perturbed_box, rbox_ellipse_xyxy, rbox_to_xyxy, rotated_iou,
 )
 from bmvtrack.analyze_motion import track_boxes
 from bmvtrack.run_folder import RunFolderError, writer_pid
@@ -176,27 +176,6 @@ LOST_IOU, RECOVERED_IOU = 0.1, 0.5
 
 
 # ----------------------------------------------------------------------------- ground truth
-
-
-def mask_aabb(mask: np.ndarray) -> np.ndarray | None:
-    """Tight axis-aligned bounds ``[x0, y0, x1, y1]`` of a mask's foreground pixel centres (None if empty).
-
-    Sides shorter than ``MIN_SIDE`` (a one-pixel-thin object) are widened about the centre, as
-    rotated boxes are.
-    """
-    m = np.asarray(mask)
-    if m.ndim != 2:
-        raise ValueError(f"mask must be 2-D, got shape {m.shape}")
-    cols = np.flatnonzero(m.any(axis=0))
-    if cols.size == 0:
-        return None
-    rows = np.flatnonzero(m.any(axis=1))
-    out = np.array([cols[0], rows[0], cols[-1], rows[-1]], dtype=np.float64)
-    for lo, hi in ((0, 2), (1, 3)):
-        if out[hi] - out[lo] < MIN_SIDE:
-            c = (out[hi] + out[lo]) / 2.0
-            out[lo], out[hi] = c - MIN_SIDE / 2.0, c + MIN_SIDE / 2.0
-    return out
 
 
 @dataclass
