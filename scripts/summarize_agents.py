@@ -77,27 +77,28 @@ def compare(a: dict[str, float], b: dict[str, float]) -> tuple[str, int]:
     return f"{r['mean_diff']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}]", r["n"]
 
 
-def baselines(path: Path | None) -> dict[str, dict[str, float]]:
+def baselines(path: Path | None, metric: str = "success_auc") -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = defaultdict(dict)
     if path is None:
         return out
     for f in sorted(path.glob("eval-*/sequences.csv")):
         for r in _rows(f):
             if r["tracker"] in ("csrt", "segmentation-adapt"):
-                out[r["tracker"]][r["sequence"]] = _num(r["success_auc"])
+                out[r["tracker"]][r["sequence"]] = _num(r[metric])
     return out
 
 
-def report(exp: Path, base: Path | None, sub: str = "eval", against: list[tuple[str, Path]] | None = None) -> str:
-    auc, seeds = collect(exp, sub, "success_auc")
+def report(exp: Path, base: Path | None, sub: str = "eval", against: list[tuple[str, Path]] | None = None,
+           metric: str = "success_auc") -> str:
+    auc, seeds = collect(exp, sub, metric)
     rec, _ = collect(exp, f"{sub}-perturbed", "perturbed_recovered")
     variants = [v for v in ("rl", "rl-expert", "supervised") if v in seeds]
     if not variants:
         raise SystemExit(f"{exp}: no finished runs (f<K>-<variant>-s<seed>/eval/sequences.csv)")
-    lines = [f"# Motion agents on {exp.name}", ""]
+    lines = [f"# Motion agents on {exp.name}" + ("" if metric == "success_auc" else f" ({metric})"), ""]
     rules = {r: per_sequence(auc[r]) for r in RULES if r in auc}
     best_rule = max(rules, key=lambda r: np.mean(list(rules[r].values())))
-    others = baselines(base)
+    others = baselines(base, metric)
     mean = {v: per_sequence(auc[v]) for v in variants}
     untrained = {v: per_sequence(auc[f"{v}-untrained"]) for v in variants}
     lines += ["| agent | seeds | sequences | AUC trained | AUC untrained | per-seed AUC |", "|---|---|---|---|---|---|"]
@@ -119,7 +120,7 @@ def report(exp: Path, base: Path | None, sub: str = "eval", against: list[tuple[
                  compare(mean[v], others["segmentation-adapt"])[0] if "segmentation-adapt" in others else ""]
         lines.append(f"| {v} | " + " | ".join(cells) + " |")
     for label, folder in against or []:
-        other, _ = collect(folder, sub, "success_auc")
+        other, _ = collect(folder, sub, metric)
         other_rec, _ = collect(folder, f"{sub}-perturbed", "perturbed_recovered")
         rows = []
         for v in [v for v in variants if v in other]:
@@ -161,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval", default="eval", help="the runs' evaluation folder (eval-<data>-<split> for --score runs)")
     p.add_argument("--against", action="append", default=[], metavar="LABEL=DIR",
                    help="another agent experiment: each variant minus the same variant there, paired (repeatable)")
+    p.add_argument("--metric", default="success_auc",
+                   help="the sequences.csv column the tables compare (e.g. success_auc_rot, the reward's rotated IoU)")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     against = []
@@ -169,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         if not sep or not label or not Path(folder).is_dir():
             raise SystemExit(f"--against {item}: expected LABEL=DIR with an agent experiment folder")
         against.append((label, Path(folder)))
-    text = report(args.exp, args.baselines, args.eval, against)
+    text = report(args.exp, args.baselines, args.eval, against, args.metric)
     if args.out:
         args.out.write_text(text)
     sys.stdout.write(text)

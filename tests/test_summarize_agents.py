@@ -17,7 +17,7 @@ def _run(write_csv, root: Path, fold: int, variant: str, seed: int, aucs: dict[s
     """One run folder: per tracker, per sequence AUC (eval/) and recovery (eval-perturbed/: the AUC
     plus ``recovered_shift``)."""
     for sub, shift in (("eval", 0.0), ("eval-perturbed", recovered_shift)):
-        rows = [{"tracker": t, "sequence": s, "success_auc": v, "perturbed_recovered": v + shift}
+        rows = [{"tracker": t, "sequence": s, "success_auc": v, "success_auc_rot": v / 2, "perturbed_recovered": v + shift}
                 for t, seqs in aucs.items() for s, v in seqs.items()]
         write_csv(root / f"f{fold}-{variant}-s{seed}" / sub / "sequences.csv", rows)
 
@@ -44,6 +44,9 @@ def test_pooling_and_the_comparisons_defined_before_the_runs(write_csv, tmp_path
     for value in ("+0.250", "+0.150", "+0.200", "+0.400"):
         assert value in row
     assert summarize.main([str(tmp_path), "--out", str(tmp_path / "s.md")]) == 0 and (tmp_path / "s.md").is_file()
+    # another column of sequences.csv: here half the AUC, so half the RL value
+    rot = summarize.report(tmp_path, None, metric="success_auc_rot")
+    assert "(success_auc_rot)" in rot and "+0.125" in next(line for line in rot.splitlines() if line.startswith("| rl | +"))
     with pytest.raises(SystemExit, match="no finished runs"):
         summarize.report(tmp_path / "base", None)
 
