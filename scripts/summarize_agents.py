@@ -48,15 +48,17 @@ def _num(v: str | None) -> float:
     return float(v) if v not in (None, "", "nan") else float("nan")
 
 
-def collect(exp: Path, sub: str, key: str) -> tuple[dict[str, dict[str, dict[int, float]]], dict[str, set[int]]]:
+def collect(exp: Path, sub: str, key: str, only_seeds: set[int] | None = None
+            ) -> tuple[dict[str, dict[str, dict[int, float]]], dict[str, set[int]]]:
     """name → sequence → seed → ``key``, where name is ``<variant>``, ``<variant>-untrained`` or a rule
-    (rules and untrained agents are scored in every run; they are kept per run's seed as well)."""
+    (rules and untrained agents are scored in every run; they are kept per run's seed as well);
+    ``only_seeds``: the runs of these seeds alone."""
     out: dict[str, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
     seeds: dict[str, set[int]] = defaultdict(set)
     for run in sorted(p for p in exp.iterdir() if p.is_dir() and RUN.match(p.name)):
         fold, variant, seed = RUN.match(run.name).groups()  # type: ignore[union-attr]
         f = run / sub / "sequences.csv"
-        if not f.is_file():
+        if not f.is_file() or (only_seeds is not None and int(seed) not in only_seeds):
             continue
         seeds[variant].add(int(seed))
         for r in _rows(f):
@@ -89,9 +91,9 @@ def baselines(path: Path | None, metric: str = "success_auc") -> dict[str, dict[
 
 
 def report(exp: Path, base: Path | None, sub: str = "eval", against: list[tuple[str, Path]] | None = None,
-           metric: str = "success_auc") -> str:
-    auc, seeds = collect(exp, sub, metric)
-    rec, _ = collect(exp, f"{sub}-perturbed", "perturbed_recovered")
+           metric: str = "success_auc", only_seeds: set[int] | None = None) -> str:
+    auc, seeds = collect(exp, sub, metric, only_seeds)
+    rec, _ = collect(exp, f"{sub}-perturbed", "perturbed_recovered", only_seeds)
     variants = [v for v in ("rl", "rl-expert", "supervised") if v in seeds]
     if not variants:
         raise SystemExit(f"{exp}: no finished runs (f<K>-<variant>-s<seed>/eval/sequences.csv)")
@@ -120,8 +122,8 @@ def report(exp: Path, base: Path | None, sub: str = "eval", against: list[tuple[
                  compare(mean[v], others["segmentation-adapt"])[0] if "segmentation-adapt" in others else ""]
         lines.append(f"| {v} | " + " | ".join(cells) + " |")
     for label, folder in against or []:
-        other, _ = collect(folder, sub, metric)
-        other_rec, _ = collect(folder, f"{sub}-perturbed", "perturbed_recovered")
+        other, _ = collect(folder, sub, metric, only_seeds)
+        other_rec, _ = collect(folder, f"{sub}-perturbed", "perturbed_recovered", only_seeds)
         rows = []
         for v in [v for v in variants if v in other]:
             cell, n = compare(mean[v], per_sequence(other[v]))
@@ -164,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="another agent experiment: each variant minus the same variant there, paired (repeatable)")
     p.add_argument("--metric", default="success_auc",
                    help="the sequences.csv column the tables compare (e.g. success_auc_rot, the reward's rotated IoU)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="only the runs of these seeds, here and in --against (a lever run with fewer seeds)")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     against = []
@@ -172,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         if not sep or not label or not Path(folder).is_dir():
             raise SystemExit(f"--against {item}: expected LABEL=DIR with an agent experiment folder")
         against.append((label, Path(folder)))
-    text = report(args.exp, args.baselines, args.eval, against, args.metric)
+    text = report(args.exp, args.baselines, args.eval, against, args.metric,
+                  None if args.seeds is None else set(args.seeds))
     if args.out:
         args.out.write_text(text)
     sys.stdout.write(text)

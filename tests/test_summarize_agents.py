@@ -36,6 +36,7 @@ def test_pooling_and_the_comparisons_defined_before_the_runs(write_csv, tmp_path
            [{"tracker": "csrt", "sequence": "a", "success_auc": 0.3}, {"tracker": "csrt", "sequence": "b", "success_auc": 0.3}])
     auc, seeds = summarize.collect(tmp_path, "eval", "success_auc")
     assert seeds["rl"] == {0, 1}
+    assert summarize.per_sequence(summarize.collect(tmp_path, "eval", "success_auc", {1})[0]["rl"]) == {"a": 0.8}
     assert summarize.per_sequence(auc["rl"])["a"] == pytest.approx(0.7)  # the mean of the two seeds
     text = summarize.report(tmp_path, tmp_path / "base")
     assert "best hand rule on this state: rule-mask" in text
