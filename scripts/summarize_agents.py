@@ -57,7 +57,7 @@ def collect(exp: Path, sub: str, key: str, only_seeds: set[int] | None = None
     seeds: dict[str, set[int]] = defaultdict(set)
     for run in sorted(p for p in exp.iterdir() if p.is_dir() and RUN.match(p.name)):
         fold, variant, seed = RUN.match(run.name).groups()  # type: ignore[union-attr]
-        f = run / sub / "sequences.csv"
+        f = run / sub.format(fold=fold) / "sequences.csv"
         if not f.is_file() or (only_seeds is not None and int(seed) not in only_seeds):
             continue
         seeds[variant].add(int(seed))
@@ -121,6 +121,14 @@ def report(exp: Path, base: Path | None, sub: str = "eval", against: list[tuple[
                  compare(mean[v], others["csrt"])[0] if "csrt" in others else "",
                  compare(mean[v], others["segmentation-adapt"])[0] if "segmentation-adapt" in others else ""]
         lines.append(f"| {v} | " + " | ".join(cells) + " |")
+    scaled = sorted(n for n in auc if any(n.startswith(f"{v}-step") for v in variants))
+    if scaled:  # train_motion_agent --score --step-scales: the agent's move shrunk towards its start's
+        lines += ["", "The agent's move shrunk towards its start's (`--step-scales`, a diagnostic), paired over sequences:", "",
+                  "| tracker | AUC | − untrained | sequences |", "|---|---|---|---|"]
+        for n in scaled:
+            vals = per_sequence(auc[n])
+            cell, k = compare(vals, untrained[n.split("-step")[0]])
+            lines.append(f"| {n} | {np.mean(list(vals.values())):.3f} | {cell} | {k} |")
     for label, folder in against or []:
         other, _ = collect(folder, sub, metric, only_seeds)
         other_rec, _ = collect(folder, f"{sub}-perturbed", "perturbed_recovered", only_seeds)
@@ -161,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("exp", type=Path)
     p.add_argument("--baselines", type=Path, default=None, help="the motion folds' folder (eval-*/sequences.csv)")
-    p.add_argument("--eval", default="eval", help="the runs' evaluation folder (eval-<data>-<split> for --score runs)")
+    p.add_argument("--eval", default="eval", help="the runs' evaluation folder (eval-<data>-<split> for --score runs; "
+                                                  "{fold} stands for the run's fold)")
     p.add_argument("--against", action="append", default=[], metavar="LABEL=DIR",
                    help="another agent experiment: each variant minus the same variant there, paired (repeatable)")
     p.add_argument("--metric", default="success_auc",

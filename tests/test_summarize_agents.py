@@ -65,3 +65,15 @@ def test_a_variant_is_set_against_the_same_variant_of_another_experiment(write_c
     assert "| -0.100 [" in row  # recovered: 0.4 + 0.1 against 0.5 + 0.1 (AUC + 0.2, recovery 0.3 below it)
     with pytest.raises(SystemExit, match="LABEL=DIR"):
         summarize.main([str(new), "--against", str(old)])
+
+
+def test_a_rescored_folder_per_fold_and_the_step_scaled_agent(write_csv, tmp_path: Path, summarize) -> None:
+    for fold, seq in ((0, "a"), (1, "b")):
+        rows = [{"tracker": t, "sequence": seq, "success_auc": v, "success_auc_rot": v, "perturbed_recovered": v}
+                for t, v in (("motion-agent-rl", 0.3), ("motion-agent-rl-untrained", 0.5),
+                             ("motion-agent-rl-step0.5", 0.6 + 0.1 * fold), ("rule-mu", 0.4))]
+        write_csv(tmp_path / f"f{fold}-rl-s0" / f"eval-x-{fold}-test" / "sequences.csv", rows)
+    text = summarize.report(tmp_path, None, sub="eval-x-{fold}-test")
+    assert "| rl | 1 | 2 | 0.300 | 0.500 |" in text  # both folds' folders were read
+    row = next(line for line in text.splitlines() if line.startswith("| rl-step0.5 |"))
+    assert row.startswith("| rl-step0.5 | 0.650 | +0.150 [")  # 0.6 and 0.7 against 0.5
