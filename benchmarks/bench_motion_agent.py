@@ -133,5 +133,6 @@ def main() -> None:
     print("overlapped / not overlapped: " + ", ".join(
         f"{k} {med[f'motion agent + {k}'] / med[f'motion agent + {k} (not overlapped)']:.2f}" for k in ("kcf", "csrt")))
 
+
 if __name__ == "__main__":
     main()

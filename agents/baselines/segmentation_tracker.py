@@ -38,8 +38,7 @@ import numpy as np
 
 from bmvtrack.adaptation import AdaptConfig, adapt_to_box
 from bmvtrack.data.patches import CropWindow
-from bmvtrack.motion import mask_aabb
-from bmvtrack.motion import BoxMethod, RBox
+from bmvtrack.motion import BoxMethod, RBox, mask_aabb
 from bmvtrack.proposals import AGREE_IOU, Proposal, fuse_boxes, make_proposal_tracker
 from bmvtrack.segmentation import Keep, StepResult, fill_rbox, load_segmenter, mask_from_prob, track_step
 
