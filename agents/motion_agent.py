@@ -39,7 +39,7 @@ from typing import Any, Callable, Literal
 import numpy as np
 import torch
 
-from bmvtrack.data.readers import DataConfig
+from bmvtrack.data.readers import AUGMENTS, DataConfig
 from bmvtrack.io import file_sha256
 from bmvtrack.envs.motion_env import PROPOSAL_STARTS, MotionTrackingEnv, make_motion_env
 from bmvtrack.envs.motion_state import MotionState
@@ -66,6 +66,7 @@ class MotionAgentConfig:
     start_scale: float = 0.1
     perturb_prob: float = 0.02  # per step: the box is thrown off (recovery in training)
     lost_frames: int = 10  # end an episode after this many frames at IoU 0
+    augment: tuple[str, ...] = ()  # training tracks also mirrored ("flip") and played backwards ("reverse"): EnvConfig.augment
     reward: Literal["iou", "aabb_iou"] = "iou"  # the rotated IoU, or the evaluation's headline IoU (EnvConfig.reward)
     action_n_std: float = 4.0  # relative action bounds: prior mean ± this many prior stds
     cue_scale: float = 0.3  # the initial policy's spread around μ′(s), × the prior's
@@ -81,6 +82,7 @@ class MotionAgentConfig:
     net_arch: tuple[int, ...] = (256, 256)
     quantum: float = 1.0  # MotionState's rounding (px, %, degrees)
     features: bool = False  # the state includes the network's pooled appearance feature
+    box_state: bool = True  # the state includes the box's size in the frame (nearly constant within a track)
     proposal: Literal["none", "csrt", "kcf"] = "none"  # a proposal tracker beside the agent (its box in the state)
     reinit: Literal["never", "disagree", "vote"] = "vote"  # when it is restarted on the agent's box (FollowingProposal)
     proposal_start: Literal["box", "annotation"] = "box"  # training episodes start the proposal on the agent's box or the annotated one
@@ -100,6 +102,8 @@ class MotionAgentConfig:
             raise ValueError(f"reinit must be one of {REINIT_RULES}, got {self.reinit!r}")
         if self.reward not in REWARDS:
             raise ValueError(f"reward must be one of {REWARDS}, got {self.reward!r}")
+        if not set(self.augment) <= set(AUGMENTS):
+            raise ValueError(f"augment must be a subset of {AUGMENTS}, got {list(self.augment)}")
         if self.proposal_start not in PROPOSAL_STARTS:
             raise ValueError(f"proposal_start must be one of {PROPOSAL_STARTS}, got {self.proposal_start!r}")
         if self.center not in CENTERS:
@@ -107,9 +111,20 @@ class MotionAgentConfig:
         if self.center == "proposal" and self.proposal == "none":
             raise ValueError("center=proposal needs a proposal tracker (proposal=csrt or kcf)")
 
+    def make_state(self) -> MotionState:
+        """The ``MotionState`` of this config's motion network."""
+        return state_for(vars(self), self.motion_net)
+
     def make_proposal(self) -> FollowingProposal | None:
         """A fresh proposal tracker of this config (None without one): one per environment or tracker."""
         return None if self.proposal == "none" else FollowingProposal(self.proposal, self.reinit)
+
+
+def state_for(config: dict[str, Any], net: str | Path) -> MotionState:
+    """The ``MotionState`` an agent of ``config`` (a ``MotionAgentConfig``'s fields, as ``agent.json``
+    stores them; fields newer than the file take their defaults) reads from the network ``net``."""
+    return MotionState(net, quantum=float(config.get("quantum", 1.0)), features=bool(config.get("features", False)),
+                       box=bool(config.get("box_state", True)))
 
 
 def agent_kwargs(cfg: MotionAgentConfig, env: MotionTrackingEnv) -> dict[str, Any]:
@@ -144,10 +159,10 @@ def build(cfg: MotionAgentConfig, state: MotionState | None = None) -> tuple[Any
     from bmvtrack.agents.agent_file import make_agent
 
     torch.set_num_threads(cfg.threads)
-    state = state or MotionState(cfg.motion_net, quantum=cfg.quantum, features=cfg.features)
+    state = state or cfg.make_state()
     env = make_motion_env(state, cfg.action_n_std, cfg.make_proposal(), cfg.proposal_start, data=cfg.data, start=cfg.start, start_shift=cfg.start_shift,
                           start_scale=cfg.start_scale, perturb_prob=cfg.perturb_prob, lost_frames=cfg.lost_frames,
-                          reward=cfg.reward)
+                          reward=cfg.reward, augment=list(cfg.augment))
     env.reset(seed=cfg.seed)
     env.action_space.seed(cfg.seed)
     kwargs = agent_kwargs(cfg, env)
@@ -209,8 +224,7 @@ def load(path: str | Path, state: MotionState | None = None) -> tuple[Any, Motio
         net = meta["encoder"]["path"]
         if not Path(net).is_file() or file_sha256(net) != meta["encoder"]["sha256"]:
             raise AgentFileError(f"{folder}: its motion network {net} is missing or another file than it trained on")
-        state = MotionState(net, quantum=float(meta["config"].get("quantum", 1.0)),
-                            features=bool(meta["config"].get("features", False)))
+        state = state_for(meta["config"], net)
     return model, state, meta
 
 

@@ -26,7 +26,6 @@ from stable_baselines3 import SAC
 from bmvtrack.agents import motion_agent as ma
 from bmvtrack.agents.mvsac import MVSAC
 from bmvtrack.data.readers import DataConfig, TrackFilter, VideoDataset
-from bmvtrack.envs.motion_state import MotionState
 from bmvtrack.envs.registration import make_sb3_vec_env, resolve_env_config
 from bmvtrack.envs.state_encoder import StateEncoder
 from bmvtrack.models import ModelConfig
@@ -112,7 +111,7 @@ def main() -> None:
     for t in tracks:  # decode once: the fps below is the tracker's, not the JPEG decoder's
         for i in range(len(t)):
             ds.frame(t, i)
-    state = MotionState(args.motion_net, quantum=cfg.quantum, features=cfg.features)
+    state = cfg.make_state()
     trackers = {"motion agent": lambda: ma.agent_tracker(motion, state, "motion agent")}
     for kind in ("kcf", "csrt"):  # a proposal tracker beside the agent: its start and every move count
         pcfg = replace(cfg, variant="rl", proposal=kind)

@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     logger = RunLogger(out, run_name("train_motion_agent", cfg.variant), "train_motion_agent",
                        command_config(args, agent=cfg), WandbConfig(enabled=not args.no_wandb))
     try:
-        state = ma.MotionState(cfg.motion_net, quantum=cfg.quantum, features=cfg.features)
+        state = cfg.make_state()
         model, record = ma.train(cfg, out, state, progress=None if args.quiet else print, log=logger.log)
         atomic_write_text(out / "record.json", json.dumps(record, indent=1))
         logger.summary({f"record/{k}": v for k, v in record.items() if isinstance(v, (int, float))})

@@ -11,7 +11,7 @@ into one float32 vector (``layout`` names the slices):
 | ``search/motion`` | 7 | the box-relative motion onto the box fitted to the decoded mask (5), the mask's area fraction, an empty flag |
 | ``search/scaled`` | 15 | (μ′ − m)/σ, (mask motion − m)/σ and ln(√diag Σ′ / σ), with the prior's mean m and standard deviations σ: the same numbers at the scale of one, for the networks that read the state |
 | ``search/features`` | F | the pooled encoder feature (with ``features=True``) |
-| ``box`` | 2 | ln(w/W), ln(h/H): the box's size in the frame |
+| ``box`` | 2 | ln(w/W), ln(h/H): the box's size in the frame (with ``box=True``, the default) |
 
 With a proposal tracker beside the agent (``bmvtrack.proposals.FollowingProposal``), the
 environment and the tracker append ``proposal`` (``PROPOSAL_DIM`` numbers, ``proposal_cue``): the
@@ -52,7 +52,7 @@ class MotionState:
     """States of a motion-posterior network (a checkpoint path or a loaded ``model.input: pair`` model)."""
 
     def __init__(self, model: Any, context: float = 0.25, threshold: float = 0.5, quantum: float = 1.0,
-                 cache_size: int = 100_000, features: bool = False, device: str = "cpu") -> None:
+                 cache_size: int = 100_000, features: bool = False, device: str = "cpu", box: bool = True) -> None:
         if isinstance(model, (str, Path)):
             from bmvtrack.agents.baselines.motion_posterior import load_motion_posterior
 
@@ -69,6 +69,7 @@ class MotionState:
         self.device = next(model.parameters()).device
         self.features = bool(features)  # the pooled appearance feature: off by default (agents memorised it)
         self.feature_dim = int(cfg.feature_dim) if features else 0
+        self.box = bool(box)  # the box's size: nearly constant within a track, so it tells tracks apart
         buffers = {k.rsplit(".", 1)[-1]: v for k, v in model.state_dict().items() if "prior_" in k}
         # the box-relative MGD the network was trained with
         self.prior_mean = buffers["prior_mean"].double().cpu().numpy().copy()
@@ -77,7 +78,7 @@ class MotionState:
         off = 0
         self.prior_std = np.sqrt(np.diag(self.prior_cov))
         for name, n in (("search/mu", 5), ("search/tril", 15), ("search/motion", MASK_CUE), ("search/scaled", 15),
-                        ("search/features", self.feature_dim), ("box", 2)):
+                        ("search/features", self.feature_dim), ("box", 2 if self.box else 0)):
             if n == 0:
                 continue
             self.layout[name] = slice(off, off + n)
@@ -129,7 +130,7 @@ class MotionState:
         scaled = [(mu - m) / sd, np.where(cue[6] > 0.5, 0.0, (cue[:5] - m) / sd), np.log(np.sqrt(np.diag(cov)) / sd)]
         parts = [mu, tril[0][TRIL[0], TRIL[1]].double().cpu().numpy(), cue, np.clip(np.concatenate(scaled), -10, 10),
                  out["features"][0].double().cpu().numpy() if self.features else np.zeros(0),
-                 np.array([math.log(box.w / w), math.log(box.h / h)])]
+                 np.array([math.log(box.w / w), math.log(box.h / h)] if self.box else [])]
         return np.concatenate(parts).astype(np.float32)
 
     def _mask_cue(self, prob: np.ndarray, crop: np.ndarray, box: RBox) -> np.ndarray:

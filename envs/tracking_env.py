@@ -15,7 +15,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from bmvtrack.data.readers import DataConfig, Track, VideoDataset
+from bmvtrack.data.readers import DataConfig, Track, VideoDataset, augmented_tracks
 from bmvtrack.proposals import PROPOSALS, Proposal, ProposalTracks
 from bmvtrack.motion import (
     STAY_ACTION, MotionPrior, RBox, aabb_iou, boxes_from_masks, keep_in_reach, mask_aabb, motion_between, motion_within,
@@ -26,7 +26,7 @@ from bmvtrack.envs.observation import BOX_FEATURES, WINDOW_FEATURES, crop_at, ra
 
 def track_key(track: Track) -> str:
     """A track's identity, unique across pooled datasets (names can repeat between them)."""
-    return f"{track.mask_paths[0]}#{track.object_id}"
+    return f"{track.mask_paths[0]}#{track.object_id}" + ("~flip" if track.flip else "") + ("~rev" if track.reverse else "")
 
 
 REWARDS = ("iou", "aabb_iou")
@@ -38,6 +38,7 @@ class EnvConfig:
 
     data: DataConfig = field(default_factory=DataConfig)
     extra_data: list[DataConfig] = field(default_factory=list)  # more datasets whose tracks join data's (training only)
+    augment: list[str] = field(default_factory=list)  # training tracks also mirrored ("flip") and played backwards ("reverse"): readers.augmented_tracks (ours)
     prior: str | None = None  # prior file from analyze_motion; None = the paper's prior
     box_method: Literal["minarearect", "principal"] = "minarearect"  # how annotated boxes are made from masks
     crop_size: int = field(default=64, metadata={"ge": 1})  # side of the crops fed to the encoder
@@ -62,8 +63,9 @@ class EnvConfig:
 
     def held_out(self, split: str | None) -> EnvConfig:
         """The evaluation environment of this (resolved) config: the tracks of ``split`` in order,
-        never terminated, without the extra training datasets; nothing is resolved again."""
-        return replace(self, data=replace(self.data, split=split), order="sequential", lost_frames=0, extra_data=[])
+        never terminated, without the extra training datasets and augmentations; nothing is resolved again."""
+        return replace(self, data=replace(self.data, split=split), order="sequential", lost_frames=0, extra_data=[],
+                       augment=[])
 
 
 class TrackingEnv(gym.Env):
@@ -204,6 +206,7 @@ class TrackingEnv(gym.Env):
         tracks = list(self.dataset.tracks())
         for extra in cfg.extra_data:  # a track carries its own file paths, so self.dataset reads any of them
             tracks += VideoDataset.from_config(extra).tracks()
+        tracks = augmented_tracks(tracks, cfg.augment)
         self.tracks: list[Track] = tracks[: cfg.max_tracks] if cfg.max_tracks > 0 else list(tracks)
         self.prior = prior if prior is not None else cfg.motion_prior()
         lo, hi = self.prior.action_bounds(cfg.action_n_std)

@@ -324,6 +324,32 @@ def test_extra_data_pools_tracks_of_another_dataset(synth_root, tmp_path):
     assert len(ious) >= 3 and np.mean(ious) > 0.9, ious
 
 
+def test_augmented_training_tracks_are_real_tracks(synth_root):
+    """augment=["flip", "reverse"] gives four tracks per track; the expert policy stays on the object in
+    a mirrored, reversed episode, whose first box is the original's last box mirrored; the held-out
+    config drops the augmentations."""
+    base = TrackingEnv(env_cfg(synth_root))
+    cfg = env_cfg(synth_root, augment=["flip", "reverse"])
+    env = TrackingEnv(cfg)
+    assert len(env.tracks) == 4 * len(base.tracks) and env.tracks[-1].name.endswith("~flip~rev")
+    orig = base.tracks[0]
+    idx = next(i for i, t in enumerate(env.tracks) if t.flip and t.reverse and t.frame_paths[-1] == orig.frame_paths[0])
+    obs, info = env.reset(options={"track_index": idx})
+    last = base.gt_boxes(orig)[len(env.track) - 1]
+    w = orig.size[1]
+    assert abs(env.box.cx - (w - 1 - last.cx)) < 0.05 and abs(env.box.cy - last.cy) < 0.05  # pixel centres mirror to W - 1 - x
+    ious = []
+    for _ in range(len(env.track) - 1):
+        obs, _, terminated, truncated, info = env.step(info["expert_action"])
+        ious.append(info["iou"])
+        if terminated or truncated:
+            break
+    assert len(ious) >= 3 and np.mean(ious) > 0.9, ious
+    assert cfg.held_out(None).augment == []
+    with pytest.raises(ValueError, match="unknown"):
+        TrackingEnv(env_cfg(synth_root, augment=["spin"]))
+
+
 def test_vec_env_states_come_from_each_tracks_adapted_network(synth_root, tmp_path):
     """Each copy is encoded by its own track's adapted copy, the last state of a finished episode
     by the track it finished (not the one the copy was reset to)."""

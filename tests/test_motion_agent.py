@@ -217,6 +217,24 @@ def test_a_saved_agent_tracks_as_it_acted_and_is_bound_to_its_network(
         ma.load(tmp_path / "run")
 
 
+def test_a_state_without_the_box_size_is_the_same_state_less_its_box_slice(
+        net_path: Path, data: DataConfig, tmp_path: Path) -> None:
+    """box_state=False drops ln(w/W), ln(h/H) (a per-track constant) and nothing else; an agent
+    trained on it is reloaded with it."""
+    env = ma.build(_cfg(net_path, data, "rl"))[1]
+    env.reset(seed=0)
+    raw = env.raw
+    frames = raw.dataset.frame(raw.track, 0), raw.dataset.frame(raw.track, 1)
+    with_box, without = ma.state_for({}, net_path), ma.state_for({"box_state": False}, net_path)
+    assert "box" in with_box.layout and "box" not in without.layout and without.dim == with_box.dim - 2
+    full = with_box(*frames, raw.box)
+    np.testing.assert_array_equal(without(*frames, raw.box), np.delete(full, np.arange(with_box.dim)[with_box.layout["box"]]))
+    cfg = replace(_cfg(net_path, data, "rl", steps=30), box_state=False)
+    assert cfg.make_state().dim == without.dim
+    ma.train(cfg, tmp_path / "run", progress=None)
+    assert ma.load(tmp_path / "run")[1].dim == without.dim
+
+
 def test_the_command_trains_scores_and_keeps_a_finished_run(net_path: Path, data: DataConfig, tmp_path: Path) -> None:
     from bmvtrack.run_folder import RunFolderError
     from bmvtrack.train_motion_agent import main
@@ -326,6 +344,21 @@ def test_the_agent_trains_on_the_reward_it_is_given(net_path: Path, data: DataCo
     assert env.raw.cfg.reward == "aabb_iou"
     with pytest.raises(ValueError, match="reward must be one of"):
         ma.MotionAgentConfig(reward="giou")
+
+
+def test_the_agent_environment_serves_mirrored_and_reversed_tracks(net_path: Path, data: DataConfig) -> None:
+    cfg = ma.MotionAgentConfig(motion_net=str(net_path), data=data, steps=60, learning_starts=20, batch_size=16,
+                               net_arch=(16, 16), proposal="kcf", augment=("flip", "reverse"))
+    model, env, _ = ma.build(cfg)
+    names = [t.name for t in env.raw.tracks]
+    assert len(names) == 4 * len(ma.build(replace(cfg, augment=()))[1].raw.tracks) and len(set(names)) == len(names)
+    idx = names.index(next(n for n in names if n.endswith("~flip~rev")))
+    obs, info = env.reset(options={"track_index": idx})
+    for _ in range(3):  # the expert's move keeps the box on the mirrored object, the proposal runs on mirrored frames
+        obs, reward, *_, info = env.step(info["expert_relative"])
+        assert reward > 0.8 and np.isfinite(obs).all()
+    with pytest.raises(ValueError, match="augment"):
+        ma.MotionAgentConfig(augment=("spin",))
 
 
 def test_moving_the_proposal_on_a_worker_thread_gives_the_same_track(net_path: Path, data: DataConfig) -> None:

@@ -209,3 +209,37 @@ def test_frame_cache_is_bounded_and_hits():
     arr = cache.get("4", lambda: np.zeros(1))
     with pytest.raises(ValueError):
         arr[0] = 1  # shared arrays are read-only
+
+
+def test_augmented_tracks_mirror_and_reverse(tmp_path):
+    """Four variants per track: a mirrored track reads mirrored frames and masks (the original's stay
+    as they were), a reversed one runs from the last frame with the object back to the first."""
+    from bmvtrack.data.readers import augmented_tracks
+
+    root = make_davis(tmp_path, n_frames=4)
+    ds = VideoDataset(root, filters=KEEP_ALL)
+    t = ds.tracks()[0]
+    out = augmented_tracks([t], ["flip", "reverse"])
+    assert [u.name for u in out] == ["seq/1", "seq/1~flip", "seq/1~rev", "seq/1~flip~rev"]
+    flip, rev, both = out[1], out[2], out[3]
+    assert np.array_equal(ds.mask(flip, 2), ds.mask(t, 2)[:, ::-1]) and not np.array_equal(ds.mask(flip, 2), ds.mask(t, 2))
+    assert np.array_equal(ds.frame(flip, 1), ds.frame(t, 1)[:, ::-1])
+    assert np.array_equal(ds.mask(t, 2)[4, 3 + 2:9 + 2], np.ones(6, bool))  # the cached original is not mirrored
+    assert rev.frame_names == ("00003", "00002", "00001", "00000")
+    assert np.array_equal(ds.mask(rev, 0), ds.mask(t, 3)) and np.array_equal(ds.mask(both, 0), ds.mask(t, 3)[:, ::-1])
+    assert augmented_tracks([t], []) == [t] and len(augmented_tracks([t], ["reverse"])) == 2
+    with pytest.raises(ValueError, match="unknown.*spin"):
+        augmented_tracks([t], ["spin"])
+
+
+def test_reversed_track_starts_where_the_object_is_seen(tmp_path):
+    """A track that ends with frames without its object (as a reader with absent='keep' may give)
+    is reversed from its last frame with the object."""
+    from dataclasses import replace
+
+    from bmvtrack.data.readers import augmented_tracks
+
+    (t, *_) = VideoDataset(make_davis(tmp_path, n_frames=3), filters=KEEP_ALL).tracks()
+    t = replace(t, present=(True, True, False))
+    rev = augmented_tracks([t], ["reverse"])[1]
+    assert rev.present == (True, True) and rev.frame_names == ("00001", "00000")

@@ -15,13 +15,19 @@ layout: ``test`` is fold ``<fold>``'s sequences, ``train`` those of all the othe
 model shipped after the cross-validation trains on). Being a split, it goes wherever a split goes — a config's
 ``data.split``, ``eval_split``, ``val_split``, the commands' ``--split`` — so a held-out set swapped
 in for a split is another part of the same fold, never a filter stacked on the training part.
+
+Training augmentation (``augmented_tracks``): each track also played mirrored left to right
+(``Track.flip``: the reader mirrors its frames and masks) and backwards in time (its frame lists
+reversed), so a training set of N sequences gives up to 4N tracks with the motion statistics of real
+video: a mirror changes the sign of the horizontal motion and of the rotation, a reversal inverts each
+step. The variants carry their own names (``bear/1~flip~rev``), so caches keyed by track keep them apart.
 """
 from __future__ import annotations
 
 import json
 import re
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -34,6 +40,7 @@ Layout = Literal["auto", "davis2016", "davis2017", "youtube-vos"]
 LAYOUTS = ("davis2016", "davis2017", "youtube-vos")
 VOID = 255  # DAVIS 2017 / YouTube-VOS "ignore" label
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
+AUGMENTS = ("flip", "reverse")  # augmented_tracks: mirrored left to right, played backwards
 
 
 class DroppedSequenceWarning(UserWarning):
@@ -166,10 +173,12 @@ class Track:
     category: str = ""
     layout: str = ""
     binary: bool = False  # DAVIS 2016: any non-zero grey level is the object
+    flip: bool = False  # frames and masks mirrored left to right (a training augmentation)
+    reverse: bool = False  # frames in reverse order (a training augmentation; the lists are already reversed)
 
     @property
     def name(self) -> str:
-        return f"{self.sequence}/{self.object_id}"
+        return f"{self.sequence}/{self.object_id}" + ("~flip" if self.flip else "") + ("~rev" if self.reverse else "")
 
     def __len__(self) -> int:
         return len(self.frame_paths)
@@ -497,13 +506,18 @@ class VideoDataset:
     # ---------------------------------------------------------------- pixels
 
     def frame(self, track: Track, i: int) -> np.ndarray:
-        """RGB frame ``i`` of the track (cached, read-only)."""
+        """RGB frame ``i`` of the track (cached, read-only; mirrored for a ``flip`` track)."""
         p = track.frame_paths[i]
+        if track.flip:
+            return self.cache.get(f"{p}~flip", lambda: np.ascontiguousarray(read_frame(p)[:, ::-1]))
         return self.cache.get(str(p), lambda: read_frame(p))
 
     def raw_mask(self, track: Track, i: int) -> np.ndarray:
         p = track.mask_paths[i]
-        arr = self.cache.get(str(p), lambda: read_mask(p))
+        if track.flip:
+            arr = self.cache.get(f"{p}~flip", lambda: np.ascontiguousarray(read_mask(p)[:, ::-1]))
+        else:
+            arr = self.cache.get(str(p), lambda: read_mask(p))
         if arr.shape != track.size:
             raise DatasetError(f"{p}: mask size {arr.shape} differs from its frame's size {track.size}")
         return arr
@@ -520,6 +534,27 @@ class VideoDataset:
         m = self.raw_mask(track, i)
         v = m == VOID
         return v if v.any() else None
+
+
+def augmented_tracks(tracks: list[Track], augment: list[str] | tuple[str, ...]) -> list[Track]:
+    """``tracks`` and their variants by ``augment`` (a subset of ``AUGMENTS``; every combination:
+    ``["flip", "reverse"]`` gives four per track). A reversed track starts at the original's last frame
+    with the object, so that it starts where the object is seen, as every track does."""
+    bad = [a for a in augment if a not in AUGMENTS]
+    if bad:
+        raise ValueError(f"augment: unknown {bad}; choose from {AUGMENTS}")
+    out = list(tracks)
+    if "flip" in augment:
+        out += [replace(t, flip=True) for t in out]
+    if "reverse" in augment:
+        out += [_reversed(t) for t in out]
+    return out
+
+
+def _reversed(t: Track) -> Track:
+    last = max(i for i, p in enumerate(t.present) if p) + 1
+    return replace(t, frame_paths=t.frame_paths[:last][::-1], mask_paths=t.mask_paths[:last][::-1],
+                   frame_names=t.frame_names[:last][::-1], present=t.present[:last][::-1], reverse=True)
 
 
 def _summary(dropped: dict[str, str], limit: int = 10) -> str:
