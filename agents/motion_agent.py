@@ -39,7 +39,7 @@ from typing import Any, Callable, Literal
 import numpy as np
 import torch
 
-from bmvtrack.data.readers import AUGMENTS, DataConfig
+from bmvtrack.data.readers import AUGMENTS, DataConfig, FoldSplit
 from bmvtrack.io import file_sha256
 from bmvtrack.envs.motion_env import PROPOSAL_STARTS, MotionTrackingEnv, make_motion_env
 from bmvtrack.envs.motion_state import MotionState
@@ -83,6 +83,7 @@ class MotionAgentConfig:
     quantum: float = 1.0  # MotionState's rounding (px, %, degrees)
     features: bool = False  # the state includes the network's pooled appearance feature
     box_state: bool = True  # the state includes the box's size in the frame (nearly constant within a track)
+    train_nets: tuple[str, ...] = ()  # "SPLIT=CHECKPOINT": training tracks of SPLIT's sequences seen through that motion network (cross-fitting: MotionTrackingEnv.track_states)
     proposal: Literal["none", "csrt", "kcf"] = "none"  # a proposal tracker beside the agent (its box in the state)
     reinit: Literal["never", "disagree", "vote"] = "vote"  # when it is restarted on the agent's box (FollowingProposal)
     proposal_start: Literal["box", "annotation"] = "box"  # training episodes start the proposal on the agent's box or the annotated one
@@ -102,6 +103,8 @@ class MotionAgentConfig:
             raise ValueError(f"reinit must be one of {REINIT_RULES}, got {self.reinit!r}")
         if self.reward not in REWARDS:
             raise ValueError(f"reward must be one of {REWARDS}, got {self.reward!r}")
+        if any("=" not in item for item in self.train_nets):
+            raise ValueError(f"train_nets entries are SPLIT=CHECKPOINT, got {list(self.train_nets)}")
         if not set(self.augment) <= set(AUGMENTS):
             raise ValueError(f"augment must be a subset of {AUGMENTS}, got {list(self.augment)}")
         if self.proposal_start not in PROPOSAL_STARTS:
@@ -114,6 +117,19 @@ class MotionAgentConfig:
     def make_state(self) -> MotionState:
         """The ``MotionState`` of this config's motion network."""
         return state_for(vars(self), self.motion_net)
+
+    def make_train_states(self) -> dict[str, MotionState]:
+        """``train_nets`` as ``MotionTrackingEnv.track_states``: sequence name → that network's state."""
+        out: dict[str, MotionState] = {}
+        for item in self.train_nets:
+            split, _, net = item.rpartition("=")
+            fold = FoldSplit.parse(split)
+            if fold is None:
+                raise ValueError(f"train_nets: {item!r}: the split must be a fold selection (<folds file>:<fold>:<part>)")
+            state = state_for(vars(self), net)
+            for seq in fold.sequences():
+                out[seq] = state
+        return out
 
     def make_proposal(self) -> FollowingProposal | None:
         """A fresh proposal tracker of this config (None without one): one per environment or tracker."""
@@ -160,7 +176,8 @@ def build(cfg: MotionAgentConfig, state: MotionState | None = None) -> tuple[Any
 
     torch.set_num_threads(cfg.threads)
     state = state or cfg.make_state()
-    env = make_motion_env(state, cfg.action_n_std, cfg.make_proposal(), cfg.proposal_start, data=cfg.data, start=cfg.start, start_shift=cfg.start_shift,
+    env = make_motion_env(state, cfg.action_n_std, cfg.make_proposal(), cfg.proposal_start, cfg.make_train_states(),
+                          data=cfg.data, start=cfg.start, start_shift=cfg.start_shift,
                           start_scale=cfg.start_scale, perturb_prob=cfg.perturb_prob, lost_frames=cfg.lost_frames,
                           reward=cfg.reward, augment=list(cfg.augment))
     env.reset(seed=cfg.seed)

@@ -16,6 +16,12 @@ evaluation while the agent's own box starts off it), moved to frame t+1 before e
 (the state gains its ``proposal`` slice: where it went, seen from the agent's box), and restarted on
 the agent's box by its rule after each step (``info["proposal_restart"]``).
 
+``track_states`` (sequence name → ``MotionState``) shows the frames of those sequences through another
+motion network: cross-fitting, a network that never saw them (``MotionAgentConfig.train_nets``). Why:
+a motion posterior's mask is far more reliable on the sequences it trained on than on new ones, so an
+agent trained on states of its own posterior's training sequences learns to trust cues that fail
+on new video.
+
 ``info["expert_relative"]`` is the box-relative motion onto the next annotated box, clipped to the
 bounds (zero where the object is absent): the expert action at the agent's own states, which
 ``MVSAC(expert_coef=...)`` learns from (DAgger-style) and a supervised-only agent learns from alone.
@@ -28,6 +34,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from bmvtrack.data.readers import Track
 from bmvtrack.envs.motion_state import PROPOSAL_DIM, MotionState
 from bmvtrack.envs.tracking_env import TrackingEnv, track_key
 from bmvtrack.motion import relative_between, relative_to_action
@@ -43,7 +50,8 @@ class MotionTrackingEnv(gym.Wrapper):
     """``TrackingEnv`` with box-relative actions and motion-posterior states (module docstring)."""
 
     def __init__(self, env: TrackingEnv, state: MotionState, action_n_std: float = 4.0,
-                 proposal: FollowingProposal | None = None, proposal_start: str = "box") -> None:
+                 proposal: FollowingProposal | None = None, proposal_start: str = "box",
+                 track_states: dict[str, MotionState] | None = None) -> None:
         if proposal_start not in PROPOSAL_STARTS:
             raise ValueError(f"proposal_start must be one of {PROPOSAL_STARTS}, got {proposal_start!r}")
         raw = env.unwrapped
@@ -54,6 +62,10 @@ class MotionTrackingEnv(gym.Wrapper):
         lo, hi = raw.prior.action_bounds(INNER_N_STD)
         raw.action_space = spaces.Box(lo, hi, dtype=np.float32)
         self.state = state
+        self.track_states = dict(track_states or {})
+        for seq, other in self.track_states.items():
+            if other.layout != state.layout or other.context != state.context:
+                raise ValueError(f"track_states[{seq!r}]: its state's layout differs from the agent's")
         std = np.sqrt(np.diag(state.prior_cov))
         self.action_space = spaces.Box((state.prior_mean - action_n_std * std).astype(np.float32),
                                        (state.prior_mean + action_n_std * std).astype(np.float32), dtype=np.float32)
@@ -70,16 +82,21 @@ class MotionTrackingEnv(gym.Wrapper):
     def raw(self) -> TrackingEnv:
         return self.env.unwrapped  # type: ignore[return-value]
 
+    def state_of(self, track: Track) -> MotionState:
+        """The state ``track``'s frames are seen through (``track_states``, else the agent's)."""
+        return self.track_states.get(track.sequence, self.state)
+
     def _observe(self) -> np.ndarray:
         raw = self.raw
         t = raw._t
         nxt = min(t + 1, len(raw.track) - 1)
         ds, tr = raw.dataset, raw.track
         search = ds.frame(tr, nxt)
-        obs = self.state(ds.frame(tr, t), search, raw.box, key=(track_key(tr), t))
+        state = self.state_of(tr)
+        obs = state(ds.frame(tr, t), search, raw.box, key=(track_key(tr), t))
         if self.proposal is None:
             return obs
-        obs, self._mask_box = self.state.with_proposal(obs, raw.box, self.proposal.propose(search))
+        obs, self._mask_box = state.with_proposal(obs, raw.box, self.proposal.propose(search))
         return obs
 
     def _expert(self, info: dict[str, Any]) -> dict[str, Any]:
@@ -115,11 +132,12 @@ class MotionTrackingEnv(gym.Wrapper):
 
 
 def make_motion_env(state: MotionState, action_n_std: float = 4.0, proposal: FollowingProposal | None = None,
-                    proposal_start: str = "box", **config: Any) -> MotionTrackingEnv:
+                    proposal_start: str = "box", track_states: dict[str, MotionState] | None = None,
+                    **config: Any) -> MotionTrackingEnv:
     """A ``MotionTrackingEnv`` over a ``TrackingEnv`` built from ``EnvConfig`` fields (``data=DataConfig``,
     ``start``, ``start_shift``, ``perturb_prob``, ...); no template crop (the state does not read it)."""
     from bmvtrack.envs.tracking_env import EnvConfig
 
     cfg = EnvConfig(**{"template": False, **config})
     cfg.crop_size = 8  # the raw observation's crop is not read: keep it cheap
-    return MotionTrackingEnv(TrackingEnv(cfg), state, action_n_std, proposal, proposal_start)
+    return MotionTrackingEnv(TrackingEnv(cfg), state, action_n_std, proposal, proposal_start, track_states)

@@ -235,6 +235,35 @@ def test_a_state_without_the_box_size_is_the_same_state_less_its_box_slice(
     assert ma.load(tmp_path / "run")[1].dim == without.dim
 
 
+def test_training_tracks_of_a_fold_are_seen_through_the_network_named_for_it(
+        net_path: Path, data: DataConfig, tmp_path: Path) -> None:
+    """train_nets: the named fold's tracks get that network's states (cross-fitting), the others the
+    agent's own; a split that is not a fold selection is refused."""
+    torch.manual_seed(1)
+    cfg = ModelConfig(input="pair", in_channels=7, reference="box", patch_size=32, base_width=8, decoder_width=8,
+                      z_channels=8, keypoints=4)
+    other = tmp_path / "other.pt"
+    save_checkpoint(other, {"kind": "bmvae", "version": 1, "model": build_model(cfg, np.zeros(5), np.diag([0.04] * 5)).state_dict(),
+                            "model_config": to_dict(cfg)})
+    env = ma.build(_cfg(net_path, data, "rl"))[1]
+    seqs = sorted({t.sequence for t in env.raw.tracks})
+    folds = tmp_path / "folds.yaml"
+    folds.write_text("folds:\n" + "".join(f"  - [{s}]\n" for s in seqs))
+    crossed = ma.build(replace(_cfg(net_path, data, "rl"), train_nets=(f"{folds}:0:test={other}",)))[1]
+    own, theirs = ma.state_for({}, net_path), ma.state_for({}, other)
+    for k, track in enumerate(crossed.raw.tracks):
+        obs, _ = crossed.reset(options={"track_index": k})
+        raw = crossed.raw
+        pair = raw.dataset.frame(track, raw._t), raw.dataset.frame(track, raw._t + 1)
+        seen, not_seen = (theirs, own) if track.sequence == seqs[0] else (own, theirs)
+        np.testing.assert_allclose(obs, seen(*pair, raw.box), atol=1e-6)
+        assert not np.allclose(obs, not_seen(*pair, raw.box), atol=1e-3)
+    with pytest.raises(ValueError, match="fold selection"):
+        replace(_cfg(net_path, data, "rl"), train_nets=(f"train={other}",)).make_train_states()
+    with pytest.raises(ValueError, match="SPLIT=CHECKPOINT"):
+        ma.MotionAgentConfig(train_nets=("nothing",))
+
+
 def test_the_command_trains_scores_and_keeps_a_finished_run(net_path: Path, data: DataConfig, tmp_path: Path) -> None:
     from bmvtrack.run_folder import RunFolderError
     from bmvtrack.train_motion_agent import main
