@@ -304,6 +304,17 @@ def test_mask_motion_cue_beyond_the_bounds_still_leads_to_the_masks_box():
     assert abs(naive.cy - target.cy) > 20
 
 
+def expert_ious(env: TrackingEnv, info: dict) -> list[float]:
+    """The IoU of each step of the episode under way, moved by the expert action."""
+    ious = []
+    for _ in range(len(env.track) - 1):
+        _, _, terminated, truncated, info = env.step(info["expert_action"])
+        ious.append(info["iou"])
+        if terminated or truncated:
+            break
+    return ious
+
+
 def test_extra_data_pools_tracks_of_another_dataset(synth_root, tmp_path):
     """Tracks of extra_data join the main dataset's, and their frames, masks and boxes are their own:
     the expert policy stays on the object in an episode of a pooled track."""
@@ -315,12 +326,7 @@ def test_extra_data_pools_tracks_of_another_dataset(synth_root, tmp_path):
     assert n_other >= 1 and [t.name for t in env.tracks[: len(base.tracks)]] == [t.name for t in base.tracks]
     obs, info = env.reset(options={"track_index": len(env.tracks) - 1})
     assert env.track.size == (100, 200) and obs["window"][4:].tolist() == [200, 100]
-    ious = []
-    for _ in range(len(env.track) - 1):
-        obs, _, terminated, truncated, info = env.step(info["expert_action"])
-        ious.append(info["iou"])
-        if terminated or truncated:
-            break
+    ious = expert_ious(env, info)
     assert len(ious) >= 3 and np.mean(ious) > 0.9, ious
 
 
@@ -338,12 +344,7 @@ def test_augmented_training_tracks_are_real_tracks(synth_root):
     last = base.gt_boxes(orig)[len(env.track) - 1]
     w = orig.size[1]
     assert abs(env.box.cx - (w - 1 - last.cx)) < 0.05 and abs(env.box.cy - last.cy) < 0.05  # pixel centres mirror to W - 1 - x
-    ious = []
-    for _ in range(len(env.track) - 1):
-        obs, _, terminated, truncated, info = env.step(info["expert_action"])
-        ious.append(info["iou"])
-        if terminated or truncated:
-            break
+    ious = expert_ious(env, info)
     assert len(ious) >= 3 and np.mean(ious) > 0.9, ious
     assert cfg.held_out(None).augment == []
     with pytest.raises(ValueError, match="unknown"):
