@@ -26,7 +26,7 @@ from bmvtrack.envs.observation import BOX_FEATURES, WINDOW_FEATURES, crop_at, ra
 
 def track_key(track: Track) -> str:
     """A track's identity, unique across pooled datasets (names can repeat between them)."""
-    return f"{track.mask_paths[0]}#{track.object_id}" + ("~flip" if track.flip else "") + ("~rev" if track.reverse else "")
+    return f"{track.mask_paths[0]}#{track.object_id}{track.variant}"
 
 
 REWARDS = ("iou", "aabb_iou")

@@ -177,8 +177,13 @@ class Track:
     reverse: bool = False  # frames in reverse order (a training augmentation; the lists are already reversed)
 
     @property
+    def variant(self) -> str:
+        """The augmentation's suffix of names and keys ("" for the track as recorded)."""
+        return ("~flip" if self.flip else "") + ("~rev" if self.reverse else "")
+
+    @property
     def name(self) -> str:
-        return f"{self.sequence}/{self.object_id}" + ("~flip" if self.flip else "") + ("~rev" if self.reverse else "")
+        return f"{self.sequence}/{self.object_id}{self.variant}"
 
     def __len__(self) -> int:
         return len(self.frame_paths)
