@@ -14,7 +14,10 @@ With ``proposal`` (``csrt``, ``kcf``) a proposal tracker runs beside the agent
 it went, and it is restarted on the agent's box by the rule ``reinit``. The hand rules on that state
 are ``rule-proposal`` (move onto the proposal's box: the proposal tracker, restarted by the rule) and
 ``rule-fuse`` (the decoded mask's box where it overlaps the proposal by ≥ 0.5, else the proposal —
-the fusion of the ``segmentation-csrt`` tracker). With ``center=proposal`` the per-state prior is
+the fusion of the ``segmentation-csrt`` tracker). With ``adapt.steps > 0`` every track, in training
+and in tracking, is seen through a copy of the network fine-tuned on its first frame and box
+(``bmvtrack.adaptation.adapt_motion_net``; training copies cached on disk under ``adapt_cache``).
+With ``center=proposal`` the per-state prior is
 centred on the proposal's move instead of μ′ (N(r_prop(s), Σ′(s))): the untrained agent is then
 ``rule-proposal``, the best hand rule on that state, and RL has to improve on it.
 
@@ -39,12 +42,14 @@ from typing import Any, Callable, Literal
 import numpy as np
 import torch
 
+from bmvtrack.adaptation import MOTION_AUGMENT, AdaptConfig, AdaptedModels, SharedAdaptation, cache_folder
 from bmvtrack.data.readers import AUGMENTS, DataConfig, FoldSplit
 from bmvtrack.io import file_sha256
 from bmvtrack.envs.motion_env import PROPOSAL_STARTS, MotionTrackingEnv, make_motion_env
-from bmvtrack.envs.motion_state import MotionState
+from bmvtrack.envs.motion_state import AdaptedStates, MotionState
 from bmvtrack.envs.tracking_env import REWARDS
 from bmvtrack.motion import RBox, apply_relative, keep_in_reach
+from bmvtrack.paths import RUNS_DIR
 from bmvtrack.proposals import AGREE_IOU, PROPOSALS, REINIT_RULES, FollowingProposal, agreement
 
 VARIANTS = ("rl", "rl-expert", "supervised")
@@ -88,6 +93,8 @@ class MotionAgentConfig:
     reinit: Literal["never", "disagree", "vote"] = "vote"  # when it is restarted on the agent's box (FollowingProposal)
     proposal_start: Literal["box", "annotation"] = "box"  # training episodes start the proposal on the agent's box or the annotated one
     center: Literal["mu", "proposal"] = "mu"  # the per-state prior's mean and the untrained policy: μ′(s), or the move onto the proposal's box
+    adapt: AdaptConfig = field(default_factory=lambda: AdaptConfig(steps=0, augment=MOTION_AUGMENT))  # per-track first-frame adaptation of the network (steps > 0: on)
+    adapt_cache: str = ""  # folder of the training tracks' adapted copies (default runs/adapt_cache)
     threads: int = 1
 
     def __post_init__(self) -> None:
@@ -113,6 +120,8 @@ class MotionAgentConfig:
             raise ValueError(f"center must be one of {CENTERS}, got {self.center!r}")
         if self.center == "proposal" and self.proposal == "none":
             raise ValueError("center=proposal needs a proposal tracker (proposal=csrt or kcf)")
+        if self.adapt.steps > 0 and self.train_nets:
+            raise ValueError("adapt and train_nets exclude each other (each track is seen through one network)")
 
     def make_state(self) -> MotionState:
         """The ``MotionState`` of this config's motion network."""
@@ -130,6 +139,14 @@ class MotionAgentConfig:
             for seq in fold.sequences():
                 out[seq] = state
         return out
+
+    def make_adapted(self, state: MotionState) -> AdaptedStates | None:
+        """Per-track adapted states of ``state``'s network (None without ``adapt``), their copies cached
+        in a folder specific to the network file and the adaptation config."""
+        if self.adapt.steps <= 0:
+            return None
+        root = Path(self.adapt_cache) if self.adapt_cache else RUNS_DIR / "adapt_cache"
+        return AdaptedStates(state, AdaptedModels(state.model, self.adapt, cache_folder(root, self.motion_net, self.adapt)))
 
     def make_proposal(self) -> FollowingProposal | None:
         """A fresh proposal tracker of this config (None without one): one per environment or tracker."""
@@ -177,7 +194,7 @@ def build(cfg: MotionAgentConfig, state: MotionState | None = None) -> tuple[Any
     torch.set_num_threads(cfg.threads)
     state = state or cfg.make_state()
     env = make_motion_env(state, cfg.action_n_std, cfg.make_proposal(), cfg.proposal_start, cfg.make_train_states(),
-                          data=cfg.data, start=cfg.start, start_shift=cfg.start_shift,
+                          cfg.make_adapted(state), data=cfg.data, start=cfg.start, start_shift=cfg.start_shift,
                           start_scale=cfg.start_scale, perturb_prob=cfg.perturb_prob, lost_frames=cfg.lost_frames,
                           reward=cfg.reward, augment=list(cfg.augment))
     env.reset(seed=cfg.seed)
@@ -197,6 +214,7 @@ def train(cfg: MotionAgentConfig, out: str | Path, state: MotionState | None = N
     from bmvtrack.agents.agent_file import save_agent_checkpoint
 
     model, env, kwargs = build(cfg, state)
+    env.prepare_adapted()
     t0, log_every = time.perf_counter(), max(cfg.steps // 10, 1)
 
     class Progress(BaseCallback):
@@ -217,7 +235,8 @@ def train(cfg: MotionAgentConfig, out: str | Path, state: MotionState | None = N
     model.learn(cfg.steps, callback=Progress())
     seconds = time.perf_counter() - t0
     record = {"steps": cfg.steps, "seconds": seconds, "steps_per_s": cfg.steps / seconds,
-              "updates": int(model._n_updates), "cache": env.state.cache_info()}
+              "updates": int(model._n_updates),
+              "cache": (env.adapted or env.state).cache_info()}
     net = {"path": str(cfg.motion_net), "sha256": file_sha256(cfg.motion_net), "kind": "motion-posterior"}
     meta = {"algo": "mvsac", "kwargs": kwargs, "kind": "motion-agent", "config": _jsonable(asdict(cfg)),
             "encoder": net, "record": record}
@@ -252,14 +271,19 @@ class MotionStateTracker:
     the box by the box-relative action (``apply_relative``, exactly the environment's step). With a
     ``proposal`` it runs as in the environment: moved to this frame before the state, its cue
     appended, restarted by its rule after the move. ``overlap`` moves the proposal on a worker
-    thread while the network computes the state (same boxes; faster on two cores).
+    thread while the network computes the state (same boxes; faster on two cores). With ``adapt``
+    the first ``init`` of a track reads its states through the network adapted to that frame and box
+    (shared with the other trackers of the same ``SharedAdaptation``); a re-initialisation within the
+    track (the perturbation protocol) keeps that copy.
     """
 
     uses_ground_truth = False
 
     def __init__(self, state: MotionState, act: Callable[[np.ndarray], np.ndarray], name: str,
                  low: np.ndarray | None = None, high: np.ndarray | None = None,
-                 proposal: FollowingProposal | None = None, overlap: bool = True) -> None:
+                 proposal: FollowingProposal | None = None, overlap: bool = True,
+                 adapt: SharedAdaptation | None = None) -> None:
+        self.base_state, self.adapt, self.reused_init_seconds = state, adapt, 0.0
         self.state, self.act, self.name = state, act, name
         self.low, self.high, self.proposal, self.overlap = low, high, proposal, overlap
         self._box: RBox | None = None
@@ -272,6 +296,9 @@ class MotionStateTracker:
         return self._box
 
     def init(self, frame: np.ndarray, box: RBox) -> None:
+        if self.adapt is not None and self.state is self.base_state:
+            net, self.reused_init_seconds = self.adapt.get(self.base_state.model, frame, box)
+            self.state = self.base_state.with_model(net)
         self._box, self._frame = box, frame
         if self.proposal is not None:
             self.proposal.start(frame, box)
@@ -297,14 +324,15 @@ class MotionStateTracker:
 
 
 def agent_tracker(model: Any, state: MotionState, name: str, proposal: FollowingProposal | None = None,
-                  overlap: bool = True) -> MotionStateTracker:
+                  overlap: bool = True, adapt: SharedAdaptation | None = None) -> MotionStateTracker:
     """The agent's deterministic policy as a tracker (with the proposal tracker it was trained with)."""
     return MotionStateTracker(state, lambda obs: model.predict(obs, deterministic=True)[0], name, proposal=proposal,
-                              overlap=overlap)
+                              overlap=overlap, adapt=adapt)
 
 
 def step_scaled_tracker(model: Any, start: Any, state: MotionState, scale: float, name: str,
-                        proposal: FollowingProposal | None = None) -> MotionStateTracker:
+                        proposal: FollowingProposal | None = None,
+                        adapt: SharedAdaptation | None = None) -> MotionStateTracker:
     """The agent's move shrunk towards its untrained start's: r₀(s) + ``scale``·(π(s) − r₀(s)), with
     π and r₀ the deterministic moves of ``model`` and of ``start`` (the same agent untrained).
 
@@ -315,19 +343,20 @@ def step_scaled_tracker(model: Any, start: Any, state: MotionState, scale: float
         r0 = start.predict(obs, deterministic=True)[0]
         return r0 + float(scale) * (model.predict(obs, deterministic=True)[0] - r0)
 
-    return MotionStateTracker(state, act, name, model.action_space.low, model.action_space.high, proposal)
+    return MotionStateTracker(state, act, name, model.action_space.low, model.action_space.high, proposal, adapt=adapt)
 
 
 Rule = Literal["mu", "mask", "proposal", "fuse"]
 
 
 def rule_tracker(state: MotionState, rule: Rule, name: str, low: np.ndarray | None = None,
-                 high: np.ndarray | None = None, proposal: FollowingProposal | None = None) -> MotionStateTracker:
+                 high: np.ndarray | None = None, proposal: FollowingProposal | None = None,
+                 adapt: SharedAdaptation | None = None) -> MotionStateTracker:
     """The hand rules on the same state: ``mu`` moves by μ′ (the posterior-mean tracker); ``mask``
     moves onto the decoded mask's box, or by μ′ where the mask is empty; with a ``proposal``,
     ``proposal`` moves onto its box and ``fuse`` onto the mask's box where that overlaps the
     proposal's by ≥ ``AGREE_IOU``, else onto the proposal's."""
-    mu, cue = state.layout["search/mu"], state.layout["search/motion"]
+    mu, cue = state.layout["search/mu"], state.layout["search/motion"]  # the same in an adapted copy's state
     if rule in ("proposal", "fuse") and proposal is None:
         raise ValueError(f"rule {rule!r} needs a proposal tracker")
 
@@ -336,11 +365,11 @@ def rule_tracker(state: MotionState, rule: Rule, name: str, low: np.ndarray | No
         if rule == "proposal" or (rule == "fuse" and not mask_ok):
             return obs[state.proposal_move]
         if rule == "fuse":  # the boxes themselves: the box held (before this move) and the proposal's
-            mask_box = state.mask_box(obs, tracker.box)
+            mask_box = tracker.state.mask_box(obs, tracker.box)
             return obs[cue][:5] if agreement(mask_box, proposal.box) >= AGREE_IOU else obs[state.proposal_move]
         if rule == "mask" and mask_ok:
             return obs[cue][:5]
         return obs[mu]
 
-    tracker = MotionStateTracker(state, act, name, low, high, proposal)
+    tracker = MotionStateTracker(state, act, name, low, high, proposal, adapt=adapt)
     return tracker

@@ -18,6 +18,12 @@ only part of the object from shrinking onto that part.
 The base model is never modified; BatchNorm statistics stay frozen (a batch cut from one frame
 would replace them with that frame's). ``params="decoder"`` trains only the decoder and the output
 convolution, so the encoder's outputs — the RL state — stay exactly those the agent was trained on.
+
+A motion-posterior network (``model.input: pair``) is adapted the same way on pairs made from the one
+frame: frame 0 at a jittered box beside frame 0 warped by a motion drawn from the network's own
+box-relative prior, so both its motion head (the NLL of the drawn motion) and its decoder (the
+pseudo label, warped alike) learn this object. Its pairs jitter the box as its pretraining does
+(``MOTION_AUGMENT``: the centre, hardly the size, which a box alone does not show).
 """
 from __future__ import annotations
 
@@ -26,6 +32,7 @@ import hashlib
 import json
 import sys
 import time
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Literal
@@ -36,15 +43,18 @@ from torch import nn
 
 from bmvtrack.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from bmvtrack.io import per_track_file
+from bmvtrack.data.pair_sampler import draw_warp, make_pair, pair_crops
 from bmvtrack.data.patch_sampler import AugmentConfig, augmented_patch
-from bmvtrack.models.losses import construction_loss
+from bmvtrack.models.losses import construction_loss, motion_nll
 from bmvtrack.models.preprocess import patches_to_tensor
 from bmvtrack.motion import RBox
-from bmvtrack.segmentation import fill_rbox, segment_crop
+from bmvtrack.segmentation import fill_rbox, foreground_prob, segment_crop
 
 AdaptParams = Literal["all", "decoder"]
 BoxLabel = Literal["box", "pseudo"]
 IGNORE = 255  # label value without loss (construction_loss's ignore_index)
+# the motion network's adaptation pairs: the box off-centre as in its pretraining (configs/pretrain_motion_davis.yaml)
+MOTION_AUGMENT = AugmentConfig(jitter_shift=0.1, jitter_scale=0.03)
 
 
 @dataclass
@@ -123,10 +133,11 @@ def pseudo_label(model: nn.Module, frame: np.ndarray, box: RBox, core: float,
                  threshold: float = 0.5) -> np.ndarray:
     """uint8 H×W label from the network's own mask: 1 where it sees object inside ``box`` (and on
     the box's centre part, ``core`` of its sides), 0 outside the box, ``IGNORE`` on the rest of the
-    box. Falls back to the filled box when that leaves no object pixel at all."""
+    box. Falls back to the filled box when that leaves no object pixel at all. A motion network's
+    mask is that of the pair (frame, frame) at ``box``: no motion."""
+    prob = _pair_prob(model, frame, box) if _is_pair(model) else segment_crop(model, frame, box)[0]
     hw = frame.shape[:2]
     inside = fill_rbox(box, hw)
-    prob, _ = segment_crop(model, frame, box)
     label = np.full(inside.shape, IGNORE, np.uint8)
     label[~inside] = 0
     own = inside & (prob > threshold)
@@ -136,10 +147,75 @@ def pseudo_label(model: nn.Module, frame: np.ndarray, box: RBox, core: float,
     return label
 
 
+def _is_pair(model: nn.Module) -> bool:
+    return getattr(getattr(model, "cfg", None), "input", "crop") == "pair"
+
+
+@torch.no_grad()
+def _pair_prob(model: nn.Module, frame: np.ndarray, box: RBox, context: float = 0.25) -> np.ndarray:
+    """A motion network's P(object) of ``frame`` paired with itself at ``box``, pasted into the frame."""
+    import cv2
+
+    h, w = frame.shape[:2]
+    x, crop = pair_crops(frame, fill_rbox(box, (h, w)), frame, box, int(model.cfg.patch_size), context)
+    prob = foreground_prob(model(patches_to_tensor(x[None], next(model.parameters()).device),
+                                 sample=False)["logits"])[0].cpu().numpy()
+    return cv2.warpAffine(prob, cv2.invertAffineTransform(crop), (w, h), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def adapt_motion_net(model: nn.Module, frame: np.ndarray, label: np.ndarray, box: RBox,
+                     cfg: AdaptConfig | None = None) -> nn.Module:
+    """A copy of the motion network ``model`` fine-tuned on pairs of ``frame`` and its own warps.
+
+    Each pair: ``frame`` at ``box`` jittered (``cfg.augment``) beside ``frame`` warped by a motion
+    drawn from the network's box-relative prior; targets: the drawn motion (Gaussian NLL under
+    N(μ′, Σ′)) and ``label`` through the warp (the construction loss; ``label`` as in
+    ``adapt_segmenter``). ``model`` is untouched; BatchNorm statistics stay frozen.
+    """
+    cfg = cfg or AdaptConfig(augment=MOTION_AUGMENT)
+    if label.shape != frame.shape[:2]:
+        raise ValueError(f"label {label.shape} and frame {frame.shape[:2]} differ in size")
+    tuned = copy.deepcopy(model)
+    tuned.eval()
+    if cfg.steps == 0:
+        return tuned
+    tuned.requires_grad_(False)
+    params = _trainable(tuned, cfg.params)
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.Adam(params, lr=cfg.lr)
+    device = next(tuned.parameters()).device
+    mcfg = tuned.cfg
+    buffers = {k.rsplit(".", 1)[-1]: v for k, v in tuned.state_dict().items() if "prior_" in k}
+    mean = buffers["prior_mean"].double().cpu().numpy()
+    chol = np.linalg.cholesky(buffers["prior_cov"].double().cpu().numpy())
+    rng = np.random.default_rng(cfg.seed)
+    label = label.astype(np.uint8)
+    for _ in range(cfg.steps):
+        items = []
+        for _ in range(cfg.batch_size):
+            target, warp = draw_warp(box, mean, chol, cfg.augment.context, rng)
+            items.append(make_pair(frame, label, box, frame, label, target, int(mcfg.patch_size), cfg.augment,
+                                   mcfg.reference, rng, warp))
+        x = patches_to_tensor(np.stack([x for x, _, _ in items]), device=device)
+        y = torch.from_numpy(np.stack([y for _, y, _ in items])).long().to(device)
+        r = torch.from_numpy(np.stack([r for _, _, r in items])).to(device)
+        out = tuned(x, sample=False)
+        loss = (construction_loss(out["logits"], y, class_weights=getattr(mcfg, "class_weights", "batch"))["cons"]
+                + float(mcfg.motion_weight) * motion_nll(out["mu"], out["scale_tril"], r.to(out["mu"].dtype)).mean())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    tuned.requires_grad_(False)
+    return tuned
+
+
 def adapt_to_box(model: nn.Module, frame: np.ndarray, box: RBox, cfg: AdaptConfig) -> nn.Module:
     """The box-tracking protocol: adapt on frame 0 knowing only its rotated ``box``.
 
-    The label is the filled box or the network's own mask inside it (``cfg.label``).
+    The label is the filled box or the network's own mask inside it (``cfg.label``). A motion
+    network (``model.input: pair``) goes to ``adapt_motion_net``, any other to ``adapt_segmenter``.
     ``cfg.steps == 0`` returns ``model`` itself (no copy).
     """
     if cfg.steps == 0:
@@ -148,31 +224,35 @@ def adapt_to_box(model: nn.Module, frame: np.ndarray, box: RBox, cfg: AdaptConfi
         label = pseudo_label(model, frame, box, cfg.core)
     else:
         label = fill_rbox(box, frame.shape[:2])
-    return adapt_segmenter(model, frame, label, box, cfg)
+    adapt = adapt_motion_net if _is_pair(model) else adapt_segmenter
+    return adapt(model, frame, label, box, cfg)
 
 
 class SharedAdaptation:
     """One adapted copy per (frame 0, box), shared by trackers with the same base network and config.
 
     Why: evaluating several agents of one encoder would adapt every track once per agent (20 s
-    each). Evaluation runs track by track, so only the latest copy is kept. ``get`` also returns
+    each). Evaluation runs track by track, so by default only the latest copy is kept; ``keep``
+    more serve a second pass over the same tracks (the perturbation protocol). ``get`` also returns
     how long the copy took to make when it is reused, so a tracker can still count it in its fps.
     """
 
-    def __init__(self, cfg: AdaptConfig) -> None:
-        self.cfg = cfg
-        self._key: tuple | None = None
-        self._made: tuple[nn.Module, float] | None = None
+    def __init__(self, cfg: AdaptConfig, keep: int = 1) -> None:
+        self.cfg, self.keep = cfg, max(int(keep), 1)
+        self._made: OrderedDict[tuple, tuple[nn.Module, float]] = OrderedDict()
 
     def get(self, model: nn.Module, frame: np.ndarray, box: RBox) -> tuple[nn.Module, float]:
         """(adapted copy, seconds it took if it was made before and is reused here, else 0)."""
         key = (hashlib.sha1(np.ascontiguousarray(frame).tobytes()).hexdigest(), frame.shape,
                tuple(np.round(box.as_array(), 6)))
-        if key == self._key and self._made is not None:
-            return self._made
+        if key in self._made:
+            self._made.move_to_end(key)
+            return self._made[key]
         t0 = time.perf_counter()
         net = adapt_to_box(model, frame, box, self.cfg)
-        self._key, self._made = key, (net, time.perf_counter() - t0)
+        self._made[key] = (net, time.perf_counter() - t0)
+        while len(self._made) > self.keep:
+            self._made.popitem(last=False)
         return net, 0.0
 
 

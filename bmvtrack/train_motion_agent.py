@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError("training an agent needs --motion-net and --out")
     names = {f.name for f in fields(ma.MotionAgentConfig)} - {"data", "motion_net"}
     for item in args.overrides:
-        if item.partition("=")[0].strip() not in names:
+        if item.partition("=")[0].strip().split(".")[0] not in names:
             raise ConfigError(f"--set {item}: not a MotionAgentConfig field (one of {sorted(names)})")
     values = to_dict(ma.MotionAgentConfig())
     values.update(motion_net=args.motion_net, data=to_dict(data), variant=args.variant, steps=args.steps,
@@ -118,28 +118,35 @@ def score(cfg, model, state, data, out: Path, perturb_every: int, seed: int, pre
     """The trained agent, the same agent untrained and the hand rules on ``data``; one pass and perturbed
     (and, per ``step_scales`` S, ``<agent>-step<S>``: ``motion_agent.step_scaled_tracker``).
     Returns, per report folder, its overall rows and its success plot."""
+    from dataclasses import replace
+
     from bmvtrack.agents import motion_agent as ma
     from bmvtrack.data.readers import VideoDataset
     from bmvtrack.evaluate import Perturbation, evaluate_trackers, write_report
 
-    untrained = ma.build(cfg, state)[0]
+    from bmvtrack.adaptation import SharedAdaptation
+
+    ds = VideoDataset.from_config(data)
+    tracks = list(ds.tracks())
+    # with adaptation, every tracker reads the same per-track copy (made once, kept for the second protocol)
+    shared = SharedAdaptation(cfg.adapt, keep=len(tracks)) if cfg.adapt.steps > 0 else None
+    # the same agent untrained (its weights do not depend on the training states, so no adaptation here)
+    untrained = ma.build(replace(cfg, adapt=replace(cfg.adapt, steps=0)), state)[0]
     low, high = model.action_space.low, model.action_space.high
     name = f"motion-agent-{cfg.variant}"
     fresh = cfg.make_proposal  # each tracker gets its own proposal tracker
     trackers = {
-        name: lambda: ma.agent_tracker(model, state, name, fresh()),
-        f"{name}-untrained": lambda: ma.agent_tracker(untrained, state, f"{name}-untrained", fresh()),
-        "rule-mu": lambda: ma.rule_tracker(state, "mu", "rule-mu", low, high),
-        "rule-mask": lambda: ma.rule_tracker(state, "mask", "rule-mask", low, high),
+        name: lambda: ma.agent_tracker(model, state, name, fresh(), adapt=shared),
+        f"{name}-untrained": lambda: ma.agent_tracker(untrained, state, f"{name}-untrained", fresh(), adapt=shared),
+        "rule-mu": lambda: ma.rule_tracker(state, "mu", "rule-mu", low, high, adapt=shared),
+        "rule-mask": lambda: ma.rule_tracker(state, "mask", "rule-mask", low, high, adapt=shared),
     }
     for s in step_scales:
         trackers[f"{name}-step{s:g}"] = (lambda s=s: ma.step_scaled_tracker(model, untrained, state, s,
-                                                                          f"{name}-step{s:g}", fresh()))
+                                                                          f"{name}-step{s:g}", fresh(), shared))
     if cfg.proposal != "none":
         for rule in ("proposal", "fuse"):
-            trackers[f"rule-{rule}"] = lambda r=rule: ma.rule_tracker(state, r, f"rule-{r}", low, high, fresh())
-    ds = VideoDataset.from_config(data)
-    tracks = list(ds.tracks())
+            trackers[f"rule-{rule}"] = lambda r=rule: ma.rule_tracker(state, r, f"rule-{r}", low, high, fresh(), shared)
     reports: dict = {}
     protocols = [(prefix, None)]
     if perturb_every > 0:

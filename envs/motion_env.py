@@ -22,6 +22,10 @@ a motion posterior's mask is far more reliable on the sequences it trained on th
 agent trained on states of its own posterior's training sequences learns to trust cues that fail
 on new video.
 
+``adapted`` (``AdaptedStates``) shows each track through a copy of the agent's network adapted to
+that track's first frame and box, as the agent's tracker adapts on new video
+(``MotionAgentConfig.adapt``).
+
 ``info["expert_relative"]`` is the box-relative motion onto the next annotated box, clipped to the
 bounds (zero where the object is absent): the expert action at the agent's own states, which
 ``MVSAC(expert_coef=...)`` learns from (DAgger-style) and a supervised-only agent learns from alone.
@@ -35,7 +39,7 @@ import numpy as np
 from gymnasium import spaces
 
 from bmvtrack.data.readers import Track
-from bmvtrack.envs.motion_state import PROPOSAL_DIM, MotionState
+from bmvtrack.envs.motion_state import PROPOSAL_DIM, AdaptedStates, MotionState
 from bmvtrack.envs.tracking_env import TrackingEnv, track_key
 from bmvtrack.motion import relative_between, relative_to_action
 from bmvtrack.proposals import FollowingProposal
@@ -51,7 +55,10 @@ class MotionTrackingEnv(gym.Wrapper):
 
     def __init__(self, env: TrackingEnv, state: MotionState, action_n_std: float = 4.0,
                  proposal: FollowingProposal | None = None, proposal_start: str = "box",
-                 track_states: dict[str, MotionState] | None = None) -> None:
+                 track_states: dict[str, MotionState] | None = None,
+                 adapted: AdaptedStates | None = None) -> None:
+        if adapted is not None and track_states:
+            raise ValueError("adapted states and track_states (another network per sequence) exclude each other")
         if proposal_start not in PROPOSAL_STARTS:
             raise ValueError(f"proposal_start must be one of {PROPOSAL_STARTS}, got {proposal_start!r}")
         raw = env.unwrapped
@@ -63,6 +70,7 @@ class MotionTrackingEnv(gym.Wrapper):
         raw.action_space = spaces.Box(lo, hi, dtype=np.float32)
         self.state = state
         self.track_states = dict(track_states or {})
+        self.adapted = adapted
         for seq, other in self.track_states.items():
             if other.layout != state.layout or other.context != state.context:
                 raise ValueError(f"track_states[{seq!r}]: its state's layout differs from the agent's")
@@ -83,8 +91,16 @@ class MotionTrackingEnv(gym.Wrapper):
         return self.env.unwrapped  # type: ignore[return-value]
 
     def state_of(self, track: Track) -> MotionState:
-        """The state ``track``'s frames are seen through (``track_states``, else the agent's)."""
+        """The state ``track``'s frames are seen through (its adapted copy's, ``track_states``, else the agent's)."""
+        if self.adapted is not None:
+            return self.adapted.for_track(track_key(track), track.name, lambda: self.raw.first_frame(track))
         return self.track_states.get(track.sequence, self.state)
+
+    def prepare_adapted(self) -> None:
+        """Adapt (or load) every track's copy now, with a progress bar, not in the first episodes."""
+        if self.adapted is not None:
+            tracks = self.raw.tracks
+            self.adapted.models.prepare((track_key(t), t.name, lambda t=t: self.raw.first_frame(t)) for t in tracks)
 
     def _observe(self) -> np.ndarray:
         raw = self.raw
@@ -133,11 +149,11 @@ class MotionTrackingEnv(gym.Wrapper):
 
 def make_motion_env(state: MotionState, action_n_std: float = 4.0, proposal: FollowingProposal | None = None,
                     proposal_start: str = "box", track_states: dict[str, MotionState] | None = None,
-                    **config: Any) -> MotionTrackingEnv:
+                    adapted: AdaptedStates | None = None, **config: Any) -> MotionTrackingEnv:
     """A ``MotionTrackingEnv`` over a ``TrackingEnv`` built from ``EnvConfig`` fields (``data=DataConfig``,
     ``start``, ``start_shift``, ``perturb_prob``, ...); no template crop (the state does not read it)."""
     from bmvtrack.envs.tracking_env import EnvConfig
 
     cfg = EnvConfig(**{"template": False, **config})
     cfg.crop_size = 8  # the raw observation's crop is not read: keep it cheap
-    return MotionTrackingEnv(TrackingEnv(cfg), state, action_n_std, proposal, proposal_start, track_states)
+    return MotionTrackingEnv(TrackingEnv(cfg), state, action_n_std, proposal, proposal_start, track_states, adapted)

@@ -87,6 +87,13 @@ class MotionState:
         self.proposal_move = slice(off, off + 5)  # with ``proposal`` appended: the move onto its box
         self._cache: OrderedDict[Hashable, np.ndarray] = OrderedDict()
         self.hits = self.misses = 0
+        self._options = {"context": context, "threshold": threshold, "quantum": quantum, "cache_size": cache_size,
+                         "features": features, "box": box}
+
+    def with_model(self, model: Any) -> "MotionState":
+        """The same state (options, layout) read through another network of the same kind, e.g. a
+        track's first-frame-adapted copy; it has its own cache."""
+        return MotionState(model, **self._options)
 
     def rounded(self, box: RBox) -> RBox:
         """The box the network is evaluated at (see the module docstring)."""
@@ -167,3 +174,27 @@ class MotionState:
     def cache_info(self) -> dict[str, int]:
         """Hits, misses and entries of the state cache."""
         return {"hits": self.hits, "misses": self.misses, "entries": len(self._cache)}
+
+
+class AdaptedStates:
+    """Each track's ``MotionState`` through its own first-frame-adapted copy of the network.
+
+    Why: a motion posterior's cues (μ′, the decoded mask) are much better on sequences it trained on
+    than on new ones; adapting a copy to each track's first frame and box (``AdaptedModels``, cached
+    on disk) is what a tracker can do on new video, so training states should be made the same way.
+    """
+
+    def __init__(self, state: MotionState, models: Any) -> None:
+        self.state, self.models = state, models  # models: bmvtrack.adaptation.AdaptedModels of state.model
+        self._states: dict[str, MotionState] = {}
+
+    def for_track(self, key: str, name: str, first: Any) -> MotionState:
+        """Track ``key``'s state (``first()`` gives frame 0 and its box when its copy must be made)."""
+        if key not in self._states:
+            self._states[key] = self.state.with_model(self.models.get(key, name, first))
+        return self._states[key]
+
+    def cache_info(self) -> dict[str, int]:
+        """Hits, misses and entries of the tracks' state caches, summed."""
+        infos = [s.cache_info() for s in self._states.values()]
+        return {k: sum(i[k] for i in infos) for k in ("hits", "misses", "entries")}

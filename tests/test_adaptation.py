@@ -12,9 +12,12 @@ from test_segmentation_tracker import run_tracker
 from test_vae_eval import open_ds, tiny_model
 
 from bmvtrack.agents.baselines.segmentation_tracker import SegmentationTracker
-from bmvtrack.adaptation import (IGNORE, AdaptConfig, AdaptedModels, adapt_segmenter, adapt_to_box, cache_folder,
+from bmvtrack.adaptation import (IGNORE, MOTION_AUGMENT, AdaptConfig, AdaptedModels, adapt_segmenter, adapt_to_box, cache_folder,
                                  pseudo_label)
+from bmvtrack.data.pair_sampler import draw_warp, make_pair
 from bmvtrack.data.patch_sampler import AugmentConfig, augmented_patch
+from bmvtrack.models import ModelConfig, build_model
+from bmvtrack.models.losses import motion_nll
 from bmvtrack.metrics import jaccard
 from bmvtrack.models.preprocess import patches_to_tensor
 from bmvtrack.motion import boxes_from_masks
@@ -189,3 +192,55 @@ def test_cache_folder_is_specific_to_the_network_file_and_the_adaptation(tmp_pat
     assert cache_folder(tmp_path, a, cfg) == cache_folder(tmp_path, a, AdaptConfig())
     assert len({cache_folder(tmp_path, a, cfg), cache_folder(tmp_path, b, cfg),
                 cache_folder(tmp_path, a, replace(cfg, core=0.25))}) == 3
+
+
+# ------------------------------------------------------------------------------------ the motion network
+
+
+def tiny_motion_net(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    cfg = ModelConfig(input="pair", in_channels=7, reference="box", patch_size=32, base_width=8, decoder_width=8,
+                      z_channels=8, keypoints=4)
+    return build_model(cfg, np.zeros(5), np.diag([0.04, 0.04, 0.01, 0.04, 0.04])).eval()
+
+
+@torch.no_grad()
+def warp_scores(net: torch.nn.Module, frame: np.ndarray, mask: np.ndarray, box, n: int = 32,
+                seed: int = 99) -> tuple[float, float]:
+    """Mean NLL of the true motion and mean J of the decoded mask, over ``n`` pairs of ``frame`` and
+    its own warps by prior draws (``seed``: other draws than the adaptation's)."""
+    rng = np.random.default_rng(seed)
+    buffers = {k.rsplit(".", 1)[-1]: v for k, v in net.state_dict().items() if "prior_" in k}
+    mean, chol = buffers["prior_mean"].double().numpy(), np.linalg.cholesky(buffers["prior_cov"].double().numpy())
+    items = []
+    for _ in range(n):
+        target, warp = draw_warp(box, mean, chol, 0.25, rng)
+        items.append(make_pair(frame, mask, box, frame, mask, target, net.cfg.patch_size, MOTION_AUGMENT, "box",
+                               None, warp))
+    out = net(patches_to_tensor(np.stack([x for x, _, _ in items])), sample=False)
+    r = torch.from_numpy(np.stack([r for _, _, r in items])).to(out["mu"].dtype)
+    nll = float(motion_nll(out["mu"], out["scale_tril"], r).mean())
+    prob = torch.softmax(out["logits"], 1)[:, 1].numpy()
+    j = float(np.mean([jaccard(p > 0.5, y > 0) for p, (_, y, _) in zip(prob, items)]))
+    return nll, j
+
+
+def test_motion_network_adaptation_learns_the_frames_motions_and_object(moving_root: Path) -> None:
+    """A motion network adapted on frame 0's box (adapt_to_box dispatches on model.input: pair)
+    predicts motions of that frame's warps it never trained on better, segments the object better,
+    and leaves its base alone; the same config gives the same copy."""
+    _, _, frame, mask, box = first_frame(moving_root)
+    base = tiny_motion_net()
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    cfg = replace(FAST, augment=MOTION_AUGMENT, label="box")
+    tuned = adapt_to_box(base, frame, box, cfg)
+    assert all(torch.equal(before[k], v) for k, v in base.state_dict().items())
+    assert not tuned.training and not any(p.requires_grad for p in tuned.parameters())
+    (nll0, j0), (nll1, j1) = warp_scores(base, frame, mask, box), warp_scores(tuned, frame, mask, box)
+    assert nll1 < nll0 - 0.2, (nll0, nll1)
+    assert j1 > j0 + 0.3, (j0, j1)
+    again = adapt_to_box(base, frame, box, cfg)
+    assert all(torch.equal(a, b) for a, b in zip(tuned.state_dict().values(), again.state_dict().values()))
+    label = pseudo_label(base, frame, box, 0.5)  # a pair network's own mask of the frame at the box
+    inside = fill_rbox(box, frame.shape[:2])
+    assert set(np.unique(label)) <= {0, 1, IGNORE} and not label[~inside].any() and (label == 1).any()

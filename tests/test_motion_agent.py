@@ -443,3 +443,59 @@ def test_the_command_scores_the_proposal_rules_beside_an_agent_that_reads_the_pr
         assert name in rows
     loaded, state, meta = ma.load(tmp_path / "run")
     assert meta["config"]["proposal"] == "kcf" and loaded.observation_space.shape == (state.dim + 11,)
+
+
+# ------------------------------------------------------------------------------------ first-frame adaptation
+
+
+def test_an_adapted_agent_sees_each_track_through_its_own_copy_in_training_and_tracking(
+        net_path: Path, data: DataConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """adapt.steps > 0: every training track's states come from the network adapted to its first
+    frame and box (made once, kept on disk); a tracker adapts the same way at its first init and
+    keeps the copy when re-initialised; the command adapts each scored track once for all trackers
+    and both protocols."""
+    from bmvtrack import adaptation
+    from bmvtrack.adaptation import MOTION_AUGMENT, AdaptConfig, SharedAdaptation, adapt_to_box
+    from bmvtrack.train_motion_agent import main
+
+    adapt = AdaptConfig(steps=2, lr=1e-2, batch_size=2, augment=MOTION_AUGMENT)
+    cfg = replace(_cfg(net_path, data, "rl"), adapt=adapt, adapt_cache=str(tmp_path / "cache"))
+    env = ma.build(cfg)[1]
+    env.prepare_adapted()
+    assert len(list((tmp_path / "cache").rglob("*.pt"))) == len(env.raw.tracks)
+    own = cfg.make_state()
+    for k, track in enumerate(env.raw.tracks[:2]):
+        obs, _ = env.reset(options={"track_index": k})
+        raw = env.raw
+        pair = raw.dataset.frame(track, raw._t), raw.dataset.frame(track, raw._t + 1)
+        copy = adapt_to_box(own.model, *raw.first_frame(track), adapt)
+        np.testing.assert_allclose(obs, own.with_model(copy)(*pair, raw.box), atol=1e-5)
+        assert not np.allclose(obs, own(*pair, raw.box), atol=1e-3)
+
+    track = env.raw.tracks[0]
+    frame0, box0 = env.raw.first_frame(track)
+    frame1 = env.raw.dataset.frame(track, 1)
+    tracker = ma.rule_tracker(own, "mu", "rule-mu", adapt=SharedAdaptation(adapt))
+    tracker.init(frame0, box0)
+    np.testing.assert_allclose(tracker.state(frame0, frame1, box0), env.state_of(track)(frame0, frame1, box0), atol=1e-5)
+    adapted = tracker.state
+    tracker.init(frame1, RBox(box0.cx + 3, box0.cy, box0.w, box0.h, box0.angle))  # re-initialised within the track
+    assert tracker.state is adapted
+
+    calls: list[int] = []
+    real = adaptation.adapt_motion_net
+    monkeypatch.setattr(adaptation, "adapt_motion_net", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    args = ["--data", data.root, "--layout", "davis2017", "--split", "train", "--eval-split", "val",
+            "--motion-net", str(net_path), "--steps", "40", "--perturb-every", "4", "--set", "learning_starts=20",
+            "--set", "net_arch=[16, 16]", "--set", "adapt.steps=2", "--set", "adapt.batch_size=2", "--set", "adapt.lr=0.01",
+            "--set", f"adapt_cache={tmp_path / 'cache'}", "--out", str(tmp_path / "run"), "--quiet", "--no-wandb"]
+    assert main(args) == 0
+    from bmvtrack.data.readers import VideoDataset
+
+    scored = len(VideoDataset.from_config(replace(data, split="val")).tracks())
+    assert len(calls) == scored  # training tracks came from the disk cache; each scored track adapted once
+    rows = (tmp_path / "run" / "eval-perturbed" / "overall.csv").read_text()
+    assert "motion-agent-rl-untrained" in rows and "rule-mask" in rows
+    assert ma.load(tmp_path / "run")[2]["config"]["adapt"]["steps"] == 2
+    with pytest.raises(ValueError, match="exclude each other"):
+        replace(_cfg(net_path, data, "rl"), adapt=adapt, train_nets=("train=x.pt",))

@@ -71,11 +71,17 @@ register_segmentation_tracker(
     keep="overlap", adapt=True, proposal="csrt", box_method="principal")
 
 register_tracker(
-    "motion-posterior", lambda model: MotionPosteriorTracker(model), motion=True,
+    "motion-posterior", lambda model, adapt=None: MotionPosteriorTracker(model), motion=True,
     summary="the box moved by the motion posterior's mean μ′ every frame (--motion-net; no CSRT, no RL)")
 register_tracker(
-    "motion-posterior-flip", lambda model: MotionPosteriorTracker(model, name="motion-posterior-flip", flip=True),
+    "motion-posterior-flip",
+    lambda model, adapt=None: MotionPosteriorTracker(model, name="motion-posterior-flip", flip=True),
     motion=True, summary="'motion-posterior' with the pair and its mirror image merged (test-time flip)")
+register_tracker(
+    "motion-posterior-adapt",
+    lambda model, adapt=None: MotionPosteriorTracker(model, name="motion-posterior-adapt", adapt=adapt),
+    motion=True, summary="'motion-posterior' fine-tuned first on frame 0's box and its own warps "
+    "(bmvtrack.adaptation, --adapt-*)")
 
 # name → options of the segmentation trackers, as registered (a view of the registry)
 SEGMENTATION_TRACKERS: Mapping[str, Mapping[str, Any]] = MappingProxyType(

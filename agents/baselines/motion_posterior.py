@@ -12,6 +12,11 @@ same information every other tracker gets). A network trained with ``reference: 
 the box it holds filled in, so its motion never depends on its own decoded masks. After each update the tracker exposes ``last_mask``
 (the decoded mask, for J&F), ``last_posterior`` (μ′ and Σ′ in box-relative units) and
 ``last_action`` (the ``G_t`` that moved the box).
+
+With ``adapt`` (``motion-posterior-adapt``, ours) the network is first fine-tuned on the track's first
+frame knowing only its box (``bmvtrack.adaptation.adapt_motion_net``: frame 0 and its own warps). The
+copy is made at the first ``init`` and kept when the tracker is re-initialised within the track
+(the perturbation protocol): the object is the same one.
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ import cv2
 import numpy as np
 import torch
 
+from bmvtrack.adaptation import AdaptConfig, adapt_to_box
 from bmvtrack.data.pair_sampler import pair_crops
 from bmvtrack.models.preprocess import patches_to_tensor
 from bmvtrack.motion import RELATIVE_MIRROR, RBox, apply_relative, fill_rbox, keep_in_reach, motion_between
@@ -62,11 +68,14 @@ class MotionPosteriorTracker:
     uses_ground_truth = False
 
     def __init__(self, checkpoint: str | Path | Any, context: float = 0.25, threshold: float = 0.5,
-                 device: str = "cpu", name: str = "motion-posterior", flip: bool = False) -> None:
+                 device: str = "cpu", name: str = "motion-posterior", flip: bool = False,
+                 adapt: AdaptConfig | None = None) -> None:
         if isinstance(checkpoint, (str, Path)):
             self.model, cfg = load_motion_posterior(checkpoint, device)
         else:
             self.model, cfg = checkpoint, checkpoint.cfg
+        self.adapt = adapt if adapt is not None and adapt.steps > 0 else None
+        self._adapted = False
         if cfg.input != "pair":
             raise ValueError("the motion-posterior tracker needs a model trained with model.input: pair")
         self.size = cfg.patch_size
@@ -95,7 +104,10 @@ class MotionPosteriorTracker:
             self._mask = np.asarray(mask, dtype=bool)
 
     def init(self, frame: np.ndarray, box: RBox) -> None:
-        """Start at ``box``; the reference mask is the box filled in."""
+        """Start at ``box``; the reference mask is the box filled in (with ``adapt``, the first
+        ``init`` fine-tunes a copy of the network on ``frame`` first)."""
+        if self.adapt is not None and not self._adapted:
+            self.model, self._adapted = adapt_to_box(self.model, frame, box, self.adapt), True
         self._box, self._frame = box, frame
         self._mask = fill_rbox(box, frame.shape[:2])
         self.last_mask = self.last_posterior = self.last_action = self.last_prob = self.last_patch_prob = None

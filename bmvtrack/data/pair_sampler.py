@@ -109,39 +109,64 @@ class PairSampler:
         ti, fi = self.items[index]
         tr = self.ds.tracks()[ti]
         frame, mask, box = self.ds.frame(tr, fi), self.ds.mask(tr, fi), self.boxes[ti][fi]
-        a, ctx = self.aug, self.aug.context
         warped = rng is not None and self.pairs.warp_fraction > 0 and rng.random() < self.pairs.warp_fraction
         if warped:
             if self.prior_mean is None or self.prior_chol is None:
                 raise RuntimeError("warped pairs need the box-relative prior: call use_prior first")
-            r_true = self.prior_mean + self.pairs.warp_scale * self.prior_chol @ rng.standard_normal(5)
-            r_true[2] = np.clip(r_true[2], -0.7, 0.7)
-            target = apply_relative(box, r_true, ctx)
-            warp = box_warp(box, target)
+            target, warp = draw_warp(box, self.prior_mean, self.pairs.warp_scale * self.prior_chol,
+                                     self.aug.context, rng)
             search_frame, search_mask = frame, mask
         else:
             target, warp = self.boxes[ti][fi + 1], None
             search_frame, search_mask = self.ds.frame(tr, fi + 1), self.ds.mask(tr, fi + 1)
-        ref_box = box
-        if rng is not None:
-            ref_box = jitter_box(box, rng, a)
-            mask = self._noisy_mask(mask, rng)
-        ref_channel = fill_rbox(ref_box, frame.shape[:2]) if self.reference == "box" else mask
-        x, to_search = pair_crops(frame, ref_channel, search_frame, ref_box, self.size, ctx, warp)
-        label = _warp(search_mask.astype(np.uint8), to_search, self.size, nearest=True).astype(bool)
-        r = relative_between(ref_box, target, ctx)
-        if rng is not None:
-            if a.flip and rng.random() < 0.5:
-                x, label, r = x[:, ::-1], label[:, ::-1], r * RELATIVE_MIRROR
-            if a.colour > 0:  # one photometric change for both frames, as in a real clip
-                both = _colour_jitter(np.concatenate([x[..., :3], x[..., 4:]], axis=1), rng, a.colour)
-                x = np.concatenate([both[:, :self.size], x[..., 3:4], both[:, self.size:]], axis=-1)
-        return np.ascontiguousarray(x), np.ascontiguousarray(label), r.astype(np.float32)
+        x, label, r = make_pair(frame, mask, box, search_frame, search_mask, target, self.size, self.aug,
+                                self.reference, rng, warp, self.pairs.mask_noise)
+        return x, label.astype(bool), r
 
-    def _noisy_mask(self, mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        if self.pairs.mask_noise <= 0 or rng.random() >= self.pairs.mask_noise:
-            return mask
-        k = int(rng.integers(1, 4)) * 2 + 1
-        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
-        op = cv2.dilate if rng.random() < 0.5 else cv2.erode
-        return op(mask.astype(np.uint8), kernel) > 0
+
+def draw_warp(box: RBox, mean: np.ndarray, chol: np.ndarray, context: float,
+              rng: np.random.Generator) -> tuple[RBox, np.ndarray]:
+    """A box-relative motion drawn from N(mean, chol·cholᵀ) (sinθ kept within ±0.7): the box it moves
+    ``box`` to and the 2×3 warp of the frame that carries ``box``'s content there."""
+    r = mean + chol @ rng.standard_normal(5)
+    r[2] = np.clip(r[2], -0.7, 0.7)
+    target = apply_relative(box, r, context)
+    return target, box_warp(box, target)
+
+
+def make_pair(frame: np.ndarray, mask: np.ndarray, box: RBox, search_frame: np.ndarray, search_mask: np.ndarray,
+              target: RBox, size: int, aug: AugmentConfig, reference: Literal["mask", "box"],
+              rng: np.random.Generator | None, search_warp: np.ndarray | None = None,
+              mask_noise: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One training pair: ``(S, S, 7)`` uint8 input, ``(S, S)`` uint8 label (``search_mask``'s values
+    through the search crop; 0 outside the frame), float32 box-relative motion onto ``target``.
+
+    With ``rng`` the reference box is jittered, the reference mask eroded or dilated (``mask_noise``),
+    and the pair flipped and colour-jittered as ``aug`` says. Shared by pretraining and the motion
+    network's first-frame adaptation (``bmvtrack.adaptation``), so both see the same pairs.
+    """
+    ref_box = box
+    if rng is not None:
+        ref_box = jitter_box(box, rng, aug)
+        mask = noisy_mask(mask, mask_noise, rng)
+    ref_channel = fill_rbox(ref_box, frame.shape[:2]) if reference == "box" else mask
+    x, to_search = pair_crops(frame, ref_channel, search_frame, ref_box, size, aug.context, search_warp)
+    label = _warp(search_mask.astype(np.uint8), to_search, size, nearest=True)
+    r = relative_between(ref_box, target, aug.context)
+    if rng is not None:
+        if aug.flip and rng.random() < 0.5:
+            x, label, r = x[:, ::-1], label[:, ::-1], r * RELATIVE_MIRROR
+        if aug.colour > 0:  # one photometric change for both frames, as in a real clip
+            both = _colour_jitter(np.concatenate([x[..., :3], x[..., 4:]], axis=1), rng, aug.colour)
+            x = np.concatenate([both[:, :size], x[..., 3:4], both[:, size:]], axis=-1)
+    return np.ascontiguousarray(x), np.ascontiguousarray(label), r.astype(np.float32)
+
+
+def noisy_mask(mask: np.ndarray, p: float, rng: np.random.Generator) -> np.ndarray:
+    """``mask`` eroded or dilated with probability ``p`` (a tracker's own mask is imperfect)."""
+    if p <= 0 or rng.random() >= p:
+        return mask
+    k = int(rng.integers(1, 4)) * 2 + 1
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+    op = cv2.dilate if rng.random() < 0.5 else cv2.erode
+    return op(mask.astype(np.uint8), kernel) > 0
