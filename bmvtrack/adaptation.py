@@ -224,8 +224,12 @@ def adapt_to_box(model: nn.Module, frame: np.ndarray, box: RBox, cfg: AdaptConfi
         label = pseudo_label(model, frame, box, cfg.core)
     else:
         label = fill_rbox(box, frame.shape[:2])
-    adapt = adapt_motion_net if _is_pair(model) else adapt_segmenter
-    return adapt(model, frame, label, box, cfg)
+    return adapt_network(model, frame, label, box, cfg)
+
+
+def adapt_network(model: nn.Module, frame: np.ndarray, label: np.ndarray, box: RBox, cfg: AdaptConfig) -> nn.Module:
+    """``adapt_motion_net`` for a motion network (``model.input: pair``), else ``adapt_segmenter``."""
+    return (adapt_motion_net if _is_pair(model) else adapt_segmenter)(model, frame, label, box, cfg)
 
 
 class SharedAdaptation:

@@ -27,7 +27,7 @@ import numpy as np
 
 from bmvtrack.metrics import paired_bootstrap
 
-FOCUS = ("motion-posterior", "motion-posterior-flip")  # each is compared with every other tracker
+FOCUS = ("motion-posterior", "motion-posterior-flip", "motion-posterior-adapt")  # each is compared with every other tracker
 
 
 def _rows(path: Path) -> list[dict[str, str]]:

@@ -289,6 +289,21 @@ def test_pretraining_a_motion_posterior_end_to_end(pair_data: Path, tmp_path: Pa
         assert 0.0 <= o["JF"] <= 1.0 and 0.0 <= o["cover90"] <= 1.0 and 0.0 <= o["prior_cover90"] <= 1.0
         assert math.isfinite(o["nll_gain"]) and o["kl"] > 0.0
         assert sum(len(t.motions) for t in report.tracks) == o["n_patches"]
+    adapted = evaluate(model, ds, VaeEvalConfig(crop="gt", adapt_steps=2, max_tracks=1))  # frame 0's pairs
+    assert 0.0 <= adapted.overall["JF"] <= 1.0
+
+    # the adapted tracker fine-tunes a copy at its first init and keeps it when re-initialised
+    from bmvtrack.adaptation import MOTION_AUGMENT, AdaptConfig
+
+    tracker = make_tracker("motion-posterior-adapt", model=model,
+                           adapt=AdaptConfig(steps=2, batch_size=2, augment=MOTION_AUGMENT))
+    tracker.init(ds.frame(tr, 0), rbox_from_mask(ds.mask(tr, 0)))
+    copy = tracker.model
+    assert copy is not model and any(not torch.equal(a, b) for a, b in zip(copy.state_dict().values(),
+                                                                          model.state_dict().values()))
+    tracker.update(ds.frame(tr, 1))
+    tracker.init(ds.frame(tr, 1), rbox_from_mask(ds.mask(tr, 1)))
+    assert tracker.model is copy
 
 
 def test_a_motion_posterior_refuses_a_prior_over_g_t(pair_data: Path, tmp_path: Path) -> None:
