@@ -19,7 +19,9 @@ and in tracking, is seen through a copy of the network fine-tuned on its first f
 (``bmvtrack.adaptation.adapt_motion_net``; training copies cached on disk under ``adapt_cache``).
 With ``center=proposal`` the per-state prior is
 centred on the proposal's move instead of μ′ (N(r_prop(s), Σ′(s))): the untrained agent is then
-``rule-proposal``, the best hand rule on that state, and RL has to improve on it.
+``rule-proposal``, the best hand rule on that state, and RL has to improve on it. ``center=mask``
+centres it on the move onto the decoded mask's box (no move where the mask is empty): the untrained
+agent is then ``rule-mask`` but for empty masks, where the rule takes μ′ instead.
 
 Variants (``VARIANTS``), the same data stream and budget:
 
@@ -53,7 +55,7 @@ from bmvtrack.paths import RUNS_DIR
 from bmvtrack.proposals import AGREE_IOU, PROPOSALS, REINIT_RULES, FollowingProposal, agreement
 
 VARIANTS = ("rl", "rl-expert", "supervised")
-CENTERS = ("mu", "proposal")  # where the per-state prior and the untrained policy are centred
+CENTERS = ("mu", "proposal", "mask")  # where the per-state prior and the untrained policy are centred
 Variant = Literal["rl", "rl-expert", "supervised"]
 
 
@@ -92,7 +94,7 @@ class MotionAgentConfig:
     proposal: Literal["none", "csrt", "kcf"] = "none"  # a proposal tracker beside the agent (its box in the state)
     reinit: Literal["never", "disagree", "vote"] = "vote"  # when it is restarted on the agent's box (FollowingProposal)
     proposal_start: Literal["box", "annotation"] = "box"  # training episodes start the proposal on the agent's box or the annotated one
-    center: Literal["mu", "proposal"] = "mu"  # the per-state prior's mean and the untrained policy: μ′(s), or the move onto the proposal's box
+    center: Literal["mu", "proposal", "mask"] = "mu"  # the per-state prior's mean and the untrained policy: μ′(s), the move onto the proposal's box, or onto the decoded mask's
     adapt: AdaptConfig = field(default_factory=lambda: AdaptConfig(steps=0, augment=MOTION_AUGMENT))  # per-track first-frame adaptation of the network (steps > 0: on)
     adapt_cache: str = ""  # folder of the training tracks' adapted copies (default runs/adapt_cache)
     threads: int = 1
@@ -164,7 +166,8 @@ def agent_kwargs(cfg: MotionAgentConfig, env: MotionTrackingEnv) -> dict[str, An
     """MV-SAC's constructor arguments (JSON-able: what ``agent.json`` stores)."""
     lay, st = env.obs_layout, env.state
     expert = cfg.variant != "rl"
-    mean = lay["search/mu"] if cfg.center == "mu" else st.proposal_move
+    cue = lay["search/motion"]
+    mean = {"mu": lay["search/mu"], "proposal": st.proposal_move, "mask": slice(cue.start, cue.start + 5)}[cfg.center]
     return {
         "prior_mean": st.prior_mean.tolist(), "prior_cov": st.prior_cov.tolist(), "prior_source": "state",
         "state_prior_mean_slice": [mean.start, mean.stop],

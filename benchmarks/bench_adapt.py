@@ -1,9 +1,12 @@
 """First-frame adaptation cost, in frames of tracking, measured side by side on one 480p DAVIS frame.
 
     python benchmarks/bench_adapt.py [--checkpoint runs/pretrain_vae/checkpoint.pt] [--steps 60] [--threads 0]
+        [--motion-net runs/folds/motion-f0/checkpoint.pt]
 
 Prints the seconds of one adaptation (all weights; decoder only) and of one segmentation-tracker
-step, and their ratios: how many tracked frames one adaptation costs. Absolute times on this
+step, and their ratios: how many tracked frames one adaptation costs. With ``--motion-net`` the same
+for the motion network (``motion-posterior-adapt``: its pairs, its tracker step) and its adaptation
+time against the single-crop network's. Absolute times on this
 shared machine are noisy; the ratios are what to compare.
 """
 from __future__ import annotations
@@ -31,6 +34,7 @@ def main() -> None:
     p.add_argument("--frames", type=int, default=30, help="tracker steps timed")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--davis", default=str(BEAR))
+    p.add_argument("--motion-net", default=None, help="a motion-posterior checkpoint, timed the same way")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -68,6 +72,25 @@ def main() -> None:
     for params, sec in times.items():
         print(f"adaptation, {params:7s}: {sec:.2f} s = {sec / step:.0f} tracked frames")
     print(f"decoder-only / all-weights adaptation time: {times['decoder'] / times['all']:.2f}")
+    if args.motion_net:
+        from bmvtrack.adaptation import MOTION_AUGMENT
+        from bmvtrack.agents.baselines.motion_posterior import MotionPosteriorTracker, load_motion_posterior
+
+        net, _ = load_motion_posterior(args.motion_net)
+        tracker = MotionPosteriorTracker(net)
+        tracker.init(frame, box)
+        tracker.update(frame)  # warm-up
+        t0 = time.perf_counter()
+        for _ in range(args.frames):
+            tracker.init(frame, box)
+            tracker.update(frame)
+        motion_step = (time.perf_counter() - t0) / args.frames
+        t0 = time.perf_counter()
+        adapt_to_box(net, frame, box, AdaptConfig(steps=args.steps, augment=MOTION_AUGMENT))
+        motion = time.perf_counter() - t0
+        print(f"motion-posterior step: {motion_step * 1e3:.1f} ms; its adaptation: {motion:.2f} s = "
+              f"{motion / motion_step:.0f} tracked frames")
+        print(f"motion-network / single-crop adaptation time (all weights): {motion / times['all']:.2f}")
 
 
 if __name__ == "__main__":

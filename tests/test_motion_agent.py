@@ -428,7 +428,29 @@ def test_an_agent_centred_on_the_proposal_starts_as_rule_proposal(net_path: Path
     with pytest.raises(ValueError, match="ent_coef_init"):
         ma.MotionAgentConfig(ent_coef_init=0.0)
     with pytest.raises(ValueError, match="center must be"):
-        ma.MotionAgentConfig(center="mask")
+        ma.MotionAgentConfig(center="nowhere")
+
+
+def test_an_agent_centred_on_the_mask_starts_as_rule_mask(net_path: Path, data: DataConfig) -> None:
+    """center=mask: the untrained agent moves onto the decoded mask's box, as rule-mask does wherever
+    the mask is not empty."""
+    cfg = ma.MotionAgentConfig(motion_net=str(net_path), data=data, steps=60, learning_starts=20, batch_size=16,
+                               net_arch=(16, 16), center="mask", ent_coef_init=0.01)
+    model, env, kwargs = ma.build(cfg)
+    cue = env.obs_layout["search/motion"]
+    assert kwargs["state_prior_mean_slice"] == [cue.start, cue.start + 5]
+    rule = ma.rule_tracker(env.state, "mask", "rule-mask")
+    half = (env.action_space.high - env.action_space.low) / 2
+    obs, _ = env.reset(seed=0, options={"frame": 0})
+    moved = 0
+    for _ in range(4):
+        action = model.predict(obs, deterministic=True)[0]
+        if obs[cue][6] < 0.5:  # a mask was found
+            want = np.clip(rule.act(obs), env.action_space.low, env.action_space.high)
+            np.testing.assert_allclose(action, want, atol=0.011 * half.max() + 1e-6)
+            moved += 1
+        obs, *_ = env.step(action)
+    assert moved > 0
 
 
 def test_the_command_scores_the_proposal_rules_beside_an_agent_that_reads_the_proposal(
