@@ -100,6 +100,24 @@ def adapt_segmenter(model: nn.Module, frame: np.ndarray, label: np.ndarray, box:
     gradients off; ``model`` is untouched. Deterministic for a given ``cfg.seed`` on the CPU.
     """
     cfg = cfg or AdaptConfig()
+    size = int(model.cfg.patch_size)
+    class_weights = getattr(model.cfg, "class_weights", "batch")
+    if label.dtype != np.uint8:
+        label = label.astype(bool)
+
+    def batch_loss(tuned: nn.Module, rng: np.random.Generator, device: torch.device) -> torch.Tensor:
+        pairs = [augmented_patch(frame, label, box, size, cfg.augment, rng) for _ in range(cfg.batch_size)]
+        x = patches_to_tensor(np.stack([p for p, _ in pairs]), device=device)
+        y = torch.from_numpy(np.stack([m for _, m in pairs])).long().to(device)
+        return construction_loss(tuned(x, sample=False)["logits"], y, class_weights=class_weights)["cons"]
+
+    return _fine_tune(model, frame, label, cfg, batch_loss)
+
+
+def _fine_tune(model: nn.Module, frame: np.ndarray, label: np.ndarray, cfg: AdaptConfig,
+               batch_loss: Callable[[nn.Module, np.random.Generator, torch.device], torch.Tensor]) -> nn.Module:
+    """A copy of ``model`` after ``cfg.steps`` Adam steps on ``batch_loss`` (``cfg.params`` trained,
+    BatchNorm statistics frozen), in eval mode with gradients off."""
     if label.shape != frame.shape[:2]:
         raise ValueError(f"label {label.shape} and frame {frame.shape[:2]} differ in size")
     tuned = copy.deepcopy(model)
@@ -112,16 +130,9 @@ def adapt_segmenter(model: nn.Module, frame: np.ndarray, label: np.ndarray, box:
         p.requires_grad_(True)
     opt = torch.optim.Adam(params, lr=cfg.lr)
     device = next(tuned.parameters()).device
-    size = int(tuned.cfg.patch_size)
-    class_weights = getattr(tuned.cfg, "class_weights", "batch")
     rng = np.random.default_rng(cfg.seed)
-    if label.dtype != np.uint8:
-        label = label.astype(bool)
     for _ in range(cfg.steps):
-        pairs = [augmented_patch(frame, label, box, size, cfg.augment, rng) for _ in range(cfg.batch_size)]
-        x = patches_to_tensor(np.stack([p for p, _ in pairs]), device=device)
-        y = torch.from_numpy(np.stack([m for _, m in pairs])).long().to(device)
-        loss = construction_loss(tuned(x, sample=False)["logits"], y, class_weights=class_weights)["cons"]
+        loss = batch_loss(tuned, rng, device)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -174,25 +185,13 @@ def adapt_motion_net(model: nn.Module, frame: np.ndarray, label: np.ndarray, box
     ``adapt_segmenter``). ``model`` is untouched; BatchNorm statistics stay frozen.
     """
     cfg = cfg or AdaptConfig(augment=MOTION_AUGMENT)
-    if label.shape != frame.shape[:2]:
-        raise ValueError(f"label {label.shape} and frame {frame.shape[:2]} differ in size")
-    tuned = copy.deepcopy(model)
-    tuned.eval()
-    if cfg.steps == 0:
-        return tuned
-    tuned.requires_grad_(False)
-    params = _trainable(tuned, cfg.params)
-    for p in params:
-        p.requires_grad_(True)
-    opt = torch.optim.Adam(params, lr=cfg.lr)
-    device = next(tuned.parameters()).device
-    mcfg = tuned.cfg
-    buffers = {k.rsplit(".", 1)[-1]: v for k, v in tuned.state_dict().items() if "prior_" in k}
+    mcfg = model.cfg
+    buffers = {k.rsplit(".", 1)[-1]: v for k, v in model.state_dict().items() if "prior_" in k}
     mean = buffers["prior_mean"].double().cpu().numpy()
     chol = np.linalg.cholesky(buffers["prior_cov"].double().cpu().numpy())
-    rng = np.random.default_rng(cfg.seed)
     label = label.astype(np.uint8)
-    for _ in range(cfg.steps):
+
+    def batch_loss(tuned: nn.Module, rng: np.random.Generator, device: torch.device) -> torch.Tensor:
         items = []
         for _ in range(cfg.batch_size):
             target, warp = draw_warp(box, mean, chol, cfg.augment.context, rng)
@@ -202,13 +201,11 @@ def adapt_motion_net(model: nn.Module, frame: np.ndarray, label: np.ndarray, box
         y = torch.from_numpy(np.stack([y for _, y, _ in items])).long().to(device)
         r = torch.from_numpy(np.stack([r for _, _, r in items])).to(device)
         out = tuned(x, sample=False)
-        loss = (construction_loss(out["logits"], y, class_weights=getattr(mcfg, "class_weights", "batch"))["cons"]
-                + float(mcfg.motion_weight) * motion_nll(out["mu"], out["scale_tril"], r.to(out["mu"].dtype)).mean())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    tuned.requires_grad_(False)
-    return tuned
+        nll = motion_nll(out["mu"], out["scale_tril"], r.to(out["mu"].dtype)).mean()
+        cons = construction_loss(out["logits"], y, class_weights=getattr(mcfg, "class_weights", "batch"))["cons"]
+        return cons + float(mcfg.motion_weight) * nll
+
+    return _fine_tune(model, frame, label, cfg, batch_loss)
 
 
 def adapt_to_box(model: nn.Module, frame: np.ndarray, box: RBox, cfg: AdaptConfig) -> nn.Module:
