@@ -9,6 +9,8 @@ before any run, per variant:
 
 - RL value: trained minus the same agent untrained (its start: the posterior-mean rule, or
   ``rule-proposal`` for an agent run with ``center=proposal``), per sequence;
+- the per-sequence better of ``rule-mask`` and ``rule-proposal``, picked with the answer: how far an
+  agent that chose between the two cues could go;
 - trained minus the best hand rule on the same state (``rule-mu``, ``rule-mask``, and with a proposal
   tracker ``rule-proposal``, ``rule-fuse``: the best over all sequences, picked on these very
   sequences, which favours the rule);
@@ -112,6 +114,12 @@ def report(exp: Path, base: Path | None, sub: str = "eval", against: list[tuple[
         lines.append(f"| {r} (hand rule) | | {len(vals)} | {np.mean(list(vals.values())):.3f} | | |")
     for name, vals in others.items():
         lines.append(f"| {name} | | {len(vals)} | {np.mean(list(vals.values())):.3f} | | |")
+    if "rule-mask" in rules and "rule-proposal" in rules:  # how far choosing between the two cues could go
+        common = sorted(set(rules["rule-mask"]) & set(rules["rule-proposal"]))
+        m, q = (np.array([rules[r][k] for k in common]) for r in ("rule-mask", "rule-proposal"))
+        lines += ["", f"Per sequence, the better of rule-mask and rule-proposal (picked with the answer: an upper "
+                  f"bound of choosing one cue per track): {np.maximum(m, q).mean():.3f}; the two rules' correlation "
+                  f"over sequences {np.corrcoef(m, q)[0, 1]:+.2f}."]
     lines += ["", f"Paired over sequences (95 % BCa interval); best hand rule on this state: {best_rule}.", "",
               "| agent | RL value (trained − untrained) | − " + best_rule + " | − supervised | − csrt | − segmentation-adapt |",
               "|---|---|---|---|---|---|"]

@@ -67,6 +67,17 @@ def test_a_variant_is_set_against_the_same_variant_of_another_experiment(write_c
         summarize.main([str(new), "--against", str(old)])
 
 
+def test_the_better_of_the_two_cues_per_sequence_is_reported(write_csv, tmp_path: Path, summarize) -> None:
+    """With rule-mask and rule-proposal: their per-sequence maximum (what choosing one cue per track
+    could reach) and their correlation over sequences."""
+    cues = {"rule-mask": {"a": 0.8, "b": 0.2, "c": 0.5}, "rule-proposal": {"a": 0.3, "b": 0.7, "c": 0.5}}
+    _run(write_csv, tmp_path, 0, "rl", 0, {"motion-agent-rl": {"a": 0.5, "b": 0.5, "c": 0.5},
+                                           "motion-agent-rl-untrained": {"a": 0.5, "b": 0.5, "c": 0.5}, **cues})
+    text = summarize.report(tmp_path, None)
+    assert "picked with the answer" in text and ": 0.667;" in text  # (0.8 + 0.7 + 0.5) / 3
+    assert "correlation over sequences -1.00" in text
+
+
 def test_a_rescored_folder_per_fold_and_the_step_scaled_agent(write_csv, tmp_path: Path, summarize) -> None:
     for fold, seq in ((0, "a"), (1, "b")):
         rows = [{"tracker": t, "sequence": seq, "success_auc": v, "success_auc_rot": v, "perturbed_recovered": v}
