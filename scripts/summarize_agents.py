@@ -16,7 +16,7 @@ before any run, per variant:
   sequences, which favours the rule);
 - trained minus the supervised-only agent (variant ``supervised``);
 - with ``--baselines`` (the motion folds' ``eval-*/sequences.csv``): trained minus CSRT and
-  segmentation-adapt;
+  segmentation-adapt, and each hand rule minus CSRT;
 - with ``--against LABEL=DIR`` (another experiment of this script, e.g. without a proposal tracker):
   trained minus the same variant there, in AUC and in recovery.
 
@@ -129,6 +129,11 @@ def report(exp: Path, base: Path | None, sub: str = "eval", against: list[tuple[
                  compare(mean[v], others["csrt"])[0] if "csrt" in others else "",
                  compare(mean[v], others["segmentation-adapt"])[0] if "segmentation-adapt" in others else ""]
         lines.append(f"| {v} | " + " | ".join(cells) + " |")
+    if "csrt" in others:
+        lines += ["", "Hand rules minus CSRT, paired over sequences:", "", "| rule | − csrt | sequences |", "|---|---|---|"]
+        for r, vals in rules.items():
+            cell, k = compare(vals, others["csrt"])
+            lines.append(f"| {r} | {cell} | {k} |")
     scaled = sorted(n for n in auc if any(n.startswith(f"{v}-step") for v in variants))
     if scaled:  # train_motion_agent --score --step-scales: the agent's move shrunk towards its start's
         lines += ["", "The agent's move shrunk towards its start's (`--step-scales`, a diagnostic), paired over sequences:", "",

@@ -44,6 +44,7 @@ def test_pooling_and_the_comparisons_defined_before_the_runs(write_csv, tmp_path
     row = next(line for line in text.splitlines() if line.startswith("| rl | +"))
     for value in ("+0.250", "+0.150", "+0.200", "+0.400"):
         assert value in row
+    assert "| rule-mask | +0.250 [" in text  # 0.55 against CSRT's 0.3
     assert summarize.main([str(tmp_path), "--out", str(tmp_path / "s.md")]) == 0 and (tmp_path / "s.md").is_file()
     # another column of sequences.csv: here half the AUC, so half the RL value
     rot = summarize.report(tmp_path, None, metric="success_auc_rot")
