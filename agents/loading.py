@@ -8,7 +8,7 @@ from typing import Callable, Sequence
 
 from bmvtrack.agents.baselines import make_tracker, motion_trackers, segmentation_trackers
 from bmvtrack.agents.policy_tracker import PolicyTracker
-from bmvtrack.adaptation import MOTION_AUGMENT, AdaptConfig, SharedAdaptation
+from bmvtrack.adaptation import AdaptConfig, SharedAdaptation
 from bmvtrack.config import from_dict
 from bmvtrack.paths import DEFAULT_MOTION_CHECKPOINT, DEFAULT_VAE_CHECKPOINT
 from bmvtrack.envs.state_encoder import StateEncoder
@@ -106,7 +106,6 @@ def learned_tracker_factories(policies: list[str], names: list[str], segmenter: 
         from bmvtrack.agents.baselines.motion_posterior import load_motion_posterior
 
         net, _ = load_motion_posterior(motion_net or DEFAULT_MOTION_CHECKPOINT)
-        motion_adapt = replace(adapt, augment=MOTION_AUGMENT)  # the motion pretraining's box jitter
         for name in motions:
-            out[name] = lambda name=name: make_tracker(name, model=net, adapt=motion_adapt)
+            out[name] = lambda name=name: make_tracker(name, model=net, adapt=adapt)
     return out, [n for n in names if n not in segs and n not in motions]

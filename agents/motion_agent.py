@@ -44,7 +44,7 @@ from typing import Any, Callable, Literal
 import numpy as np
 import torch
 
-from bmvtrack.adaptation import MOTION_AUGMENT, AdaptConfig, AdaptedModels, SharedAdaptation, cache_folder
+from bmvtrack.adaptation import AdaptConfig, AdaptedModels, SharedAdaptation, cache_folder
 from bmvtrack.data.readers import AUGMENTS, DataConfig, FoldSplit
 from bmvtrack.io import file_sha256
 from bmvtrack.envs.motion_env import PROPOSAL_STARTS, MotionTrackingEnv, make_motion_env
@@ -95,7 +95,7 @@ class MotionAgentConfig:
     reinit: Literal["never", "disagree", "vote"] = "vote"  # when it is restarted on the agent's box (FollowingProposal)
     proposal_start: Literal["box", "annotation"] = "box"  # training episodes start the proposal on the agent's box or the annotated one
     center: Literal["mu", "proposal", "mask"] = "mu"  # the per-state prior's mean and the untrained policy: μ′(s), the move onto the proposal's box, or onto the decoded mask's
-    adapt: AdaptConfig = field(default_factory=lambda: AdaptConfig(steps=0, augment=MOTION_AUGMENT))  # per-track first-frame adaptation of the network (steps > 0: on)
+    adapt: AdaptConfig = field(default_factory=lambda: AdaptConfig(steps=0))  # per-track first-frame adaptation of the network (steps > 0: on)
     adapt_cache: str = ""  # folder of the training tracks' adapted copies (default runs/adapt_cache)
     threads: int = 1
 

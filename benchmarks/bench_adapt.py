@@ -73,7 +73,6 @@ def main() -> None:
         print(f"adaptation, {params:7s}: {sec:.2f} s = {sec / step:.0f} tracked frames")
     print(f"decoder-only / all-weights adaptation time: {times['decoder'] / times['all']:.2f}")
     if args.motion_net:
-        from bmvtrack.adaptation import MOTION_AUGMENT
         from bmvtrack.agents.baselines.motion_posterior import MotionPosteriorTracker, load_motion_posterior
 
         net, _ = load_motion_posterior(args.motion_net)
@@ -86,7 +85,7 @@ def main() -> None:
             tracker.update(frame)
         motion_step = (time.perf_counter() - t0) / args.frames
         t0 = time.perf_counter()
-        adapt_to_box(net, frame, box, AdaptConfig(steps=args.steps, augment=MOTION_AUGMENT))
+        adapt_to_box(net, frame, box, AdaptConfig(steps=args.steps))
         motion = time.perf_counter() - t0
         print(f"motion-posterior step: {motion_step * 1e3:.1f} ms; its adaptation: {motion:.2f} s = "
               f"{motion / motion_step:.0f} tracked frames")

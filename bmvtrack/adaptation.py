@@ -23,7 +23,7 @@ A motion-posterior network (``model.input: pair``) is adapted the same way on pa
 frame: frame 0 at a jittered box beside frame 0 warped by a motion drawn from the network's own
 box-relative prior, so both its motion head (the NLL of the drawn motion) and its decoder (the
 pseudo label, warped alike) learn this object. Its pairs jitter the box as its pretraining does
-(``MOTION_AUGMENT``: the centre, hardly the size, which a box alone does not show).
+(``AdaptConfig.pair_augment``: the centre, hardly the size, which a box alone does not show).
 """
 from __future__ import annotations
 
@@ -53,8 +53,6 @@ from bmvtrack.segmentation import fill_rbox, foreground_prob, segment_crop
 AdaptParams = Literal["all", "decoder"]
 BoxLabel = Literal["box", "pseudo"]
 IGNORE = 255  # label value without loss (construction_loss's ignore_index)
-# the motion network's adaptation pairs: the box off-centre as in its pretraining (configs/pretrain_motion_davis.yaml)
-MOTION_AUGMENT = AugmentConfig(jitter_shift=0.1, jitter_scale=0.03)
 
 
 @dataclass
@@ -69,6 +67,8 @@ class AdaptConfig:
     core: float = 0.5  # pseudo label: the box shrunk to this fraction of its sides is object as well
     seed: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # a motion network's pairs: the box off-centre as in its pretraining (configs/pretrain_motion_davis.yaml)
+    pair_augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(jitter_shift=0.1, jitter_scale=0.03))
 
     def __post_init__(self) -> None:
         if self.steps < 0 or self.batch_size < 1 or not self.lr > 0:
@@ -179,12 +179,13 @@ def adapt_motion_net(model: nn.Module, frame: np.ndarray, label: np.ndarray, box
                      cfg: AdaptConfig | None = None) -> nn.Module:
     """A copy of the motion network ``model`` fine-tuned on pairs of ``frame`` and its own warps.
 
-    Each pair: ``frame`` at ``box`` jittered (``cfg.augment``) beside ``frame`` warped by a motion
+    Each pair: ``frame`` at ``box`` jittered (``cfg.pair_augment``) beside ``frame`` warped by a motion
     drawn from the network's box-relative prior; targets: the drawn motion (Gaussian NLL under
     N(μ′, Σ′)) and ``label`` through the warp (the construction loss; ``label`` as in
     ``adapt_segmenter``). ``model`` is untouched; BatchNorm statistics stay frozen.
     """
-    cfg = cfg or AdaptConfig(augment=MOTION_AUGMENT)
+    cfg = cfg or AdaptConfig()
+    aug = cfg.pair_augment
     mcfg = model.cfg
     buffers = {k.rsplit(".", 1)[-1]: v for k, v in model.state_dict().items() if "prior_" in k}
     mean = buffers["prior_mean"].double().cpu().numpy()
@@ -194,8 +195,8 @@ def adapt_motion_net(model: nn.Module, frame: np.ndarray, label: np.ndarray, box
     def batch_loss(tuned: nn.Module, rng: np.random.Generator, device: torch.device) -> torch.Tensor:
         items = []
         for _ in range(cfg.batch_size):
-            target, warp = draw_warp(box, mean, chol, cfg.augment.context, rng)
-            items.append(make_pair(frame, label, box, frame, label, target, int(mcfg.patch_size), cfg.augment,
+            target, warp = draw_warp(box, mean, chol, aug.context, rng)
+            items.append(make_pair(frame, label, box, frame, label, target, int(mcfg.patch_size), aug,
                                    mcfg.reference, rng, warp))
         x = patches_to_tensor(np.stack([x for x, _, _ in items]), device=device)
         y = torch.from_numpy(np.stack([y for _, y, _ in items])).long().to(device)

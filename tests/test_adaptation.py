@@ -12,7 +12,7 @@ from test_segmentation_tracker import run_tracker
 from test_vae_eval import open_ds, tiny_model
 
 from bmvtrack.agents.baselines.segmentation_tracker import SegmentationTracker
-from bmvtrack.adaptation import (IGNORE, MOTION_AUGMENT, AdaptConfig, AdaptedModels, adapt_segmenter, adapt_to_box, cache_folder,
+from bmvtrack.adaptation import (IGNORE, AdaptConfig, AdaptedModels, adapt_segmenter, adapt_to_box, cache_folder,
                                  pseudo_label)
 from bmvtrack.data.pair_sampler import draw_warp, make_pair
 from bmvtrack.data.patch_sampler import AugmentConfig, augmented_patch
@@ -215,7 +215,7 @@ def warp_scores(net: torch.nn.Module, frame: np.ndarray, mask: np.ndarray, box, 
     items = []
     for _ in range(n):
         target, warp = draw_warp(box, mean, chol, 0.25, rng)
-        items.append(make_pair(frame, mask, box, frame, mask, target, net.cfg.patch_size, MOTION_AUGMENT, "box",
+        items.append(make_pair(frame, mask, box, frame, mask, target, net.cfg.patch_size, AdaptConfig().pair_augment, "box",
                                None, warp))
     out = net(patches_to_tensor(np.stack([x for x, _, _ in items])), sample=False)
     r = torch.from_numpy(np.stack([r for _, _, r in items])).to(out["mu"].dtype)
@@ -232,7 +232,7 @@ def test_motion_network_adaptation_learns_the_frames_motions_and_object(moving_r
     _, _, frame, mask, box = first_frame(moving_root)
     base = tiny_motion_net()
     before = {k: v.clone() for k, v in base.state_dict().items()}
-    cfg = replace(FAST, augment=MOTION_AUGMENT, label="box")
+    cfg = replace(FAST, label="box")
     tuned = adapt_to_box(base, frame, box, cfg)
     assert all(torch.equal(before[k], v) for k, v in base.state_dict().items())
     assert not tuned.training and not any(p.requires_grad for p in tuned.parameters())

@@ -477,10 +477,10 @@ def test_an_adapted_agent_sees_each_track_through_its_own_copy_in_training_and_t
     keeps the copy when re-initialised; the command adapts each scored track once for all trackers
     and both protocols."""
     from bmvtrack import adaptation
-    from bmvtrack.adaptation import MOTION_AUGMENT, AdaptConfig, SharedAdaptation, adapt_to_box
+    from bmvtrack.adaptation import AdaptConfig, SharedAdaptation, adapt_to_box
     from bmvtrack.train_motion_agent import main
 
-    adapt = AdaptConfig(steps=2, lr=1e-2, batch_size=2, augment=MOTION_AUGMENT)
+    adapt = AdaptConfig(steps=2, lr=1e-2, batch_size=2)
     cfg = replace(_cfg(net_path, data, "rl"), adapt=adapt, adapt_cache=str(tmp_path / "cache"))
     env = ma.build(cfg)[1]
     env.prepare_adapted()

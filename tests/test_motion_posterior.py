@@ -293,10 +293,10 @@ def test_pretraining_a_motion_posterior_end_to_end(pair_data: Path, tmp_path: Pa
     assert 0.0 <= adapted.overall["JF"] <= 1.0
 
     # the adapted tracker fine-tunes a copy at its first init and keeps it when re-initialised
-    from bmvtrack.adaptation import MOTION_AUGMENT, AdaptConfig
+    from bmvtrack.adaptation import AdaptConfig
 
     tracker = make_tracker("motion-posterior-adapt", model=model,
-                           adapt=AdaptConfig(steps=2, batch_size=2, augment=MOTION_AUGMENT))
+                           adapt=AdaptConfig(steps=2, batch_size=2))
     tracker.init(ds.frame(tr, 0), rbox_from_mask(ds.mask(tr, 0)))
     copy = tracker.model
     assert copy is not model and any(not torch.equal(a, b) for a, b in zip(copy.state_dict().values(),

@@ -46,14 +46,14 @@ import io
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from bmvtrack.adaptation import MOTION_AUGMENT, AdaptConfig, adapt_network
+from bmvtrack.adaptation import AdaptConfig, adapt_network
 from bmvtrack.data.patches import CropWindow, crop_image, crop_mask, crop_window, paste_patch
 from bmvtrack.data.readers import Track, VideoDataset
 from bmvtrack.io import atomic_write_text
@@ -306,10 +306,7 @@ def evaluate_track(model: Any, ds: VideoDataset, track: Track, cfg: VaeEvalConfi
     gt_boxes = boxes_from_masks(gts, cfg.box_method)
     if cfg.adapt_steps > 0:  # frame 0 is never scored (exclude_first_last) or given (tracking)
         assert gt_boxes[0] is not None, "a track starts on a frame where its object is present"
-        adapt = cfg.adaptation()
-        if getattr(getattr(model, "cfg", None), "input", "patch") == "pair":
-            adapt = replace(adapt, augment=MOTION_AUGMENT)  # a motion network's pairs jitter as its pretraining
-        model = adapt_network(model, ds.frame(track, 0), gts[0], gt_boxes[0], adapt)
+        model = adapt_network(model, ds.frame(track, 0), gts[0], gt_boxes[0], cfg.adaptation())
     frames: dict[int, _Frame] = {}
     misses = 0
     t0 = time.perf_counter()
