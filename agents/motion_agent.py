@@ -95,6 +95,8 @@ class MotionAgentConfig:
     reinit: Literal["never", "disagree", "vote"] = "vote"  # when it is restarted on the agent's box (FollowingProposal)
     proposal_start: Literal["box", "annotation"] = "box"  # training episodes start the proposal on the agent's box or the annotated one
     center: Literal["mu", "proposal", "mask"] = "mu"  # the per-state prior's mean and the untrained policy: μ′(s), the move onto the proposal's box, or onto the decoded mask's
+    explore_cues: tuple[str, ...] = ()  # cue exploration (MVSAC explore_ranges): warm-up and a share of later steps draw around these cues' moves
+    explore_prob: float = 0.0  # after warm-up, the share of steps drawn around one of explore_cues
     adapt: AdaptConfig = field(default_factory=lambda: AdaptConfig(steps=0))  # per-track first-frame adaptation of the network (steps > 0: on)
     adapt_cache: str = ""  # folder of the training tracks' adapted copies (default runs/adapt_cache)
     threads: int = 1
@@ -122,6 +124,13 @@ class MotionAgentConfig:
             raise ValueError(f"center must be one of {CENTERS}, got {self.center!r}")
         if self.center == "proposal" and self.proposal == "none":
             raise ValueError("center=proposal needs a proposal tracker (proposal=csrt or kcf)")
+        if not set(self.explore_cues) <= set(CENTERS) - {self.center}:
+            raise ValueError(f"explore_cues must be cues other than the centre {self.center!r} among {CENTERS}, "
+                             f"got {list(self.explore_cues)}")
+        if "proposal" in self.explore_cues and self.proposal == "none":
+            raise ValueError("explore_cues=[proposal] needs a proposal tracker (proposal=csrt or kcf)")
+        if not 0.0 <= self.explore_prob <= 1.0 or (self.explore_prob > 0 and not self.explore_cues):
+            raise ValueError(f"explore_prob must be in [0, 1] and needs explore_cues, got {self.explore_prob}")
         if self.adapt.steps > 0 and self.train_nets:
             raise ValueError("adapt and train_nets exclude each other (each track is seen through one network)")
 
@@ -167,14 +176,17 @@ def agent_kwargs(cfg: MotionAgentConfig, env: MotionTrackingEnv) -> dict[str, An
     lay, st = env.obs_layout, env.state
     expert = cfg.variant != "rl"
     cue = lay["search/motion"]
-    mean = {"mu": lay["search/mu"], "proposal": st.proposal_move, "mask": slice(cue.start, cue.start + 5)}[cfg.center]
+    moves = {"mu": lay["search/mu"], "proposal": st.proposal_move, "mask": slice(cue.start, cue.start + 5)}
+    mean = moves[cfg.center]
     return {
         "prior_mean": st.prior_mean.tolist(), "prior_cov": st.prior_cov.tolist(), "prior_source": "state",
         "state_prior_mean_slice": [mean.start, mean.stop],
         "state_prior_tril_slice": [lay["search/tril"].start, lay["search/tril"].stop],
         "prior_warmup": True, "prior_init": True, "prior_kl_coef": cfg.prior_kl_coef, "cue_scale": cfg.cue_scale,
         "expert_coef": cfg.expert_coef if expert else 0.0, "rl": cfg.variant != "supervised",
-        "critic_warmup": cfg.critic_warmup, "ent_coef": f"auto_{cfg.ent_coef_init:g}",
+        "critic_warmup": cfg.critic_warmup,
+        "explore_ranges": [[moves[c].start, moves[c].stop] for c in cfg.explore_cues],
+        "explore_prob": cfg.explore_prob, "ent_coef": f"auto_{cfg.ent_coef_init:g}",
         "learning_starts": cfg.learning_starts, "batch_size": cfg.batch_size, "gamma": cfg.gamma,
         "learning_rate": cfg.learning_rate, "buffer_size": max(cfg.steps, 1), "seed": cfg.seed,
         "policy_kwargs": {"net_arch": list(cfg.net_arch)}, "verbose": 0, "device": "cpu",

@@ -453,6 +453,32 @@ def test_an_agent_centred_on_the_mask_starts_as_rule_mask(net_path: Path, data: 
     assert moved > 0
 
 
+def test_cue_exploration_draws_around_the_named_cues(net_path: Path, data: DataConfig) -> None:
+    """explore_cues: MV-SAC gets the other cues' moves as exploration ranges, and its warm-up visits
+    both the centre's and the other cue's moves."""
+    cfg = ma.MotionAgentConfig(motion_net=str(net_path), data=data, steps=40, learning_starts=40, batch_size=16,
+                               net_arch=(16, 16), proposal="kcf", reinit="never", center="mask",
+                               explore_cues=("proposal",), explore_prob=0.2)
+    model, env, kwargs = ma.build(cfg)
+    prop = env.obs_layout["proposal"]
+    assert kwargs["explore_ranges"] == [[prop.start, prop.start + 5]] and kwargs["explore_prob"] == 0.2
+    assert model.explore_ranges == [(prop.start, prop.start + 5)]
+    model.learn(40)
+    obs = model.replay_buffer.observations[:40, 0]
+    acts = model.policy.unscale_action(model.replay_buffer.actions[:40, 0])
+    cue = env.obs_layout["search/motion"]
+    to_prop = np.linalg.norm(acts - obs[:, prop.start:prop.start + 5], axis=1)
+    to_mask = np.linalg.norm(acts - obs[:, cue.start:cue.start + 5], axis=1)
+    apart = np.linalg.norm(obs[:, prop.start:prop.start + 5] - obs[:, cue.start:cue.start + 5], axis=1) > 0.05
+    assert apart.sum() >= 5  # steps where the cues disagree: draws land on both sides
+    assert 0 < (to_prop < to_mask)[apart].sum() < apart.sum()
+    for bad in ({"explore_cues": ("mask",)}, {"explore_cues": ("elsewhere",)}, {"explore_prob": 0.5}):
+        with pytest.raises(ValueError, match="explore"):
+            ma.MotionAgentConfig(proposal="kcf", center="mask", **bad)
+    with pytest.raises(ValueError, match="needs a proposal"):
+        ma.MotionAgentConfig(center="mask", explore_cues=("proposal",))
+
+
 def test_the_command_scores_the_proposal_rules_beside_an_agent_that_reads_the_proposal(
         net_path: Path, data: DataConfig, tmp_path: Path) -> None:
     from bmvtrack.train_motion_agent import main

@@ -387,6 +387,70 @@ def test_warmup_actions_follow_state_prior():
     np.testing.assert_allclose(np.cov(residual[inside].T), cov, rtol=0.15, atol=1e-5)
 
 
+class TwoCueTargetEnv(StatePriorTargetEnv):
+    """StatePriorTargetEnv with a second cue at ``OTHER_SLICE``: the mirrored target, −target."""
+
+    OTHER_SLICE = (7, 9)
+
+    def __init__(self):
+        super().__init__()
+        self.observation_space = spaces.Box(-2.0, 2.0, (9,), np.float32)
+
+    def _obs(self) -> np.ndarray:
+        return np.concatenate([super()._obs(), -self.target]).astype(np.float32)
+
+
+def _cue_model(**kwargs) -> MVSAC:
+    env = TwoCueTargetEnv()
+    return make_model(env, prior_source="state", state_prior_mean_slice=env.MEAN_SLICE,
+                      state_prior_tril_slice=env.TRIL_SLICE, prior_warmup=True,
+                      explore_ranges=[env.OTHER_SLICE], **kwargs)
+
+
+def _near_other_cue(model: MVSAC, first: int, n: int) -> np.ndarray:
+    """Whether each stored action from ``first`` on lies nearer the other cue than the prior's mean."""
+    actions = model.policy.unscale_action(model.replay_buffer.actions[first:first + n, 0])
+    obs = model.replay_buffer.observations[first:first + n, 0]
+    return np.linalg.norm(actions - obs[:, 7:9], axis=1) < np.linalg.norm(actions - obs[:, 2:4], axis=1)
+
+
+def test_cue_exploration_draws_around_each_cue():
+    n = 2000
+    warm = _cue_model(learning_starts=10**6)
+    warm.learn(n)  # warm-up only: half the draws around μ′(s), half around the other cue
+    near = _near_other_cue(warm, 0, n)
+    assert 0.44 < near.mean() < 0.56
+    actions = warm.policy.unscale_action(warm.replay_buffer.actions[:n, 0])
+    obs = warm.replay_buffer.observations[:n, 0]
+    inside = np.all(np.abs(actions) < 0.999, axis=1) & near & (np.linalg.norm(obs[:, :2], axis=1) > 0.3)
+    np.testing.assert_allclose((actions - obs[:, 7:9])[inside].mean(0), 0.0, atol=0.01)  # with the state's spread
+    # after warm-up: a share explore_prob of the steps around the other cue, the rest the actor's
+    start = {"prior_init": True, "prior_mean": np.zeros(2), "prior_cov": STATE_TRIL @ STATE_TRIL.T,
+             "learning_starts": 0, "gradient_steps": 0}  # the actor stays a residual around μ′(s)
+    after = _cue_model(explore_prob=0.3, **start)
+    after.learn(n)
+    share = _near_other_cue(after, 0, n).mean()
+    plain = make_model(TwoCueTargetEnv(), prior_source="state", state_prior_mean_slice=(2, 4),
+                       state_prior_tril_slice=(4, 7), prior_warmup=True, **start)
+    plain.learn(n)  # the same actor without cue exploration never goes near the other cue
+    assert 0.24 < share < 0.36 and _near_other_cue(plain, 0, n).mean() < share / 3
+
+
+def test_cue_exploration_is_checked_and_saved(tmp_path):
+    with pytest.raises(ValueError, match="explore_prob"):
+        _cue_model(explore_prob=1.5)
+    with pytest.raises(ValueError, match="must cover 2 entries"):
+        make_model(TwoCueTargetEnv(), prior_source="state", state_prior_mean_slice=(2, 4),
+                   state_prior_tril_slice=(4, 7), prior_warmup=True, explore_ranges=[(7, 10)])
+    with pytest.raises(ValueError, match="per-state prior"):
+        make_model(boxed_env(), prior_mean=PRIOR_MEAN, prior_cov=PRIOR_COV, prior_warmup=True,
+                   explore_ranges=[(0, 2)])
+    model = _cue_model(explore_prob=0.2)
+    model.save(tmp_path / "m")
+    loaded = MVSAC.load(tmp_path / "m", env=TwoCueTargetEnv())
+    assert loaded.explore_ranges == [(7, 9)] and loaded.explore_prob == 0.2
+
+
 def test_prior_init_outputs_prior():
     # std 0.1 and 0.02 in env units (0.05 and 0.04 in the policy's [-1, 1] space)
     narrow_cov = np.array([[0.01, 0.0012], [0.0012, 0.0004]])

@@ -20,6 +20,13 @@ and where it lives:
   ``prior_source="state"`` it is a residual around the state's ``μ′(s)`` (the anchor is the
   state's mean slice) with the global prior's covariance times ``cue_scale``: the untrained agent
   follows the motion posterior's mean;
+- ``explore_ranges``/``explore_prob``: cue exploration. Warm-up draws are centred on one of the
+  prior's mean and these observation ranges (other cues' moves, env units), chosen uniformly per
+  step; after warm-up a fraction ``explore_prob`` of the steps draw around one of these ranges
+  instead of acting. Why: an actor that starts as a residual around one cue only ever tries moves
+  near it, so the critic never learns what following another cue would have been worth where the
+  two disagree — the choice a tracker with two cues has to make (off-policy SAC learns from
+  such steps as from any other);
 - ``critic_warmup``: the first N gradient updates train the critic alone; the actor (and SAC's
   entropy coefficient) move only once the critic has values for the start's own actions, so that an
   actor that starts as a good rule is not pushed around by a random critic. (On DAVIS it only
@@ -97,6 +104,9 @@ class MVSAC(SAC):
     :param cue_scale: the cue prior's covariance is the global one times ``cue_scale²``: how far
         from the proposed motion the warm-up, the KL term and the initial policy spread. The
         global prior is the spread of object motion; a useful cue is wrong by much less.
+    :param explore_ranges: observation ranges of other cues' moves (``d`` values each, env units)
+        for cue exploration (module docstring); needs a per-state prior and ``prior_warmup``.
+    :param explore_prob: after warm-up, the fraction of steps drawn around one of ``explore_ranges``.
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MVSACPolicy}
@@ -124,6 +134,8 @@ class MVSAC(SAC):
         expert_coef: float = 0.0,
         rl: bool = True,
         critic_warmup: int = 0,
+        explore_ranges: list[tuple[int, int]] | None = None,
+        explore_prob: float = 0.0,
         **sac_kwargs: Any,
     ):
         # Set before SAC.__init__, which calls _setup_model().
@@ -144,6 +156,14 @@ class MVSAC(SAC):
         self.critic_warmup = int(critic_warmup)
         if self.critic_warmup < 0:
             raise ValueError(f"critic_warmup must be >= 0, got {critic_warmup}")
+        self.explore_ranges = [r for r in map(as_range, explore_ranges or []) if r is not None]
+        self.explore_prob = float(explore_prob)
+        if not 0.0 <= self.explore_prob <= 1.0:
+            raise ValueError(f"explore_prob must be in [0, 1], got {explore_prob}")
+        if self.explore_ranges and (prior_source == "global" or not self.prior_warmup):
+            raise ValueError("explore_ranges need a per-state prior (prior_source 'state' or 'cue') and prior_warmup")
+        if self.explore_prob > 0 and not self.explore_ranges:
+            raise ValueError("explore_prob > 0 needs explore_ranges")
         if self.expert_coef < 0:
             raise ValueError(f"expert_coef must be >= 0, got {expert_coef}")
         if not self.rl and self.expert_coef <= 0:
@@ -172,6 +192,11 @@ class MVSAC(SAC):
             used=self.prior_warmup or self.prior_kl_coef > 0, init=self.prior_init, device=self.device,
         )
         # SB3 saves tuples as JSON: `load` gives lists back, normalised again here.
+        self.explore_ranges = [as_range(r) for r in self.explore_ranges]
+        d, obs_dim = self.action_dim, int(np.prod(self.observation_space.shape))
+        for start, stop in self.explore_ranges:
+            if stop - start != d or start < 0 or stop > obs_dim:
+                raise ValueError(f"explore range {(start, stop)} must cover {d} entries inside the {obs_dim}-D observation")
         if self.prior_source == "state":
             self.state_prior_mean_slice = self.action_prior.state_mean_range
             self.state_prior_tril_slice = self.action_prior.state_tril_range
@@ -219,11 +244,19 @@ class MVSAC(SAC):
         action_noise: ActionNoise | None = None,
         n_envs: int = 1,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """SB3's action selection, except that warm-up actions come from the prior if asked."""
-        if not (self.prior_warmup and self.num_timesteps < learning_starts):
+        """SB3's action selection, except that warm-up actions come from the prior if asked, and
+        cue exploration (module docstring)."""
+        rng = self.action_space.np_random
+        warm = self.prior_warmup and self.num_timesteps < learning_starts
+        explore = bool(self.explore_ranges) and (warm or rng.random() < self.explore_prob)
+        if not (warm or explore):
             return super()._sample_action(learning_starts, action_noise, n_envs)
+        mean_range = None
+        if explore:
+            choices = ([None] if warm else []) + list(self.explore_ranges)
+            mean_range = choices[int(rng.integers(len(choices)))]
         last_obs = self._last_original_obs if self._vec_normalize_env is not None else self._last_obs
-        prior_actions = self.action_prior.sample(self.action_space.np_random, n_envs, last_obs)
+        prior_actions = self.action_prior.sample(rng, n_envs, last_obs, mean_range)
         scaled_action = self.policy.scale_action(prior_actions)
         if action_noise is not None:
             scaled_action = np.clip(scaled_action + action_noise(), -1, 1)

@@ -271,21 +271,28 @@ class ActionPrior:
         """
         return log_prob - self.log_prob(scaled_actions, observations, vec_normalize)
 
-    def sample(self, rng: np.random.Generator, n: int, raw_obs: np.ndarray | None = None) -> np.ndarray:
+    def sample(self, rng: np.random.Generator, n: int, raw_obs: np.ndarray | None = None,
+               mean_range: Range | None = None) -> np.ndarray:
         """``n`` warm-up actions in env units, clipped into the action Box, ``(n, d)``.
 
         :param rng: the generator to draw from (MV-SAC passes the action space's, like SB3's
             uniform warm-up).
         :param raw_obs: ``(n, obs_dim)`` raw observations (per-state sources only).
+        :param mean_range: draw around this observation range (``d`` values, env units) instead of
+            the prior's mean, with the prior's spread (per-state sources only): MV-SAC's cue exploration.
         """
         noise = rng.standard_normal((n, self.dim))
         if self.source == "global":
+            if mean_range is not None:
+                raise ValueError("mean_range needs a per-state prior (source 'state' or 'cue')")
             assert self.mean is not None and self.tril_env is not None
             actions = self.mean + noise @ self.tril_env.T
         else:
             assert raw_obs is not None, "no observation to read the state prior from"
-            mean, tril = self.state_params_env(th.as_tensor(np.asarray(raw_obs), dtype=th.float64))
-            actions = mean.numpy() + np.einsum("bij,bj->bi", tril.numpy(), noise)
+            obs = np.asarray(raw_obs, dtype=np.float64).reshape(n, -1)
+            mean, tril = self.state_params_env(th.as_tensor(obs))
+            mean = mean.numpy() if mean_range is None else obs[:, slice(*mean_range)]
+            actions = mean + np.einsum("bij,bj->bi", tril.numpy(), noise)
         low, high = self.action_space.low, self.action_space.high
         return np.clip(actions, low, high).astype(self.action_space.dtype)
 
