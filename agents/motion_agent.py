@@ -93,6 +93,7 @@ class MotionAgentConfig:
     train_nets: tuple[str, ...] = ()  # "SPLIT=CHECKPOINT": training tracks of SPLIT's sequences seen through that motion network (cross-fitting: MotionTrackingEnv.track_states)
     proposal: Literal["none", "csrt", "kcf"] = "none"  # a proposal tracker beside the agent (its box in the state)
     reinit: Literal["never", "disagree", "vote"] = "vote"  # when it is restarted on the agent's box (FollowingProposal)
+    history: bool = False  # the state also shows the track's record of mask–proposal agreement (CueHistory)
     proposal_start: Literal["box", "annotation"] = "box"  # training episodes start the proposal on the agent's box or the annotated one
     center: Literal["mu", "proposal", "mask"] = "mu"  # the per-state prior's mean and the untrained policy: μ′(s), the move onto the proposal's box, or onto the decoded mask's
     explore_cues: tuple[str, ...] = ()  # cue exploration (MVSAC explore_ranges): warm-up and a share of later steps draw around these cues' moves
@@ -122,6 +123,8 @@ class MotionAgentConfig:
             raise ValueError(f"proposal_start must be one of {PROPOSAL_STARTS}, got {self.proposal_start!r}")
         if self.center not in CENTERS:
             raise ValueError(f"center must be one of {CENTERS}, got {self.center!r}")
+        if self.history and self.proposal == "none":
+            raise ValueError("history needs a proposal tracker (proposal=csrt or kcf)")
         if self.center == "proposal" and self.proposal == "none":
             raise ValueError("center=proposal needs a proposal tracker (proposal=csrt or kcf)")
         if not set(self.explore_cues) <= set(CENTERS) - {self.center}:
@@ -161,7 +164,7 @@ class MotionAgentConfig:
 
     def make_proposal(self) -> FollowingProposal | None:
         """A fresh proposal tracker of this config (None without one): one per environment or tracker."""
-        return None if self.proposal == "none" else FollowingProposal(self.proposal, self.reinit)
+        return None if self.proposal == "none" else FollowingProposal(self.proposal, self.reinit, history=self.history)
 
 
 def state_for(config: dict[str, Any], net: str | Path) -> MotionState:
@@ -327,7 +330,7 @@ class MotionStateTracker:
         obs = self.state(self._frame, frame, self._box)
         mask_box = None
         if pending is not None:
-            obs, mask_box = self.state.with_proposal(obs, self._box, pending())
+            obs, mask_box = self.state.with_proposal(obs, self._box, pending(), self.proposal.history)
         r = np.asarray(self.act(obs), dtype=np.float64).reshape(5)
         if self.low is not None and self.high is not None:
             r = np.clip(r, self.low, self.high)

@@ -133,6 +133,44 @@ class ProposalTracks:
         return out
 
 
+HISTORY_DIM = 3  # CueHistory's numbers
+HISTORY_RATE = 0.2  # CueHistory's running agreement: the weight of the newest frame (about five frames' memory)
+HISTORY_CAP = 30  # frames apart are counted up to this
+
+
+class CueHistory:
+    """A track's running record of how the decoded mask and the proposal have agreed: the numbers a
+    one-frame state cannot show.
+
+    Why: the mask and the proposal tracker fail on different sequences, and one frame's
+    disagreement does not say which of the two went wrong. How long they have disagreed, and how far
+    the box held has grown or shrunk since the first frame, hint at it (a mask that latched onto a
+    neighbour or a piece of the object disagrees for many frames, and the box follows its size).
+    ``update`` gives (kept to the scale of one):
+
+    - the running IoU of the mask's box with the proposal's (weight ``HISTORY_RATE`` on the newest
+      frame; 1 at the start);
+    - frames since they last overlapped by ≥ ``AGREE_IOU``, / 10, counted up to ``HISTORY_CAP``;
+    - ln(area of the box held / area of the track's first box), clipped to ±3.
+    """
+
+    def __init__(self) -> None:
+        self.first_area = self.agree = 1.0
+        self.apart = 0
+
+    def start(self, box: RBox) -> None:
+        """A new track (or a re-initialisation) from ``box``."""
+        self.first_area, self.agree, self.apart = max(box.w * box.h, 1e-6), 1.0, 0
+
+    def update(self, box: RBox, mask_box: RBox | None, proposal: RBox) -> np.ndarray:
+        """The record after this frame's cues (``box``: the box held; ``mask_box``: None when the mask is empty)."""
+        iou = agreement(mask_box, proposal)
+        self.agree = (1.0 - HISTORY_RATE) * self.agree + HISTORY_RATE * iou
+        self.apart = 0 if iou >= AGREE_IOU else min(self.apart + 1, HISTORY_CAP)
+        size = float(np.clip(np.log(max(box.w * box.h, 1e-6) / self.first_area), -3.0, 3.0))
+        return np.array([self.agree, self.apart / 10.0, size], dtype=np.float32)
+
+
 Reinit = Literal["never", "disagree", "vote"]
 REINIT_RULES = ("never", "disagree", "vote")
 _WORKER: ThreadPoolExecutor | None = None  # one thread for every FollowingProposal.propose_async (made on first use)
@@ -153,16 +191,23 @@ class FollowingProposal:
       drag the proposal off with it.
     """
 
-    def __init__(self, kind: Proposal = "csrt", reinit: Reinit = "vote", min_iou: float = AGREE_IOU) -> None:
+    def __init__(self, kind: Proposal = "csrt", reinit: Reinit = "vote", min_iou: float = AGREE_IOU,
+                 history: bool = False) -> None:
         if reinit not in REINIT_RULES:
             raise ValueError(f"reinit must be one of {REINIT_RULES}, got {reinit!r}")
         self.kind, self.reinit, self.min_iou = kind, reinit, float(min_iou)
         self._tracker = make_proposal_tracker(kind)
         self.box: RBox | None = None
         self.restarts = 0
+        self.history = CueHistory() if history else None  # the track's record of mask–proposal agreement
 
     def start(self, frame: np.ndarray, box: RBox) -> None:
-        """Start on ``box`` in ``frame`` (a track's first frame, or a re-initialisation)."""
+        """Start on ``box`` in ``frame`` (a track's first frame, or a re-initialisation); the history restarts too."""
+        self._restart(frame, box)
+        if self.history is not None:
+            self.history.start(box)
+
+    def _restart(self, frame: np.ndarray, box: RBox) -> None:
         self._tracker.init(frame, box)
         self.box = box
 
@@ -193,6 +238,6 @@ class FollowingProposal:
             return False
         if self.reinit == "vote" and agreement(mask_box, box) < self.min_iou:
             return False
-        self.start(frame, box)
+        self._restart(frame, box)
         self.restarts += 1
         return True

@@ -14,7 +14,8 @@ started on the episode's first box (``proposal_start="box"``: the agent's, pertu
 start; ``"annotation"``: the annotated box of that frame, as a tracker is started in one-pass
 evaluation while the agent's own box starts off it), moved to frame t+1 before each observation
 (the state gains its ``proposal`` slice: where it went, seen from the agent's box), and restarted on
-the agent's box by its rule after each step (``info["proposal_restart"]``).
+the agent's box by its rule after each step (``info["proposal_restart"]``). With its ``history``
+on, the state also shows how the mask and the proposal have agreed over the episode so far.
 
 ``track_states`` (sequence name → ``MotionState``) shows the frames of those sequences through another
 motion network: cross-fitting, a network that never saw them (``MotionAgentConfig.train_nets``). Why:
@@ -42,7 +43,7 @@ from bmvtrack.data.readers import Track
 from bmvtrack.envs.motion_state import PROPOSAL_DIM, AdaptedStates, MotionState
 from bmvtrack.envs.tracking_env import TrackingEnv, track_key
 from bmvtrack.motion import relative_between, relative_to_action
-from bmvtrack.proposals import FollowingProposal
+from bmvtrack.proposals import HISTORY_DIM, FollowingProposal
 
 # the wrapped environment's own G_t bounds (in σ of the G_t prior): wide, so that converting a relative
 # action never clips it (clipping would break the exact conversion); the relative bounds are the limit
@@ -83,6 +84,9 @@ class MotionTrackingEnv(gym.Wrapper):
         if proposal is not None:
             self.obs_layout["proposal"] = slice(dim, dim + PROPOSAL_DIM)
             dim += PROPOSAL_DIM
+            if proposal.history is not None:
+                self.obs_layout["history"] = slice(dim, dim + HISTORY_DIM)
+                dim += HISTORY_DIM
         self.observation_space = spaces.Box(-np.inf, np.inf, (dim,), dtype=np.float32)
         self._mask_box = None
 
@@ -112,7 +116,7 @@ class MotionTrackingEnv(gym.Wrapper):
         obs = state(ds.frame(tr, t), search, raw.box, key=(track_key(tr), t))
         if self.proposal is None:
             return obs
-        obs, self._mask_box = state.with_proposal(obs, raw.box, self.proposal.propose(search))
+        obs, self._mask_box = state.with_proposal(obs, raw.box, self.proposal.propose(search), self.proposal.history)
         return obs
 
     def _expert(self, info: dict[str, Any]) -> dict[str, Any]:

@@ -344,6 +344,37 @@ def test_a_proposal_tracker_beside_the_agent_is_in_its_state_and_the_rules_follo
         ma.rule_tracker(state, "fuse", "x")
 
 
+def test_the_cue_history_is_in_the_state_alike_in_training_and_tracking(net_path: Path, data: DataConfig) -> None:
+    """history=True: the state ends with the track's record of mask–proposal agreement, computed the
+    same way by the environment and by the tracker (the same boxes give the same numbers)."""
+    cfg = ma.MotionAgentConfig(motion_net=str(net_path), data=data, steps=60, learning_starts=20, batch_size=16,
+                               net_arch=(16, 16), proposal="kcf", reinit="never", history=True)
+    model, env, _ = ma.build(cfg)
+    lay = env.obs_layout
+    assert lay["history"] == slice(lay["proposal"].stop, lay["proposal"].stop + 3) == slice(env.state.dim + 11,
+                                                                                           env.state.dim + 14)
+    assert env.observation_space.shape == (env.state.dim + 14,)
+    obs, _ = env.reset(seed=0, options={"frame": 0})
+    raw = env.raw
+    frames = [raw.dataset.frame(raw.track, i) for i in range(raw._t, raw._t + 5)]
+    records, actions = [obs[lay["history"]]], []
+    tracker = ma.agent_tracker(model, env.state, "agent", cfg.make_proposal(), overlap=False)
+    tracker.init(frames[0], raw.box)
+    for i in range(1, 5):
+        actions.append(model.predict(obs, deterministic=True)[0])
+        obs, *_ = env.step(actions[-1])
+        records.append(obs[lay["history"]])
+    seen = []
+    act = tracker.act
+    tracker.act = lambda o: (seen.append(o[lay["history"]].copy()), act(o))[1]
+    for f in frames[1:]:
+        tracker.update(f)
+    np.testing.assert_allclose(np.array(seen), np.array(records[:4]), atol=1e-6)
+    assert records[0][0] <= 1.0 and all(r[1] >= 0 for r in records)
+    with pytest.raises(ValueError, match="history needs a proposal"):
+        ma.MotionAgentConfig(history=True)
+
+
 def test_the_proposal_starts_on_the_annotated_box_when_asked(net_path: Path, data: DataConfig,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     from bmvtrack.proposals import FollowingProposal

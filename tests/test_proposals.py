@@ -157,3 +157,21 @@ def test_a_following_proposal_is_restarted_on_the_agents_box_by_its_rule(synth_r
         outcomes[rule] = (p.settle(frames[2], far, None), p.settle(frames[2], far, far))
         assert (agreement(p.box, far) > 0.9) == any(outcomes[rule]) and p.restarts == sum(outcomes[rule])
     assert outcomes == {"never": (False, False), "disagree": (True, False), "vote": (False, True)}
+
+
+def test_the_cue_history_counts_disagreement_and_restarts_with_the_track():
+    from bmvtrack.proposals import HISTORY_RATE, CueHistory
+
+    first = RBox(50.0, 50.0, 20.0, 10.0, 0.0)
+    far = RBox(150.0, 50.0, 20.0, 10.0, 0.0)
+    hist = CueHistory()
+    hist.start(first)
+    agree, apart, size = hist.update(first, first, first)  # the cues agree on the first box
+    assert (agree, apart, size) == (1.0, 0.0, 0.0)
+    for k in range(1, 4):  # the mask goes elsewhere (or is empty): apart counts up, agreement decays
+        agree, apart, size = hist.update(RBox(50.0, 50.0, 40.0, 10.0, 0.0), far if k < 3 else None, first)
+        assert apart == pytest.approx(k / 10.0) and agree == pytest.approx((1 - HISTORY_RATE) ** k)
+        assert size == pytest.approx(np.log(2.0))  # the box held has doubled since the first frame
+    assert hist.update(first, first, first)[1] == 0.0  # agreeing again resets the count
+    hist.start(far)
+    assert hist.update(far, far, far).tolist() == [1.0, 0.0, 0.0]
