@@ -156,7 +156,7 @@ class MVSAC(SAC):
         self.critic_warmup = int(critic_warmup)
         if self.critic_warmup < 0:
             raise ValueError(f"critic_warmup must be >= 0, got {critic_warmup}")
-        self.explore_ranges = [r for r in map(as_range, explore_ranges or []) if r is not None]
+        self.explore_ranges = list(explore_ranges or [])  # normalised and checked in _setup_model (also on load)
         self.explore_prob = float(explore_prob)
         if not 0.0 <= self.explore_prob <= 1.0:
             raise ValueError(f"explore_prob must be in [0, 1], got {explore_prob}")
