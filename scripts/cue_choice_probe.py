@@ -27,7 +27,7 @@ from bmvtrack.adaptation import AdaptConfig
 from bmvtrack.agents import motion_agent as ma
 from bmvtrack.data.readers import DataConfig, TrackFilter
 from bmvtrack.envs.motion_env import make_motion_env
-from bmvtrack.motion import apply_relative, rotated_iou
+from bmvtrack.motion import rotated_iou
 from bmvtrack.proposals import AGREE_IOU, agreement
 
 KEEP = TrackFilter(absent="keep", max_box_fraction=1.0)
@@ -51,7 +51,7 @@ def collect(cfg: ma.MotionAgentConfig, state: ma.MotionState,
             raw = env.raw
             gt = raw._gt[raw._t + 1] if raw._t + 1 < len(raw._gt) else None
             mask_box = env.state_of(raw.track).mask_box(obs, raw.box)
-            prop_box = apply_relative(raw.box, obs[lay["proposal"]][:5].astype(np.float64), state.context)
+            prop_box = env.proposal.box  # already moved to the next frame
             if gt is not None and mask_box is not None and agreement(mask_box, prop_box) < AGREE_IOU:
                 rows["obs"].append(obs)
                 rows["mask"].append(rotated_iou(mask_box, gt))
