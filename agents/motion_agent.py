@@ -45,10 +45,11 @@ import numpy as np
 import torch
 
 from bmvtrack.adaptation import AdaptConfig, AdaptedModels, SharedAdaptation, cache_folder
+from bmvtrack.appearance import SCORE_DIM
 from bmvtrack.data.readers import AUGMENTS, DataConfig, FoldSplit
 from bmvtrack.io import file_sha256
 from bmvtrack.envs.motion_env import PROPOSAL_STARTS, MotionTrackingEnv, make_motion_env
-from bmvtrack.envs.motion_state import AdaptedStates, MotionState
+from bmvtrack.envs.motion_state import PROPOSAL_DIM, AdaptedStates, MotionState
 from bmvtrack.envs.tracking_env import REWARDS
 from bmvtrack.motion import RBox, apply_relative, keep_in_reach
 from bmvtrack.paths import RUNS_DIR
@@ -94,6 +95,7 @@ class MotionAgentConfig:
     proposal: Literal["none", "csrt", "kcf"] = "none"  # a proposal tracker beside the agent (its box in the state)
     reinit: Literal["never", "disagree", "vote"] = "vote"  # when it is restarted on the agent's box (FollowingProposal)
     history: bool = False  # the state also shows the track's record of mask–proposal agreement (CueHistory)
+    colour: bool = False  # the state also scores the mask's box and the proposal's by the first frame's colours (ColourModel)
     proposal_start: Literal["box", "annotation"] = "box"  # training episodes start the proposal on the agent's box or the annotated one
     center: Literal["mu", "proposal", "mask"] = "mu"  # the per-state prior's mean and the untrained policy: μ′(s), the move onto the proposal's box, or onto the decoded mask's
     explore_cues: tuple[str, ...] = ()  # cue exploration (MVSAC explore_ranges): warm-up and a share of later steps draw around these cues' moves
@@ -123,8 +125,8 @@ class MotionAgentConfig:
             raise ValueError(f"proposal_start must be one of {PROPOSAL_STARTS}, got {self.proposal_start!r}")
         if self.center not in CENTERS:
             raise ValueError(f"center must be one of {CENTERS}, got {self.center!r}")
-        if self.history and self.proposal == "none":
-            raise ValueError("history needs a proposal tracker (proposal=csrt or kcf)")
+        if (self.history or self.colour) and self.proposal == "none":
+            raise ValueError("history and colour need a proposal tracker (proposal=csrt or kcf)")
         if self.center == "proposal" and self.proposal == "none":
             raise ValueError("center=proposal needs a proposal tracker (proposal=csrt or kcf)")
         if not set(self.explore_cues) <= set(CENTERS) - {self.center}:
@@ -164,7 +166,9 @@ class MotionAgentConfig:
 
     def make_proposal(self) -> FollowingProposal | None:
         """A fresh proposal tracker of this config (None without one): one per environment or tracker."""
-        return None if self.proposal == "none" else FollowingProposal(self.proposal, self.reinit, history=self.history)
+        if self.proposal == "none":
+            return None
+        return FollowingProposal(self.proposal, self.reinit, history=self.history, colour=self.colour)
 
 
 def state_for(config: dict[str, Any], net: str | Path) -> MotionState:
@@ -330,7 +334,8 @@ class MotionStateTracker:
         obs = self.state(self._frame, frame, self._box)
         mask_box = None
         if pending is not None:
-            obs, mask_box = self.state.with_proposal(obs, self._box, pending(), self.proposal.history)
+            pending()
+            obs, mask_box = self.state.with_proposal(obs, self._box, self.proposal, frame)
         r = np.asarray(self.act(obs), dtype=np.float64).reshape(5)
         if self.low is not None and self.high is not None:
             r = np.clip(r, self.low, self.high)
@@ -364,7 +369,7 @@ def step_scaled_tracker(model: Any, start: Any, state: MotionState, scale: float
     return MotionStateTracker(state, act, name, model.action_space.low, model.action_space.high, proposal, adapt=adapt)
 
 
-Rule = Literal["mu", "mask", "proposal", "fuse"]
+Rule = Literal["mu", "mask", "proposal", "fuse", "colour"]
 
 
 def rule_tracker(state: MotionState, rule: Rule, name: str, low: np.ndarray | None = None,
@@ -373,15 +378,23 @@ def rule_tracker(state: MotionState, rule: Rule, name: str, low: np.ndarray | No
     """The hand rules on the same state: ``mu`` moves by μ′ (the posterior-mean tracker); ``mask``
     moves onto the decoded mask's box, or by μ′ where the mask is empty; with a ``proposal``,
     ``proposal`` moves onto its box and ``fuse`` onto the mask's box where that overlaps the
-    proposal's by ≥ ``AGREE_IOU``, else onto the proposal's."""
+    proposal's by ≥ ``AGREE_IOU``, else onto the proposal's; with a proposal whose ``colour`` is on,
+    ``colour`` moves onto whichever of the two boxes has the higher colour contrast (the proposal's
+    where the mask is empty)."""
     mu, cue = state.layout["search/mu"], state.layout["search/motion"]  # the same in an adapted copy's state
-    if rule in ("proposal", "fuse") and proposal is None:
+    if rule in ("proposal", "fuse", "colour") and proposal is None:
         raise ValueError(f"rule {rule!r} needs a proposal tracker")
+    if rule == "colour" and (proposal is None or proposal.colours is None):
+        raise ValueError("rule 'colour' needs a proposal tracker with colour=True")
+    colour = proposal.extra_layout(state.dim + PROPOSAL_DIM).get("colour") if proposal is not None else None
 
     def act(obs: np.ndarray) -> np.ndarray:
         mask_ok = obs[cue][6] < 0.5
-        if rule == "proposal" or (rule == "fuse" and not mask_ok):
+        if rule == "proposal" or (rule in ("fuse", "colour") and not mask_ok):
             return obs[state.proposal_move]
+        if rule == "colour":  # contrast: the second of each box's three scores
+            scores = obs[colour]
+            return obs[cue][:5] if scores[1] >= scores[1 + SCORE_DIM] else obs[state.proposal_move]
         if rule == "fuse":  # the boxes themselves: the box held (before this move) and the proposal's
             mask_box = tracker.state.mask_box(obs, tracker.box)
             return obs[cue][:5] if agreement(mask_box, proposal.box) >= AGREE_IOU else obs[state.proposal_move]

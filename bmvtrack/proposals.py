@@ -23,6 +23,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
+from bmvtrack.appearance import SCORE_DIM, ColourModel
 from bmvtrack.io import atomic_write_text, per_track_file
 from bmvtrack.motion import RBox, aabb_iou, rbox_to_xyxy
 from bmvtrack.opencv_trackers import OpenCVTracker
@@ -192,7 +193,7 @@ class FollowingProposal:
     """
 
     def __init__(self, kind: Proposal = "csrt", reinit: Reinit = "vote", min_iou: float = AGREE_IOU,
-                 history: bool = False) -> None:
+                 history: bool = False, colour: bool = False) -> None:
         if reinit not in REINIT_RULES:
             raise ValueError(f"reinit must be one of {REINIT_RULES}, got {reinit!r}")
         self.kind, self.reinit, self.min_iou = kind, reinit, float(min_iou)
@@ -200,12 +201,37 @@ class FollowingProposal:
         self.box: RBox | None = None
         self.restarts = 0
         self.history = CueHistory() if history else None  # the track's record of mask–proposal agreement
+        self.colours = ColourModel() if colour else None  # the object's colours, from the start's frame and box
 
     def start(self, frame: np.ndarray, box: RBox) -> None:
-        """Start on ``box`` in ``frame`` (a track's first frame, or a re-initialisation); the history restarts too."""
+        """Start on ``box`` in ``frame`` (a track's first frame, or a re-initialisation); the history and
+        the colour model restart too."""
         self._restart(frame, box)
         if self.history is not None:
             self.history.start(box)
+        if self.colours is not None:
+            self.colours.start(frame, box)
+
+    def extra_layout(self, offset: int) -> dict[str, slice]:
+        """The slices the state gains after its ``proposal`` slice, from ``offset``: ``history``
+        (``HISTORY_DIM``) and ``colour`` (the mask's box's ``ColourModel`` scores, then the proposal's)
+        when on."""
+        out = {}
+        for name, n, on in (("history", HISTORY_DIM, self.history), ("colour", 2 * SCORE_DIM, self.colours)):
+            if on is not None:
+                out[name] = slice(offset, offset + n)
+                offset += n
+        return out
+
+    def extras(self, frame: np.ndarray, box: RBox, mask_box: RBox | None) -> list[np.ndarray]:
+        """This frame's numbers for ``extra_layout`` (``box``: the box held; ``mask_box``: the decoded
+        mask's box in ``frame``, None when empty); call once per frame, after ``propose``."""
+        out = []
+        if self.history is not None:
+            out.append(self.history.update(box, mask_box, self.box))
+        if self.colours is not None:
+            out.append(np.concatenate([self.colours.score(frame, mask_box), self.colours.score(frame, self.box)]))
+        return out
 
     def _restart(self, frame: np.ndarray, box: RBox) -> None:
         self._tracker.init(frame, box)

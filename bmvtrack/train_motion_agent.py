@@ -6,8 +6,8 @@ in ``--out`` (``checkpoints/``), then scored on ``--eval-split`` with the projec
 (``eval/``: one pass; ``eval-perturbed/``: the perturbation protocol, for recovery), beside the same
 agent untrained and the hand rules on the same state (``rule-mu``: move by μ′; ``rule-mask``: move
 onto the decoded mask's box; with a proposal tracker ``--set proposal=csrt`` also ``rule-proposal`` and
-``rule-fuse``). ``--score RUN`` scores a saved run again on the data given
-(``--data``/``--split``, e.g. another dataset) into ``RUN/eval-<dataset>-<split>/``; with
+``rule-fuse``, and with ``--set colour=true`` ``rule-colour``). ``--score RUN`` scores a saved run
+again on the data given (``--data``/``--split``, e.g. another dataset) into ``RUN/eval-<dataset>-<split>/``; with
 ``--step-scales`` also the agent's move shrunk towards its start's (a diagnostic of what RL learned).
 """
 from __future__ import annotations
@@ -145,7 +145,7 @@ def score(cfg, model, state, data, out: Path, perturb_every: int, seed: int, pre
         trackers[f"{name}-step{s:g}"] = (lambda s=s: ma.step_scaled_tracker(model, untrained, state, s,
                                                                           f"{name}-step{s:g}", fresh(), shared))
     if cfg.proposal != "none":
-        for rule in ("proposal", "fuse"):
+        for rule in ("proposal", "fuse") + (("colour",) if cfg.colour else ()):
             trackers[f"rule-{rule}"] = lambda r=rule: ma.rule_tracker(state, r, f"rule-{r}", low, high, fresh(), shared)
     reports: dict = {}
     protocols = [(prefix, None)]

@@ -15,7 +15,8 @@ start; ``"annotation"``: the annotated box of that frame, as a tracker is starte
 evaluation while the agent's own box starts off it), moved to frame t+1 before each observation
 (the state gains its ``proposal`` slice: where it went, seen from the agent's box), and restarted on
 the agent's box by its rule after each step (``info["proposal_restart"]``). With its ``history``
-on, the state also shows how the mask and the proposal have agreed over the episode so far.
+on, the state also shows how the mask and the proposal have agreed over the episode so far; with its
+``colour`` on, how much each of their boxes looks like the object of the episode's first frame.
 
 ``track_states`` (sequence name → ``MotionState``) shows the frames of those sequences through another
 motion network: cross-fitting, a network that never saw them (``MotionAgentConfig.train_nets``). Why:
@@ -43,7 +44,7 @@ from bmvtrack.data.readers import Track
 from bmvtrack.envs.motion_state import PROPOSAL_DIM, AdaptedStates, MotionState
 from bmvtrack.envs.tracking_env import TrackingEnv, track_key
 from bmvtrack.motion import relative_between, relative_to_action
-from bmvtrack.proposals import HISTORY_DIM, FollowingProposal
+from bmvtrack.proposals import FollowingProposal
 
 # the wrapped environment's own G_t bounds (in σ of the G_t prior): wide, so that converting a relative
 # action never clips it (clipping would break the exact conversion); the relative bounds are the limit
@@ -84,9 +85,9 @@ class MotionTrackingEnv(gym.Wrapper):
         if proposal is not None:
             self.obs_layout["proposal"] = slice(dim, dim + PROPOSAL_DIM)
             dim += PROPOSAL_DIM
-            if proposal.history is not None:
-                self.obs_layout["history"] = slice(dim, dim + HISTORY_DIM)
-                dim += HISTORY_DIM
+            extra = proposal.extra_layout(dim)
+            self.obs_layout.update(extra)
+            dim = max([dim, *(sl.stop for sl in extra.values())])
         self.observation_space = spaces.Box(-np.inf, np.inf, (dim,), dtype=np.float32)
         self._mask_box = None
 
@@ -116,7 +117,8 @@ class MotionTrackingEnv(gym.Wrapper):
         obs = state(ds.frame(tr, t), search, raw.box, key=(track_key(tr), t))
         if self.proposal is None:
             return obs
-        obs, self._mask_box = state.with_proposal(obs, raw.box, self.proposal.propose(search), self.proposal.history)
+        self.proposal.propose(search)
+        obs, self._mask_box = state.with_proposal(obs, raw.box, self.proposal, search)
         return obs
 
     def _expert(self, info: dict[str, Any]) -> dict[str, Any]:

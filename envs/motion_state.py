@@ -17,7 +17,9 @@ With a proposal tracker beside the agent (``bmvtrack.proposals.FollowingProposal
 environment and the tracker append ``proposal`` (``PROPOSAL_DIM`` numbers, ``proposal_cue``): the
 box-relative move onto the proposal's box, the same standardised by the prior, and the two boxes'
 overlap; with the proposal's ``history`` on, then ``history`` (``HISTORY_DIM`` numbers,
-``bmvtrack.proposals.CueHistory``): how the mask and the proposal have agreed over the track so far.
+``bmvtrack.proposals.CueHistory``): how the mask and the proposal have agreed over the track so far;
+with its ``colour`` on, then ``colour`` (6 numbers, ``bmvtrack.appearance.ColourModel``): how much
+the mask's box and the proposal's look like the object of the first frame.
 The proposal is stateful (it depends on the track so far), so it is kept out of the cache.
 
 μ′ and Σ′ are in the same units as the motion agent's actions, so they are its per-state prior
@@ -42,7 +44,7 @@ import torch
 from bmvtrack.data.pair_sampler import pair_crops
 from bmvtrack.models.preprocess import patches_to_tensor
 from bmvtrack.motion import MIN_SIDE, RBox, apply_relative, canonicalize, fill_rbox, rbox_from_points, relative_between
-from bmvtrack.proposals import CueHistory, agreement
+from bmvtrack.proposals import FollowingProposal, agreement
 from bmvtrack.segmentation import foreground_prob
 
 MASK_CUE = 7  # relative motion onto the mask's box (5), area fraction, empty flag
@@ -160,16 +162,14 @@ class MotionState:
         cue = obs[self.layout["search/motion"]]
         return None if cue[6] > 0.5 else apply_relative(box, cue[:5].astype(np.float64), self.context)
 
-    def with_proposal(self, obs: np.ndarray, box: RBox, proposal: RBox,
-                      history: CueHistory | None = None) -> tuple[np.ndarray, RBox | None]:
-        """``obs`` (a state at ``box``) with the cue of the ``proposal``'s box in the search frame
-        appended (and, with a ``history``, its record after this frame), and the decoded mask's box
+    def with_proposal(self, obs: np.ndarray, box: RBox, proposal: FollowingProposal,
+                      search: np.ndarray) -> tuple[np.ndarray, RBox | None]:
+        """``obs`` (a state at ``box``) with the cue of the ``proposal``'s box in the ``search`` frame
+        appended (and its ``extras``: history, colour scores, when on), and the decoded mask's box
         (for the proposal's restart rule): one step of the proposal, the same in the environment and
-        in tracking."""
+        in tracking. Call after ``proposal.propose(search)``."""
         mask_box = self.mask_box(obs, box)
-        parts = [obs, self.proposal_cue(box, proposal)]
-        if history is not None:
-            parts.append(history.update(box, mask_box, proposal))
+        parts = [obs, self.proposal_cue(box, proposal.box), *proposal.extras(search, box, mask_box)]
         return np.concatenate(parts), mask_box
 
     def proposal_cue(self, box: RBox, proposal: RBox) -> np.ndarray:

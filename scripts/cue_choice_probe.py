@@ -4,15 +4,18 @@
 
 For each fold, states are collected along one pass of every track from its annotated first box,
 following the decoded mask's box (``rule-mask``; μ′ where the mask is empty), with CSRT beside it
-never restarted and the cue history on: the training folds' tracks and the held-out fold's, each
-seen through the fold's motion posterior adapted to the track's first frame (as the agents are). At
+never restarted and the cue history and colour scores on: the training folds' tracks and the
+held-out fold's, each seen through the fold's motion posterior adapted to the track's first frame
+(as the agents are). At
 every step where the two cues' boxes overlap by less than 0.5 (where choosing matters), the label
 is which of the two boxes overlaps the next annotated box more (rotated IoU). Each chooser is
 scored on the held-out steps by accuracy and by the mean IoU of the box it picks: always the mask,
 always the proposal, the cue nearer to μ′ (the posterior mean as a third vote, in prior standard
-deviations), and a logistic regression fitted on the training folds' steps, on the one-frame state
-and on the state with the cue history. Why: an agent can only learn when to trust which cue if the
-state tells them apart; this measures that directly, without RL.
+deviations), the cue whose box has the higher colour contrast (``bmvtrack.appearance``: the rule
+``rule-colour``), and a logistic regression fitted on the training folds' steps, on the one-frame
+state, with the cue history, and with both the history and the colour scores. Why: an agent can
+only learn when to trust which cue if the state tells them apart; this measures that directly,
+without RL.
 """
 from __future__ import annotations
 
@@ -62,13 +65,15 @@ def collect(cfg: ma.MotionAgentConfig, state: ma.MotionState,
     return {k: np.array(v) for k, v in rows.items()}, lay
 
 
-def features(obs: np.ndarray, lay: dict[str, slice], history: bool) -> np.ndarray:
+def features(obs: np.ndarray, lay: dict[str, slice], history: bool, colour: bool = False) -> np.ndarray:
     """The state's standardised numbers (scaled moves and spreads, mask area and empty flag, box size,
-    the proposal's standardised move and overlap), and the cue history if asked."""
+    the proposal's standardised move and overlap), the cue history and the colour scores if asked."""
     prop = obs[:, lay["proposal"]]
     parts = [obs[:, lay["search/scaled"]], obs[:, lay["search/motion"]][:, 5:7], obs[:, lay["box"]], prop[:, 5:11]]
     if history:
         parts.append(obs[:, lay["history"]])
+    if colour:
+        parts.append(obs[:, lay["colour"]])
     return np.concatenate(parts, axis=1).astype(np.float64)
 
 
@@ -99,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     best = []
     for k in args.fold:
         net = f"{args.motion_dir}/motion-f{k}/checkpoint.pt"
-        cfg = ma.MotionAgentConfig(motion_net=net, proposal="csrt", reinit="never", history=True,
+        cfg = ma.MotionAgentConfig(motion_net=net, proposal="csrt", reinit="never", history=True, colour=True,
                                    adapt=AdaptConfig(steps=args.adapt_steps))
         state = cfg.make_state()
         data = {part: DataConfig(root=args.data, layout="davis2016", resolution=args.resolution,
@@ -113,11 +118,15 @@ def main(argv: list[str] | None = None) -> int:
         vote = np.linalg.norm((prop_move - mu) / sd, axis=1) < np.linalg.norm((mask_move - mu) / sd, axis=1)
         picks = {"always the mask": np.zeros(len(y_te), bool), "always the proposal": np.ones(len(y_te), bool),
                  "the cue nearer to μ′": vote}
-        for hist in (False, True):
-            x_tr, x_te = features(tr["obs"], lay, hist), features(te["obs"], lay, hist)
+        colour = te["obs"][:, lay["colour"]]  # the mask's box's inside, contrast, similarity; the proposal's
+        empty = te["obs"][:, lay["search/motion"]][:, 6] > 0.5
+        picks["the cue of higher colour contrast"] = empty | (colour[:, 4] > colour[:, 1])
+        for name, hist, with_colour in (("state", False, False), ("state + history", True, False),
+                                        ("state + history + colour", True, True)):
+            x_tr, x_te = features(tr["obs"], lay, hist, with_colour), features(te["obs"], lay, hist, with_colour)
             m, s = x_tr.mean(0), x_tr.std(0) + 1e-6
             w = fit_logistic((x_tr - m) / s, y_tr, args.l2)
-            picks["logistic, state" + (" + history" if hist else "")] = np.c_[(x_te - m) / s, np.ones(len(x_te))] @ w > 0
+            picks["logistic, " + name] = np.c_[(x_te - m) / s, np.ones(len(x_te))] @ w > 0
         print(f"fold {k}: {len(y_tr)} training and {len(y_te)} held-out disagreement steps; "
               f"the proposal is right on {y_tr.mean():.2f} / {y_te.mean():.2f} of them")
         for name, pick in picks.items():

@@ -12,8 +12,8 @@ before any run, per variant:
 - the per-sequence better of ``rule-mask`` and ``rule-proposal``, picked with the answer: how far an
   agent that chose between the two cues could go;
 - trained minus the best hand rule on the same state (``rule-mu``, ``rule-mask``, and with a proposal
-  tracker ``rule-proposal``, ``rule-fuse``: the best over all sequences, picked on these very
-  sequences, which favours the rule);
+  tracker ``rule-proposal``, ``rule-fuse``, with colour scores ``rule-colour``: the best over all
+  sequences, picked on these very sequences, which favours the rule);
 - trained minus the supervised-only agent (variant ``supervised``);
 - with ``--baselines`` (the motion folds' ``eval-*/sequences.csv``): trained minus CSRT and
   segmentation-adapt, and each hand rule minus CSRT;
@@ -38,7 +38,8 @@ import numpy as np
 from bmvtrack.metrics import paired_by_name
 
 RUN = re.compile(r"^f(\d+)-(.+)-s(\d+)$")
-RULES = ("rule-mu", "rule-mask", "rule-proposal", "rule-fuse")  # the last two: runs with a proposal tracker
+# the last three: runs with a proposal tracker (rule-colour: with its colour scores on)
+RULES = ("rule-mu", "rule-mask", "rule-proposal", "rule-fuse", "rule-colour")
 
 
 def _rows(path: Path) -> list[dict[str, str]]:

@@ -344,35 +344,66 @@ def test_a_proposal_tracker_beside_the_agent_is_in_its_state_and_the_rules_follo
         ma.rule_tracker(state, "fuse", "x")
 
 
-def test_the_cue_history_is_in_the_state_alike_in_training_and_tracking(net_path: Path, data: DataConfig) -> None:
-    """history=True: the state ends with the track's record of mask–proposal agreement, computed the
-    same way by the environment and by the tracker (the same boxes give the same numbers)."""
+def test_the_cue_history_and_colours_are_in_the_state_alike_in_training_and_tracking(net_path: Path,
+                                                                                     data: DataConfig) -> None:
+    """history=True, colour=True: the state ends with the track's record of mask–proposal agreement
+    and the two boxes' colour scores, computed the same way by the environment and by the tracker (the
+    same boxes give the same numbers)."""
     cfg = ma.MotionAgentConfig(motion_net=str(net_path), data=data, steps=60, learning_starts=20, batch_size=16,
-                               net_arch=(16, 16), proposal="kcf", reinit="never", history=True)
+                               net_arch=(16, 16), proposal="kcf", reinit="never", history=True, colour=True)
     model, env, _ = ma.build(cfg)
     lay = env.obs_layout
-    assert lay["history"] == slice(lay["proposal"].stop, lay["proposal"].stop + 3) == slice(env.state.dim + 11,
-                                                                                           env.state.dim + 14)
-    assert env.observation_space.shape == (env.state.dim + 14,)
+    end = env.state.dim + 11
+    assert lay["history"] == slice(lay["proposal"].stop, lay["proposal"].stop + 3) == slice(end, end + 3)
+    assert lay["colour"] == slice(end + 3, end + 9)
+    assert env.observation_space.shape == (end + 9,)
     obs, _ = env.reset(seed=0, options={"frame": 0})
     raw = env.raw
     frames = [raw.dataset.frame(raw.track, i) for i in range(raw._t, raw._t + 5)]
-    records, actions = [obs[lay["history"]]], []
+    extras = slice(end, end + 9)
+    records, actions = [obs[extras]], []
     tracker = ma.agent_tracker(model, env.state, "agent", cfg.make_proposal(), overlap=False)
     tracker.init(frames[0], raw.box)
     for i in range(1, 5):
         actions.append(model.predict(obs, deterministic=True)[0])
         obs, *_ = env.step(actions[-1])
-        records.append(obs[lay["history"]])
+        records.append(obs[extras])
     seen = []
     act = tracker.act
-    tracker.act = lambda o: (seen.append(o[lay["history"]].copy()), act(o))[1]
+    tracker.act = lambda o: (seen.append(o[extras].copy()), act(o))[1]
     for f in frames[1:]:
         tracker.update(f)
     np.testing.assert_allclose(np.array(seen), np.array(records[:4]), atol=1e-6)
     assert records[0][0] <= 1.0 and all(r[1] >= 0 for r in records)
-    with pytest.raises(ValueError, match="history needs a proposal"):
-        ma.MotionAgentConfig(history=True)
+    colours = np.array(records)[:, 3:]
+    assert np.all((colours[:, [0, 3]] >= 0) & (colours[:, [0, 3]] <= 1))  # mean likelihoods
+    assert colours[:, 3].max() > 0.5  # the proposal's box, near the first box, looks like the object
+    for field in ("history", "colour"):
+        with pytest.raises(ValueError, match="history and colour need a proposal"):
+            ma.MotionAgentConfig(**{field: True})
+
+
+def test_the_colour_rule_takes_the_box_of_higher_contrast(net_path: Path) -> None:
+    """rule-colour: the mask's move where its box's colour contrast is at least the proposal's, else
+    the proposal's move; the proposal's where the mask is empty; refused without colour scores."""
+    from bmvtrack.proposals import FollowingProposal
+
+    state = MotionState(net_path)
+    lay = state.layout
+    proposal = FollowingProposal("kcf", "never", colour=True)
+    rule = ma.rule_tracker(state, "colour", "rule-colour", proposal=proposal)
+    colour = proposal.extra_layout(state.dim + 11)["colour"]
+    mask_r, prop_r = [0.0, 0.0, 0.0, 0.02, 0.0], [0.05, 0.0, 0.0, 0.0, 0.0]
+    for mask_contrast, prop_contrast, empty, pick in ((0.6, 0.2, 0.0, mask_r), (0.1, 0.3, 0.0, prop_r),
+                                                      (0.6, 0.2, 1.0, prop_r)):
+        o = np.zeros(state.dim + 17, dtype=np.float32)
+        o[lay["search/motion"].start:lay["search/motion"].start + 5] = mask_r
+        o[lay["search/motion"].start + 6] = empty
+        o[state.dim:state.dim + 5] = prop_r
+        o[colour.start + 1], o[colour.start + 4] = mask_contrast, prop_contrast
+        np.testing.assert_allclose(rule.act(o), pick, atol=1e-6)
+    with pytest.raises(ValueError, match="colour=True"):
+        ma.rule_tracker(state, "colour", "x", proposal=FollowingProposal("kcf", "never"))
 
 
 def test_the_proposal_starts_on_the_annotated_box_when_asked(net_path: Path, data: DataConfig,
