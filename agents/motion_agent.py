@@ -21,7 +21,9 @@ With ``center=proposal`` the per-state prior is
 centred on the proposal's move instead of μ′ (N(r_prop(s), Σ′(s))): the untrained agent is then
 ``rule-proposal``, the best hand rule on that state, and RL has to improve on it. ``center=mask``
 centres it on the move onto the decoded mask's box (no move where the mask is empty): the untrained
-agent is then ``rule-mask`` but for empty masks, where the rule takes μ′ instead.
+agent is then ``rule-mask`` but for empty masks, where the rule takes μ′ instead. With ``colour``
+the state also scores both boxes by the first frame's colours (``bmvtrack.appearance``), the hand
+rule ``rule-colour`` takes the box of higher colour contrast, and ``center=colour`` starts there.
 
 Variants (``VARIANTS``), the same data stream and budget:
 
@@ -45,7 +47,6 @@ import numpy as np
 import torch
 
 from bmvtrack.adaptation import AdaptConfig, AdaptedModels, SharedAdaptation, cache_folder
-from bmvtrack.appearance import SCORE_DIM
 from bmvtrack.data.readers import AUGMENTS, DataConfig, FoldSplit
 from bmvtrack.io import file_sha256
 from bmvtrack.envs.motion_env import PROPOSAL_STARTS, MotionTrackingEnv, make_motion_env
@@ -56,7 +57,7 @@ from bmvtrack.paths import RUNS_DIR
 from bmvtrack.proposals import AGREE_IOU, PROPOSALS, REINIT_RULES, FollowingProposal, agreement
 
 VARIANTS = ("rl", "rl-expert", "supervised")
-CENTERS = ("mu", "proposal", "mask")  # where the per-state prior and the untrained policy are centred
+CENTERS = ("mu", "proposal", "mask", "colour")  # where the per-state prior and the untrained policy are centred
 Variant = Literal["rl", "rl-expert", "supervised"]
 
 
@@ -97,7 +98,7 @@ class MotionAgentConfig:
     history: bool = False  # the state also shows the track's record of mask–proposal agreement (CueHistory)
     colour: bool = False  # the state also scores the mask's box and the proposal's by the first frame's colours (ColourModel)
     proposal_start: Literal["box", "annotation"] = "box"  # training episodes start the proposal on the agent's box or the annotated one
-    center: Literal["mu", "proposal", "mask"] = "mu"  # the per-state prior's mean and the untrained policy: μ′(s), the move onto the proposal's box, or onto the decoded mask's
+    center: Literal["mu", "proposal", "mask", "colour"] = "mu"  # the per-state prior's mean and the untrained policy: μ′(s), the move onto the proposal's box, onto the decoded mask's, or rule-colour's
     explore_cues: tuple[str, ...] = ()  # cue exploration (MVSAC explore_ranges): warm-up and a share of later steps draw around these cues' moves
     explore_prob: float = 0.0  # after warm-up, the share of steps drawn around one of explore_cues
     adapt: AdaptConfig = field(default_factory=lambda: AdaptConfig(steps=0))  # per-track first-frame adaptation of the network (steps > 0: on)
@@ -129,6 +130,8 @@ class MotionAgentConfig:
             raise ValueError("history and colour need a proposal tracker (proposal=csrt or kcf)")
         if self.center == "proposal" and self.proposal == "none":
             raise ValueError("center=proposal needs a proposal tracker (proposal=csrt or kcf)")
+        if "colour" in (self.center, *self.explore_cues) and not self.colour:
+            raise ValueError("center=colour and explore_cues=[colour] need the colour scores (colour=true)")
         if not set(self.explore_cues) <= set(CENTERS) - {self.center}:
             raise ValueError(f"explore_cues must be cues other than the centre {self.center!r} among {CENTERS}, "
                              f"got {list(self.explore_cues)}")
@@ -183,7 +186,8 @@ def agent_kwargs(cfg: MotionAgentConfig, env: MotionTrackingEnv) -> dict[str, An
     lay, st = env.obs_layout, env.state
     expert = cfg.variant != "rl"
     cue = lay["search/motion"]
-    moves = {"mu": lay["search/mu"], "proposal": st.proposal_move, "mask": slice(cue.start, cue.start + 5)}
+    moves = {"mu": lay["search/mu"], "proposal": st.proposal_move, "mask": slice(cue.start, cue.start + 5),
+             "colour": lay.get("colour/move")}
     mean = moves[cfg.center]
     return {
         "prior_mean": st.prior_mean.tolist(), "prior_cov": st.prior_cov.tolist(), "prior_source": "state",
@@ -386,15 +390,14 @@ def rule_tracker(state: MotionState, rule: Rule, name: str, low: np.ndarray | No
         raise ValueError(f"rule {rule!r} needs a proposal tracker")
     if rule == "colour" and (proposal is None or proposal.colours is None):
         raise ValueError("rule 'colour' needs a proposal tracker with colour=True")
-    colour = proposal.extra_layout(state.dim + PROPOSAL_DIM).get("colour") if proposal is not None else None
+    choice = proposal.extra_layout(state.dim + PROPOSAL_DIM).get("colour/move") if proposal is not None else None
 
     def act(obs: np.ndarray) -> np.ndarray:
         mask_ok = obs[cue][6] < 0.5
         if rule == "proposal" or (rule in ("fuse", "colour") and not mask_ok):
             return obs[state.proposal_move]
-        if rule == "colour":  # contrast: the second of each box's three scores
-            scores = obs[colour]
-            return obs[cue][:5] if scores[1] >= scores[1 + SCORE_DIM] else obs[state.proposal_move]
+        if rule == "colour":  # the state holds the rule's move (MotionState.with_proposal)
+            return obs[choice]
         if rule == "fuse":  # the boxes themselves: the box held (before this move) and the proposal's
             mask_box = tracker.state.mask_box(obs, tracker.box)
             return obs[cue][:5] if agreement(mask_box, proposal.box) >= AGREE_IOU else obs[state.proposal_move]

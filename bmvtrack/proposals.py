@@ -214,17 +214,19 @@ class FollowingProposal:
 
     def extra_layout(self, offset: int) -> dict[str, slice]:
         """The slices the state gains after its ``proposal`` slice, from ``offset``: ``history``
-        (``HISTORY_DIM``) and ``colour`` (the mask's box's ``ColourModel`` scores, then the proposal's)
-        when on."""
+        (``HISTORY_DIM``) when on; with ``colour`` on, ``colour`` (the mask's box's ``ColourModel``
+        scores, then the proposal's) and ``colour/move`` (5: the move onto the box of higher colour
+        contrast, ``MotionState.with_proposal``)."""
         out = {}
-        for name, n, on in (("history", HISTORY_DIM, self.history), ("colour", 2 * SCORE_DIM, self.colours)):
+        for name, n, on in (("history", HISTORY_DIM, self.history), ("colour", 2 * SCORE_DIM, self.colours),
+                            ("colour/move", 5, self.colours)):
             if on is not None:
                 out[name] = slice(offset, offset + n)
                 offset += n
         return out
 
     def extras(self, frame: np.ndarray, box: RBox, mask_box: RBox | None) -> list[np.ndarray]:
-        """This frame's numbers for ``extra_layout`` (``box``: the box held; ``mask_box``: the decoded
+        """This frame's ``history`` and ``colour`` numbers (``box``: the box held; ``mask_box``: the decoded
         mask's box in ``frame``, None when empty); call once per frame, after ``propose``."""
         out = []
         if self.history is not None:

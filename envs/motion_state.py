@@ -19,7 +19,8 @@ box-relative move onto the proposal's box, the same standardised by the prior, a
 overlap; with the proposal's ``history`` on, then ``history`` (``HISTORY_DIM`` numbers,
 ``bmvtrack.proposals.CueHistory``): how the mask and the proposal have agreed over the track so far;
 with its ``colour`` on, then ``colour`` (6 numbers, ``bmvtrack.appearance.ColourModel``): how much
-the mask's box and the proposal's look like the object of the first frame.
+the mask's box and the proposal's look like the object of the first frame, and ``colour/move`` (5):
+the move onto the one of higher colour contrast (``colour_choice``; the hand rule ``rule-colour``).
 The proposal is stateful (it depends on the track so far), so it is kept out of the cache.
 
 μ′ and Σ′ are in the same units as the motion agent's actions, so they are its per-state prior
@@ -41,6 +42,7 @@ from typing import Any, Hashable
 import numpy as np
 import torch
 
+from bmvtrack.appearance import SCORE_DIM
 from bmvtrack.data.pair_sampler import pair_crops
 from bmvtrack.models.preprocess import patches_to_tensor
 from bmvtrack.motion import MIN_SIDE, RBox, apply_relative, canonicalize, fill_rbox, rbox_from_points, relative_between
@@ -169,7 +171,10 @@ class MotionState:
         (for the proposal's restart rule): one step of the proposal, the same in the environment and
         in tracking. Call after ``proposal.propose(search)``."""
         mask_box = self.mask_box(obs, box)
-        parts = [obs, self.proposal_cue(box, proposal.box), *proposal.extras(search, box, mask_box)]
+        cue = self.proposal_cue(box, proposal.box)
+        parts = [obs, cue, *proposal.extras(search, box, mask_box)]
+        if proposal.colours is not None:
+            parts.append(colour_choice(obs[self.layout["search/motion"]], cue[:5], parts[-1]))
         return np.concatenate(parts), mask_box
 
     def proposal_cue(self, box: RBox, proposal: RBox) -> np.ndarray:
@@ -182,6 +187,15 @@ class MotionState:
     def cache_info(self) -> dict[str, int]:
         """Hits, misses and entries of the state cache."""
         return {"hits": self.hits, "misses": self.misses, "entries": len(self._cache)}
+
+
+def colour_choice(mask_cue: np.ndarray, proposal_move: np.ndarray, colour: np.ndarray) -> np.ndarray:
+    """The move onto whichever box has the higher colour contrast: the decoded mask's (``mask_cue``,
+    the ``search/motion`` slice) where its contrast is at least the proposal's, else the proposal's
+    (also where the mask is empty). ``colour``: the two boxes' ``ColourModel`` scores, mask's first."""
+    mask_ok = mask_cue[6] < 0.5
+    take_mask = mask_ok and colour[1] >= colour[1 + SCORE_DIM]
+    return np.asarray(mask_cue[:5] if take_mask else proposal_move, dtype=np.float32)
 
 
 class AdaptedStates:

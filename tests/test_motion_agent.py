@@ -355,12 +355,12 @@ def test_the_cue_history_and_colours_are_in_the_state_alike_in_training_and_trac
     lay = env.obs_layout
     end = env.state.dim + 11
     assert lay["history"] == slice(lay["proposal"].stop, lay["proposal"].stop + 3) == slice(end, end + 3)
-    assert lay["colour"] == slice(end + 3, end + 9)
-    assert env.observation_space.shape == (end + 9,)
+    assert lay["colour"] == slice(end + 3, end + 9) and lay["colour/move"] == slice(end + 9, end + 14)
+    assert env.observation_space.shape == (end + 14,)
     obs, _ = env.reset(seed=0, options={"frame": 0})
     raw = env.raw
     frames = [raw.dataset.frame(raw.track, i) for i in range(raw._t, raw._t + 5)]
-    extras = slice(end, end + 9)
+    extras = slice(end, end + 14)
     records, actions = [obs[extras]], []
     tracker = ma.agent_tracker(model, env.state, "agent", cfg.make_proposal(), overlap=False)
     tracker.init(frames[0], raw.box)
@@ -375,7 +375,7 @@ def test_the_cue_history_and_colours_are_in_the_state_alike_in_training_and_trac
         tracker.update(f)
     np.testing.assert_allclose(np.array(seen), np.array(records[:4]), atol=1e-6)
     assert records[0][0] <= 1.0 and all(r[1] >= 0 for r in records)
-    colours = np.array(records)[:, 3:]
+    colours = np.array(records)[:, 3:9]
     assert np.all((colours[:, [0, 3]] >= 0) & (colours[:, [0, 3]] <= 1))  # mean likelihoods
     assert colours[:, 3].max() > 0.5  # the proposal's box, near the first box, looks like the object
     for field in ("history", "colour"):
@@ -383,27 +383,35 @@ def test_the_cue_history_and_colours_are_in_the_state_alike_in_training_and_trac
             ma.MotionAgentConfig(**{field: True})
 
 
-def test_the_colour_rule_takes_the_box_of_higher_contrast(net_path: Path) -> None:
-    """rule-colour: the mask's move where its box's colour contrast is at least the proposal's, else
-    the proposal's move; the proposal's where the mask is empty; refused without colour scores."""
+def test_the_colour_rule_takes_the_box_of_higher_contrast(net_path: Path, data: DataConfig) -> None:
+    """colour_choice: the mask's move where its box's colour contrast is at least the proposal's, else
+    the proposal's move, and the proposal's where the mask is empty; rule-colour and the untrained
+    center=colour agent move by it; both refused without colour scores."""
+    from bmvtrack.envs.motion_state import colour_choice
     from bmvtrack.proposals import FollowingProposal
 
-    state = MotionState(net_path)
-    lay = state.layout
-    proposal = FollowingProposal("kcf", "never", colour=True)
-    rule = ma.rule_tracker(state, "colour", "rule-colour", proposal=proposal)
-    colour = proposal.extra_layout(state.dim + 11)["colour"]
-    mask_r, prop_r = [0.0, 0.0, 0.0, 0.02, 0.0], [0.05, 0.0, 0.0, 0.0, 0.0]
-    for mask_contrast, prop_contrast, empty, pick in ((0.6, 0.2, 0.0, mask_r), (0.1, 0.3, 0.0, prop_r),
-                                                      (0.6, 0.2, 1.0, prop_r)):
-        o = np.zeros(state.dim + 17, dtype=np.float32)
-        o[lay["search/motion"].start:lay["search/motion"].start + 5] = mask_r
-        o[lay["search/motion"].start + 6] = empty
-        o[state.dim:state.dim + 5] = prop_r
-        o[colour.start + 1], o[colour.start + 4] = mask_contrast, prop_contrast
-        np.testing.assert_allclose(rule.act(o), pick, atol=1e-6)
+    mask_cue, prop = np.array([0, 0, 0, 0.02, 0, 0.1, 0.0]), np.array([0.05, 0, 0, 0, 0])
+    for mask_contrast, prop_contrast, empty, pick in ((0.6, 0.2, 0.0, mask_cue[:5]), (0.1, 0.3, 0.0, prop),
+                                                      (0.6, 0.2, 1.0, prop), (0.4, 0.4, 0.0, mask_cue[:5])):
+        colour = np.array([0.9, mask_contrast, 0.8, 0.9, prop_contrast, 0.8])
+        np.testing.assert_allclose(colour_choice(np.r_[mask_cue[:6], empty], prop, colour), pick)
+    cfg = ma.MotionAgentConfig(motion_net=str(net_path), data=data, steps=60, learning_starts=20, batch_size=16,
+                               net_arch=(16, 16), proposal="kcf", reinit="never", colour=True, center="colour")
+    model, env, _ = ma.build(cfg)
+    obs, _ = env.reset(seed=0, options={"frame": 0})
+    choice = obs[env.obs_layout["colour/move"]]
+    low, high = env.action_space.low, env.action_space.high
+    assert ma.agent_kwargs(cfg, env)["state_prior_mean_slice"] == [env.obs_layout["colour/move"].start,
+                                                                   env.obs_layout["colour/move"].stop]
+    # the policy's squashing keeps a clipped move 1% of the half-range inside the bounds
+    np.testing.assert_allclose(model.predict(obs, deterministic=True)[0], np.clip(choice, low, high),
+                               atol=0.011 * ((high - low) / 2).max() + 1e-6)
+    rule = ma.rule_tracker(env.state, "colour", "rule-colour", proposal=cfg.make_proposal())
+    np.testing.assert_array_equal(rule.act(obs), choice)
     with pytest.raises(ValueError, match="colour=True"):
-        ma.rule_tracker(state, "colour", "x", proposal=FollowingProposal("kcf", "never"))
+        ma.rule_tracker(env.state, "colour", "x", proposal=FollowingProposal("kcf", "never"))
+    with pytest.raises(ValueError, match="need the colour scores"):
+        ma.MotionAgentConfig(proposal="kcf", center="colour")
 
 
 def test_the_proposal_starts_on_the_annotated_box_when_asked(net_path: Path, data: DataConfig,
