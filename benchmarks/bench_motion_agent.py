@@ -2,7 +2,7 @@
 update) of the motion agent against the cue agent's, MV-SAC's gradient updates/s on the motion
 agent's state against plain SAC's, and tracking fps at 480p with every per-track set-up counted,
 alone and with a proposal tracker (KCF, CSRT) beside it, moved on a worker thread while the
-network runs (the default) and after it.
+network runs (the default) and after it, and with CSRT, the cue history and the colour scores.
 
     python benchmarks/bench_motion_agent.py --motion-net runs/motion/checkpoint.pt \
         [--encoder runs/pretrain_vae/checkpoint.pt] [--data DIR] [--rounds 5] [--threads 2] [--fps-only]
@@ -120,6 +120,10 @@ def main() -> None:
             name = f"motion agent + {kind}" + ("" if overlap else " (not overlapped)")
             trackers[name] = (lambda a=agent, c=pcfg, n=name, o=overlap:
                               ma.agent_tracker(a, state, n, c.make_proposal(), overlap=o))
+    ccfg = replace(cfg, variant="rl", proposal="csrt", history=True, colour=True)  # + the cue history and colour scores
+    colour_agent = ma.build(ccfg, state)[0]
+    trackers["motion agent + csrt + history + colour"] = lambda: ma.agent_tracker(
+        colour_agent, state, "motion agent + csrt + history + colour", ccfg.make_proposal())
     fps: dict[str, list[float]] = {name: [] for name in trackers}
     for _ in range(args.rounds):  # every round runs each tracker in turn: the machine's noise hits all alike
         for row in evaluate_trackers(trackers, ds, tracks, progress=False).overall():
@@ -129,6 +133,8 @@ def main() -> None:
     for name, v in med.items():
         print(f"tracking at 480p, {name} ({len(tracks)} tracks, {frames} frames, set-up counted, median of "
               f"{args.rounds}): {v:.1f} fps")
+    print(f"with the cue history and colour scores / without (csrt, overlapped): "
+          f"{med['motion agent + csrt + history + colour'] / med['motion agent + csrt']:.2f}")
     print("overlapped / not overlapped: " + ", ".join(
         f"{k} {med[f'motion agent + {k}'] / med[f'motion agent + {k} (not overlapped)']:.2f}" for k in ("kcf", "csrt")))
 
