@@ -393,11 +393,11 @@ def rule_tracker(state: MotionState, rule: Rule, name: str, low: np.ndarray | No
     choice = proposal.extra_layout(state.dim + PROPOSAL_DIM).get("colour/move") if proposal is not None else None
 
     def act(obs: np.ndarray) -> np.ndarray:
-        mask_ok = obs[cue][6] < 0.5
-        if rule == "proposal" or (rule in ("fuse", "colour") and not mask_ok):
-            return obs[state.proposal_move]
-        if rule == "colour":  # the state holds the rule's move (MotionState.with_proposal)
+        if rule == "colour":  # the state holds the rule's move (MotionState.with_proposal: colour_choice)
             return obs[choice]
+        mask_ok = obs[cue][6] < 0.5
+        if rule == "proposal" or (rule == "fuse" and not mask_ok):
+            return obs[state.proposal_move]
         if rule == "fuse":  # the boxes themselves: the box held (before this move) and the proposal's
             mask_box = tracker.state.mask_box(obs, tracker.box)
             return obs[cue][:5] if agreement(mask_box, proposal.box) >= AGREE_IOU else obs[state.proposal_move]

@@ -88,6 +88,6 @@ class ColourModel:
         lik = self.likelihood[idx[inner]]
         inside = float(lik.mean())
         around = float(self.likelihood[idx[ring]].mean()) if ring.any() else 0.0
-        hist = np.bincount(idx[inner], minlength=BINS**3) / n
+        hist = _histogram(idx, inner) / n
         similarity = float(np.sqrt(hist * self.object_hist).sum())
         return np.array([inside, inside - around, similarity], np.float32)

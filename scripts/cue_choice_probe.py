@@ -6,8 +6,8 @@ For each fold, states are collected along one pass of every track from its annot
 following the decoded mask's box (``rule-mask``; μ′ where the mask is empty), with CSRT beside it
 never restarted and the cue history and colour scores on: the training folds' tracks and the
 held-out fold's, each seen through the fold's motion posterior adapted to the track's first frame
-(as the agents are). At
-every step where the two cues' boxes overlap by less than 0.5 (where choosing matters), the label
+(as the agents are). At every step where the two cues' boxes overlap by less than 0.5 (where
+choosing matters), the label
 is which of the two boxes overlaps the next annotated box more (rotated IoU). Each chooser is
 scored on the held-out steps by accuracy and by the mean IoU of the box it picks: always the mask,
 always the proposal, the cue nearer to μ′ (the posterior mean as a third vote, in prior standard
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                  "the cue nearer to μ′": vote}
         colour = te["obs"][:, lay["colour"]]  # the mask's box's inside, contrast, similarity; the proposal's
         empty = te["obs"][:, lay["search/motion"]][:, 6] > 0.5
-        picks["the cue of higher colour contrast"] = empty | (colour[:, 4] > colour[:, 1])
+        picks["the cue of higher colour contrast"] = empty | (colour[:, 4] > colour[:, 1])  # colour_choice's rule
         for name, hist, with_colour in (("state", False, False), ("state + history", True, False),
                                         ("state + history + colour", True, True)):
             x_tr, x_te = features(tr["obs"], lay, hist, with_colour), features(te["obs"], lay, hist, with_colour)
