@@ -91,3 +91,10 @@ class ColourModel:
         hist = _histogram(idx, inner) / n
         similarity = float(np.sqrt(hist * self.object_hist).sum())
         return np.array([inside, inside - around, similarity], np.float32)
+
+
+def mask_box_wins(mask_scores: np.ndarray, proposal_scores: np.ndarray) -> bool:
+    """Whether the decoded mask's box beats the proposal tracker's: its colour contrast (``score``'s
+    second number) is at least the proposal's. The one choice ``rule-colour`` and
+    ``segmentation-colour`` make; the caller falls back to the proposal where the mask is empty."""
+    return bool(mask_scores[1] >= proposal_scores[1])

@@ -42,7 +42,7 @@ from typing import Any, Hashable
 import numpy as np
 import torch
 
-from bmvtrack.appearance import SCORE_DIM
+from bmvtrack.appearance import SCORE_DIM, mask_box_wins
 from bmvtrack.data.pair_sampler import pair_crops
 from bmvtrack.models.preprocess import patches_to_tensor
 from bmvtrack.motion import MIN_SIDE, RBox, apply_relative, canonicalize, fill_rbox, rbox_from_points, relative_between
@@ -194,7 +194,7 @@ def colour_choice(mask_cue: np.ndarray, proposal_move: np.ndarray, colour: np.nd
     the ``search/motion`` slice) where its contrast is at least the proposal's, else the proposal's
     (also where the mask is empty). ``colour``: the two boxes' ``ColourModel`` scores, mask's first."""
     mask_ok = mask_cue[6] < 0.5
-    take_mask = mask_ok and colour[1] >= colour[1 + SCORE_DIM]
+    take_mask = mask_ok and mask_box_wins(colour[:SCORE_DIM], colour[SCORE_DIM:])
     return np.asarray(mask_cue[:5] if take_mask else proposal_move, dtype=np.float32)
 
 

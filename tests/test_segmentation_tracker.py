@@ -150,3 +150,28 @@ def test_registered_segmentation_trackers_get_their_options(tmp_path: Path) -> N
     assert built["segmentation-csrt"].proposal is not None and built["segmentation-csrt"].box_method == "minarearect"
     assert built["segmentation-csrt-principal"].box_method == "principal"
     assert len({id(t.model) for t in built.values()}) == 1
+
+
+def test_colour_fusion_keeps_the_box_whose_colours_stand_out(moving_root: Path) -> None:
+    """``fuse="colour"`` (``segmentation-colour``): of the mask's box and the proposal's, the one of
+    higher colour contrast against the first frame's object; the proposal's where the mask is empty."""
+    from test_appearance import scene
+
+    from bmvtrack.agents.baselines import registered_tracker
+
+    rng = np.random.default_rng(0)
+    tracker = SegmentationTracker(OracleModel(), proposal="csrt", fuse="colour")
+    tracker.init(scene(100, 100, rng), RBox(100, 100, 40, 30, 0))
+    later = scene(180, 140, rng)
+    on, off, piece = RBox(180, 140, 40, 30, 0), RBox(60, 60, 40, 30, 0), RBox(170, 140, 20, 30, 0)
+    assert tracker._fuse(later, on, off) is on and tracker._fuse(later, off, on) is on
+    assert tracker._fuse(later, piece, on) is on  # a piece of the object loses to the whole
+    assert tracker._fuse(later, None, off) is off
+    overlap = SegmentationTracker(OracleModel(), proposal="csrt")  # the overlap rule keeps neither by colour
+    assert overlap._fuse(later, off, on) is on and overlap._fuse(later, piece, on) is piece
+    assert registered_tracker("segmentation-colour").options["fuse"] == "colour"
+    with pytest.raises(ValueError, match="fuse must be one of"):
+        SegmentationTracker(OracleModel(), fuse="vote")
+    ds = mask_frames(open_ds(moving_root))  # with a perfect segmenter the mask's box is kept throughout
+    ious, _, _ = run_tracker(SegmentationTracker(OracleModel(), proposal="csrt", fuse="colour"), ds, ds.tracks()[0])
+    assert min(ious[1:]) > 0.85

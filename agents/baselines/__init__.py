@@ -67,6 +67,10 @@ register_segmentation_tracker(
     "segmentation-csrt", "'segmentation-adapt' with CSRT's box taking over wherever the mask's box disagrees "
     "with it (bmvtrack.proposals)", keep="overlap", adapt=True, proposal="csrt")
 register_segmentation_tracker(
+    "segmentation-colour", "'segmentation-adapt' with CSRT beside it; each frame the box of the two whose colours "
+    "stand out more from their surroundings, by the first frame's colour model (bmvtrack.appearance)",
+    keep="overlap", adapt=True, proposal="csrt", fuse="colour")
+register_segmentation_tracker(
     "segmentation-csrt-principal", "'segmentation-csrt' with the principal-axes box fitted to the mask",
     keep="overlap", adapt=True, proposal="csrt", box_method="principal")
 

@@ -20,7 +20,10 @@ With ``proposal`` (the ``segmentation-csrt`` tracker, ours) a classical tracker 
 full frames, and each new box is ``bmvtrack.proposals.fuse_boxes`` of the mask's box and the
 proposal's: the mask's while they agree, the proposal's when they do not (or the mask is empty), so
 a latched or shrunken mask no longer places the next crop. It is the start of the MV-SAC agent
-whose environment has ``proposal: csrt``.
+whose environment has ``proposal: csrt``. With ``fuse="colour"`` (the ``segmentation-colour``
+tracker, ours) the choice is made by colour instead of by overlap: the mask's box wherever its
+colour contrast against the first frame's object (``bmvtrack.appearance.ColourModel``) is at least
+the proposal's, so the two cues are weighed by a judge independent of both.
 
 It segments, so the evaluation reads what it tracked after each ``update`` (``Tracker``'s optional
 attributes): ``last_mask``, the mask pieces its box was fitted to, and ``last_aabb``, the tight
@@ -32,15 +35,19 @@ nothing for them.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 
 from bmvtrack.adaptation import AdaptConfig, adapt_to_box
+from bmvtrack.appearance import ColourModel, mask_box_wins
 from bmvtrack.data.patches import CropWindow
 from bmvtrack.motion import BoxMethod, RBox, mask_aabb
 from bmvtrack.proposals import AGREE_IOU, Proposal, fuse_boxes, make_proposal_tracker
 from bmvtrack.segmentation import Keep, StepResult, fill_rbox, load_segmenter, mask_from_prob, track_step
+
+Fuse = Literal["agree", "colour"]
+FUSES = get_args(Fuse)
 
 
 class SegmentationTracker:
@@ -66,6 +73,7 @@ class SegmentationTracker:
         adapt: AdaptConfig | None = None,
         proposal: Proposal = "none",
         agree_iou: float = AGREE_IOU,
+        fuse: Fuse = "agree",
     ) -> None:
         if isinstance(checkpoint, (str, Path)):
             self.model, self.model_config = load_segmenter(checkpoint, device)
@@ -81,6 +89,9 @@ class SegmentationTracker:
         self.adapt = adapt
         self.proposal = None if proposal == "none" else make_proposal_tracker(proposal)
         self.agree_iou = agree_iou
+        if fuse not in FUSES:
+            raise ValueError(f"fuse must be one of {FUSES}, got {fuse!r}")
+        self.colours = ColourModel() if fuse == "colour" else None
         self.base_model = self.model
         self._box: RBox | None = None
         self.misses = 0
@@ -134,6 +145,8 @@ class SegmentationTracker:
             self.model = adapt_to_box(self.base_model, frame, box, self.adapt)
         if self.proposal is not None:
             self.proposal.init(frame, box)
+        if self.colours is not None:
+            self.colours.start(frame, box)
         self._box = box
         self.misses = 0
         self.frames = 0
@@ -152,7 +165,7 @@ class SegmentationTracker:
         if step.box is None:
             self.misses += 1
         if self.proposal is not None:
-            box = fuse_boxes(step.box, self.proposal.update(frame), self.agree_iou)
+            box = self._fuse(frame, step.box, self.proposal.update(frame))
             source = "mask" if step.box is not None and box is step.box else "proposal"
         else:
             box = step.box if step.box is not None else self._box
@@ -161,3 +174,12 @@ class SegmentationTracker:
         self._anchor_box, self.last_step, self._box = self._box, step, box
         self._box_source, self._mask, self._aabb, self._kept_aabb = source, None, None, kept
         return self._box
+
+    def _fuse(self, frame: np.ndarray, mask_box: RBox | None, proposal_box: RBox) -> RBox:
+        """The mask's box or the proposal's (the proposal's where the mask is empty)."""
+        if self.colours is None:
+            return fuse_boxes(mask_box, proposal_box, self.agree_iou)
+        if mask_box is None:
+            return proposal_box
+        wins = mask_box_wins(self.colours.score(frame, mask_box), self.colours.score(frame, proposal_box))
+        return mask_box if wins else proposal_box
