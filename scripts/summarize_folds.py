@@ -10,7 +10,8 @@ J&F (``evaluate_vae``, mean over tracks) with the annotation's crop and in track
 motion posterior's calibration pooled over all pairs (each track's coverage weighted by its pairs; the
 90 % coverage with a 95 % percentile bootstrap interval over tracks).
 
-``--with NAME=DIR`` pools another experiment folder the same way (e.g. the same protocol with another
+``--focus TRACKER`` (repeatable) names the trackers compared with every other instead of the
+motion posterior's. ``--with NAME=DIR`` pools another experiment folder the same way (e.g. the same protocol with another
 β) and adds its motion-posterior trackers as ``<tracker> (NAME)`` and its networks as ``(NAME)`` rows, so that the
 motion posteriors of both are compared paired over the same sequences.
 """
@@ -106,9 +107,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--title", default=None, help="the report's first line (default: what was pooled)")
     p.add_argument("--reproduce", action="append", default=[], metavar="COMMAND",
                    help="a command that reproduces the runs, listed under the title (repeatable)")
+    p.add_argument("--focus", action="append", default=None, metavar="TRACKER",
+                   help=f"a tracker compared paired with every other (repeatable; default {', '.join(FOCUS)})")
     p.add_argument("--with", dest="others", action="append", default=[], metavar="NAME=DIR",
                    help="another experiment folder, pooled alike and compared paired (repeatable)")
     args = p.parse_args(argv)
+    focus_on = tuple(args.focus or FOCUS)
     res, folds = tracking(args.exp_dir)
     if not res:
         raise SystemExit(f"{args.exp_dir}: no eval-f*/sequences.csv")
@@ -120,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         other, _ = tracking(Path(folder))
         if not other:
             raise SystemExit(f"{folder}: no eval-f*/sequences.csv")
-        res.update({f"{t} ({name})": v for t, v in other.items() if t in FOCUS})
+        res.update({f"{t} ({name})": v for t, v in other.items() if t in focus_on})
         others.append((name, Path(folder)))
     seqs = sorted(set.intersection(*(set(v) for v in res.values())))
     head = [f"# {args.title}", "", f"{len(seqs)} held-out sequences, pooled over {', '.join(folds)}.", ""] \
@@ -135,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {name} | {np.mean([d[s]['success_auc'] for s in seqs]):.3f} | "
                      f"{np.mean([d[s]['precision_20'] for s in seqs]):.3f} | "
                      f"{'' if not np.isfinite(jf) else f'{100 * jf:.1f}'} | {np.median([d[s]['fps'] for s in seqs]):.1f} |")
-    for focus in (f for f in FOCUS if f in res):
+    for focus in (f for f in focus_on if f in res):
         lines += ["", f"Paired over sequences, {focus} minus each (success AUC, 95 % BCa bootstrap interval):", "",
                   "| other | mean difference | 95 % interval | sequences ahead |", "|---|---|---|---|"]
         for name in sorted(n for n in res if n != focus):

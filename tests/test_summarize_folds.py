@@ -54,3 +54,13 @@ def test_another_experiment_is_pooled_alike_and_compared_paired(write_csv, tmp_p
     assert "| motion-posterior (β = 1) | +0.200 |" in text  # the paired difference, sequence by sequence
     with pytest.raises(SystemExit, match="NAME=DIR"):
         summarize.main([str(base), "--with", str(other)])
+
+
+def test_focus_names_the_trackers_compared_with_every_other(write_csv, tmp_path: Path, summarize) -> None:
+    write_csv(tmp_path / "eval-f0" / "sequences.csv",
+              [_seq("segmentation-colour", s, 0.6 + 0.01 * i) for i, s in enumerate("abc")] +
+              [_seq("segmentation-adapt", s, 0.5) for s in "abc"] + [_seq("motion-posterior", s, 0.4) for s in "abc"])
+    assert summarize.main([str(tmp_path), "--focus", "segmentation-colour"]) == 0
+    text = (tmp_path / "summary.md").read_text()
+    assert "segmentation-colour minus each" in text and "| segmentation-adapt | +0.110 |" in text
+    assert "motion-posterior minus each" not in text
