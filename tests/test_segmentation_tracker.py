@@ -167,7 +167,7 @@ def test_colour_fusion_keeps_the_box_whose_colours_stand_out(moving_root: Path) 
     assert tracker._fuse(later, on, off) is on and tracker._fuse(later, off, on) is on
     assert tracker._fuse(later, piece, on) is on  # a piece of the object loses to the whole
     assert tracker._fuse(later, None, off) is off
-    overlap = SegmentationTracker(OracleModel(), proposal="csrt")  # the overlap rule keeps neither by colour
+    overlap = SegmentationTracker(OracleModel(), proposal="csrt")  # by overlap: CSRT off the mask, the piece that overlaps
     assert overlap._fuse(later, off, on) is on and overlap._fuse(later, piece, on) is piece
     assert registered_tracker("segmentation-colour").options["fuse"] == "colour"
     with pytest.raises(ValueError, match="fuse must be one of"):
