@@ -7,8 +7,7 @@ following the decoded mask's box (``rule-mask``; μ′ where the mask is empty),
 never restarted and the cue history and colour scores on: the training folds' tracks and the
 held-out fold's, each seen through the fold's motion posterior adapted to the track's first frame
 (as the agents are). At every step where the two cues' boxes overlap by less than 0.5 (where
-choosing matters), the label
-is which of the two boxes overlaps the next annotated box more (rotated IoU). Each chooser is
+choosing matters), the label is which of the two boxes overlaps the next annotated box more (rotated IoU). Each chooser is
 scored on the held-out steps by accuracy and by the mean IoU of the box it picks: always the mask,
 always the proposal, the cue nearer to μ′ (the posterior mean as a third vote, in prior standard
 deviations), the cue whose box has the higher colour contrast (``bmvtrack.appearance``: the rule
@@ -28,6 +27,7 @@ from scipy.optimize import minimize
 
 from bmvtrack.adaptation import AdaptConfig
 from bmvtrack.agents import motion_agent as ma
+from bmvtrack.appearance import SCORE_DIM, mask_box_wins
 from bmvtrack.data.readers import DataConfig, TrackFilter
 from bmvtrack.envs.motion_env import make_motion_env
 from bmvtrack.motion import rotated_iou
@@ -120,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
                  "the cue nearer to μ′": vote}
         colour = te["obs"][:, lay["colour"]]  # the mask's box's inside, contrast, similarity; the proposal's
         empty = te["obs"][:, lay["search/motion"]][:, 6] > 0.5
-        picks["the cue of higher colour contrast"] = empty | (colour[:, 4] > colour[:, 1])  # colour_choice's rule
+        picks["the cue of higher colour contrast"] = np.array(  # the proposal unless the mask's box wins (colour_choice)
+            [e or not mask_box_wins(c[:SCORE_DIM], c[SCORE_DIM:]) for e, c in zip(empty, colour)])
         for name, hist, with_colour in (("state", False, False), ("state + history", True, False),
                                         ("state + history + colour", True, True)):
             x_tr, x_te = features(tr["obs"], lay, hist, with_colour), features(te["obs"], lay, hist, with_colour)
