@@ -22,9 +22,8 @@ from bmvtrack.adaptation import AdaptConfig, adapt_to_box
 from bmvtrack.data.images import read_frame, read_mask
 from bmvtrack.models import ModelConfig, build_model
 from bmvtrack.motion import MotionPrior, rbox_from_mask
+from bmvtrack.paths import DAVIS2016_DIR
 from bmvtrack.segmentation import load_segmenter, track_step
-
-BEAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "davis2016"
 
 
 def main() -> None:
@@ -33,7 +32,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=AdaptConfig.steps)
     p.add_argument("--frames", type=int, default=30, help="tracker steps timed")
     p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--davis", default=str(BEAR))
+    p.add_argument("--davis", default=str(DAVIS2016_DIR))
     p.add_argument("--motion-net", default=None, help="a motion-posterior checkpoint, timed the same way")
     args = p.parse_args()
     if args.threads:

@@ -24,8 +24,7 @@ from bmvtrack.models import ModelConfig
 from bmvtrack.proposals import PROPOSALS, make_proposal_tracker
 from bmvtrack.envs.state_encoder import DEFAULT_OBS, StateEncoder
 from bmvtrack.envs.registration import make_sb3_vec_env, resolve_env_config
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "davis2016"
+from bmvtrack.paths import DAVIS2016_DIR
 
 
 def updates_per_second(model, steps: int) -> float:
@@ -40,7 +39,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--updates", type=int, default=50)
     p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--davis", default=str(SHARED))
+    p.add_argument("--davis", default=str(DAVIS2016_DIR))
     p.add_argument("--obs", default=DEFAULT_OBS, help="observation kind (default: the agents' default)")
     p.add_argument("--proposal", default="none", choices=PROPOSALS,
                    help="a classical tracker's box in the state (env.proposal); its time alone is printed too")

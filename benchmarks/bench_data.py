@@ -14,8 +14,7 @@ from pathlib import Path
 
 from bmvtrack.data.readers import TrackFilter, VideoDataset
 from bmvtrack.data.synth import SynthConfig, generate_dataset
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "davis2016"
+from bmvtrack.paths import DAVIS2016_DIR
 
 
 def read_all(ds: VideoDataset) -> int:
@@ -31,7 +30,7 @@ def read_all(ds: VideoDataset) -> int:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--data", default=str(SHARED))
+    p.add_argument("--data", default=str(DAVIS2016_DIR))
     p.add_argument("--resolution", default="240p")
     p.add_argument("--videos", type=int, default=4, help="synthetic videos for the generator timing")
     args = p.parse_args()

@@ -29,9 +29,9 @@ from bmvtrack.data.readers import DataConfig, TrackFilter, VideoDataset
 from bmvtrack.envs.registration import make_sb3_vec_env, resolve_env_config
 from bmvtrack.envs.state_encoder import StateEncoder
 from bmvtrack.models import ModelConfig
+from bmvtrack.paths import DAVIS2016_DIR
 from bench_agent import updates_per_second  # noqa: E402  (benchmarks/ is the script's folder: on sys.path)
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "davis2016"
 KEEP = TrackFilter(absent="keep", max_box_fraction=1.0)
 
 
@@ -86,7 +86,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--motion-net", required=True)
     p.add_argument("--encoder", default=None, help="the cue agent's βMVUnet (default: an untrained default-size one)")
-    p.add_argument("--data", default=str(SHARED), help="DAVIS 2016 folder (240p frames for training, 480p for fps)")
+    p.add_argument("--data", default=str(DAVIS2016_DIR), help="DAVIS 2016 folder (240p frames for training, 480p for fps)")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--threads", type=int, default=1)
