@@ -11,7 +11,7 @@ motion posterior's calibration pooled over all pairs (each track's coverage weig
 90 % coverage with a 95 % percentile bootstrap interval over tracks).
 
 ``--focus TRACKER`` (repeatable) names the trackers compared with every other instead of the
-motion posterior's. ``--with NAME=DIR`` pools another experiment folder the same way (e.g. the same protocol with another
+motion posterior's. With ``--with``, networks both folders scored are also compared paired over sequences (J&F). ``--with NAME=DIR`` pools another experiment folder the same way (e.g. the same protocol with another
 β) and adds its motion-posterior trackers as ``<tracker> (NAME)`` and its networks as ``(NAME)`` rows, so that the
 motion posteriors of both are compared paired over the same sequences.
 """
@@ -71,6 +71,16 @@ def network(exp: Path, prefix: str, crop: str) -> dict[str, float] | None:
                 out["cover90_low"], out["cover90_high"] = pooled_interval(v[ok], n[ok])
         out["pairs"] = int(n.sum())
     return out
+
+
+def network_by_sequence(exp: Path, prefix: str, crop: str) -> dict[str, float]:
+    """Sequence → J&F of ``<prefix>-*/eval/vae_eval_<crop>.csv``, the mean over the runs that scored it."""
+    lists: dict[str, list[float]] = defaultdict(list)
+    for p in sorted(exp.glob(f"{prefix}-*/eval/vae_eval_{crop}.csv")):
+        for r in _rows(p):
+            if r["sequence"] != "overall":
+                lists[r["sequence"]].append(float(r["JF"]))
+    return {s: float(np.mean(v)) for s, v in lists.items()}
 
 
 def network_row(label: str, crop: str, o: dict[str, float]) -> str:
@@ -161,6 +171,19 @@ def main(argv: list[str] | None = None) -> int:
         lines += ["", "Networks (evaluate_vae, mean over tracks; calibration pooled over pairs):", "",
                   "| network | crop | tracks | J&F (J / F) | box J&F | Mahalanobis | inside 50 / 90 % [95 % interval] | prior inside "
                   "50 / 90 % | NLL posterior / prior | KL |", "|---|---|---|---|---|---|---|---|---|---|", *net_lines]
+    paired = []
+    for name, folder in others:
+        for prefix, label in (("motion", "motion posterior (pair)"), ("mvunet", "single-crop βMVUnet")):
+            for crop in ("gt", "tracking"):
+                mine, theirs = network_by_sequence(args.exp_dir, prefix, crop), network_by_sequence(folder, prefix, crop)
+                both = sorted(set(mine) & set(theirs))
+                if both:
+                    r = paired_bootstrap([100 * mine[s] for s in both], [100 * theirs[s] for s in both])
+                    paired.append(f"| {label} | {crop} | {name} | {r['mean_diff']:+.1f} | [{r['low']:+.1f}, {r['high']:+.1f}] | "
+                                  f"{r['wins']}/{r['n']} |")
+    if paired:
+        lines += ["", "Networks, paired over sequences: J&F ×100 of this folder's minus the other's (95 % BCa bootstrap interval):", "",
+                  "| network | crop | other | mean difference | 95 % interval | sequences ahead |", "|---|---|---|---|---|---|", *paired]
     text = "\n".join(lines) + "\n"
     print(text)
     (args.out or args.exp_dir / "summary.md").write_text(text)

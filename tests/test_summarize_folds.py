@@ -52,6 +52,16 @@ def test_another_experiment_is_pooled_alike_and_compared_paired(write_csv, tmp_p
     assert summarize.main([str(base), "--with", f"β = 1={other}"]) == 0
     text = (base / "summary.md").read_text()
     assert "| motion-posterior (β = 1) | +0.200 |" in text  # the paired difference, sequence by sequence
+    assert "Networks, paired" not in text  # no network scored by both
+    for folder, jf in ((base, (0.5, 0.6, 0.7)), (other, (0.4, 0.4, 0.4))):
+        write_csv(folder / "mvunet-f0" / "eval" / "vae_eval_gt.csv",
+                  [{"sequence": s, "J": v, "F": v, "JF": v, "box_JF": 0.3, "maha_patch": 0.0} for s, v in zip("abc", jf)] +
+                  [{"sequence": "overall", "J": 0.0, "F": 0.0, "JF": 0.0, "box_JF": 0.0, "maha_patch": 0.0}])
+    write_csv(base / "mvunet-f0-s1" / "eval" / "vae_eval_gt.csv",  # a second seed of sequence "a": averaged
+              [{"sequence": "a", "J": 0.3, "F": 0.3, "JF": 0.3, "box_JF": 0.3, "maha_patch": 0.0}])
+    assert summarize.main([str(base), "--with", f"β = 1={other}"]) == 0
+    text = (base / "summary.md").read_text()
+    assert "| single-crop βMVUnet | gt | β = 1 | +16.7 |" in text and "| 2/3 |" in text  # (0.4 + 0.6 + 0.7) / 3 − 0.4; "a" level
     with pytest.raises(SystemExit, match="NAME=DIR"):
         summarize.main([str(base), "--with", str(other)])
 
