@@ -3,7 +3,8 @@
 # for each fold K, models trained on the other two folds only, scored on fold K's ten sequences, so
 # that all 30 sequences are held out once. Per fold:
 #   1. the motion posterior (configs/pretrain_motion_davis.yaml) and the single-crop βMVUnet
-#      (configs/pretrain_davis.yaml, the segmentation trackers' network), the same number of steps,
+#      (configs/pretrain_davis.yaml with the paper's loss, β = 5 and batch class weights, as on the
+#      results pages; the segmentation trackers' network), the same number of steps,
 #      side by side (one thread each); the final checkpoints are used (no selection on the fold);
 #   2. evaluate: zero, csrt, segmentation, segmentation-adapt, motion-posterior;
 #   3. evaluate_vae of both networks with the annotation's crop and in tracking mode.
@@ -32,7 +33,8 @@ for k in $FOLDS; do
   if [[ " $NETS " == *" single "* ]]; then
     # shellcheck disable=SC2086
     $PY -m bmvtrack.pretrain_vae --config configs/pretrain_davis.yaml --out "$single" "${common[@]}" \
-      --set prior="$single/prior.json" --set cycle_steps=400 $EXTRA > "$single.log" 2>&1 &
+      --set prior="$single/prior.json" --set cycle_steps=400 --set model.beta=5 --set model.class_weights=batch \
+      $EXTRA > "$single.log" 2>&1 &
     trackers=zero,csrt,segmentation,segmentation-adapt,motion-posterior,motion-posterior-flip
     segmenter=(--segmenter "$single/checkpoint.pt") nets+=("$single")
   fi

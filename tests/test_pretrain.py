@@ -199,7 +199,9 @@ def test_shipped_configs_load() -> None:
     davis = load_pretrain_config(CONFIGS / "pretrain_davis.yaml")  # the shipped DAVIS encoder: all 30 sequences
     assert (davis.data.split, davis.val_split, davis.data.resolution) == (
         "configs/folds/davis2016_3fold.yaml:all", None, "240p")
-    assert davis.model == default.model  # the paper's network and loss
+    # the paper's network; its loss without the KL term and the batch class weights
+    assert (davis.model.beta, davis.model.class_weights) == (0.0, "none")
+    assert {**to_dict(davis.model), "beta": 5.0, "class_weights": "batch"} == to_dict(default.model)
     assert davis.max_steps % davis.cycle_steps == 0 and cycle_end_warning(davis) is None  # ends at lr_min
     assert davis.data.filters == default.data.filters  # unspecified keys keep the pretraining defaults
     plain = load_pretrain_config(CONFIGS / "pretrain_plain_unet.yaml")
