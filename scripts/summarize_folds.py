@@ -11,9 +11,9 @@ motion posterior's calibration pooled over all pairs (each track's coverage weig
 90 % coverage with a 95 % percentile bootstrap interval over tracks).
 
 ``--focus TRACKER`` (repeatable) names the trackers compared with every other instead of the
-motion posterior's. With ``--with``, networks both folders scored are also compared paired over sequences (J&F). ``--with NAME=DIR`` pools another experiment folder the same way (e.g. the same protocol with another
-β) and adds its motion-posterior trackers as ``<tracker> (NAME)`` and its networks as ``(NAME)`` rows, so that the
-motion posteriors of both are compared paired over the same sequences.
+motion posterior's. ``--with NAME=DIR`` pools another experiment folder the same way (e.g. the same protocol with another
+β) and adds its focus trackers as ``<tracker> (NAME)`` and its networks as ``(NAME)`` rows, so that the
+trackers of both are compared paired over the same sequences, and the networks both scored too (J&F).
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ import numpy as np
 from bmvtrack.metrics import paired_bootstrap
 
 FOCUS = ("motion-posterior", "motion-posterior-flip", "motion-posterior-adapt")  # each is compared with every other tracker
+NETWORKS = (("motion", "motion posterior (pair)"), ("mvunet", "single-crop βMVUnet"))  # run-folder prefix, label
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -157,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(f"| {name} | {r['mean_diff']:+.3f} | [{r['low']:+.3f}, {r['high']:+.3f}] | {r['wins']}/{r['n']} |")
     net_lines = []
     for exp, suffix in [(args.exp_dir, "")] + [(d, f" ({n})") for n, d in others]:
-        for prefix, label in (("motion", "motion posterior (pair)"), ("mvunet", "single-crop βMVUnet")):
+        for prefix, label in NETWORKS:
             for crop in ("gt", "tracking"):
                 o = network(exp, prefix, crop)
                 if o is not None:
@@ -173,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
                   "50 / 90 % | NLL posterior / prior | KL |", "|---|---|---|---|---|---|---|---|---|---|", *net_lines]
     paired = []
     for name, folder in others:
-        for prefix, label in (("motion", "motion posterior (pair)"), ("mvunet", "single-crop βMVUnet")):
+        for prefix, label in NETWORKS:
             for crop in ("gt", "tracking"):
                 mine, theirs = network_by_sequence(args.exp_dir, prefix, crop), network_by_sequence(folder, prefix, crop)
                 both = sorted(set(mine) & set(theirs))
