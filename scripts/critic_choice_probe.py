@@ -31,6 +31,7 @@ from bmvtrack.agents import motion_agent as ma
 from bmvtrack.config import from_dict, to_dict
 from bmvtrack.data.readers import DataConfig, TrackFilter, VideoDataset
 from bmvtrack.evaluate import evaluate_trackers, write_report
+from bmvtrack.paths import DAVIS2016_DIR
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from summarize_agents import collect, compare, per_sequence  # noqa: E402
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("paths", nargs="+", type=Path)
     p.add_argument("--summarize", action="store_true", help="pool scored runs of each experiment folder")
-    p.add_argument("--data", default="data/davis2016")
+    p.add_argument("--data", default=str(DAVIS2016_DIR))
     p.add_argument("--folds", default="configs/folds/davis2016_3fold.yaml")
     args = p.parse_args(argv)
     torch.set_num_threads(1)

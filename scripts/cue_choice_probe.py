@@ -31,6 +31,7 @@ from bmvtrack.appearance import SCORE_DIM, mask_box_wins
 from bmvtrack.data.readers import DataConfig, TrackFilter
 from bmvtrack.envs.motion_env import make_motion_env
 from bmvtrack.motion import rotated_iou
+from bmvtrack.paths import DAVIS2016_DIR
 from bmvtrack.proposals import AGREE_IOU, agreement
 
 KEEP = TrackFilter(absent="keep", max_box_fraction=1.0)
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--fold", type=int, action="append", required=True)
     p.add_argument("--motion-dir", default="runs/folds", help="fold K's posterior: DIR/motion-fK/checkpoint.pt")
-    p.add_argument("--data", default="data/davis2016")
+    p.add_argument("--data", default=str(DAVIS2016_DIR))
     p.add_argument("--resolution", default="240p")
     p.add_argument("--adapt-steps", type=int, default=60)
     p.add_argument("--l2", type=float, default=10.0)

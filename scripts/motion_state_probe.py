@@ -24,6 +24,7 @@ import torch
 from bmvtrack.agents import motion_agent as ma
 from bmvtrack.data.readers import DataConfig, TrackFilter
 from bmvtrack.envs.motion_env import make_motion_env
+from bmvtrack.paths import DAVIS2016_DIR
 
 KEEP = TrackFilter(absent="keep", max_box_fraction=1.0)
 
@@ -49,7 +50,7 @@ def collect(state, data: DataConfig, shift: float, seed: int) -> tuple[np.ndarra
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--motion-net", required=True)
-    p.add_argument("--data", default="data/davis2016")
+    p.add_argument("--data", default=str(DAVIS2016_DIR))
     p.add_argument("--resolution", default="240p")
     p.add_argument("--train-split", required=True)
     p.add_argument("--test-split", required=True)

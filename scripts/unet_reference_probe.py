@@ -37,6 +37,7 @@ from bmvtrack.pretrain_vae import PatchDataset
 from bmvtrack.evaluate_vae import VaeEvalConfig, evaluate, write_report
 from bmvtrack.models import ModelConfig, build_model
 from bmvtrack.motion import PAPER_COV, PAPER_MEAN, PAPER_TABLE1_STD
+from bmvtrack.paths import DAVIS2016_DIR
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:
@@ -80,7 +81,7 @@ def bce_dice(logits: Tensor, target: Tensor) -> Tensor:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default="data/davis2016")
+    ap.add_argument("--data", default=str(DAVIS2016_DIR))
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--steps", type=int, default=0,
                     help="stop after this many steps instead of --minutes (the same budget as a βMVUnet run on a shared machine)")
