@@ -461,6 +461,23 @@ def test_runs_with_the_same_name_are_still_told_apart(tiny_data: Path, tmp_path:
     assert again.step == 3 and load_checkpoint(a.checkpoint, kind="bmvae")["run_id"] == ids[0]
 
 
+def test_cosine_schedule_decays_once_and_resumes_only_over_its_own_horizon(tiny_data: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cosine decays over max_steps"):
+        load_pretrain_config(None, ["lr_schedule=cosine"])
+    assert cycle_end_warning(load_pretrain_config(None, ["lr_schedule=cosine", "cycle_steps=400", "max_steps=600"])) is None
+    cfg = tiny_cfg(tiny_data, tmp_path / "a", max_steps=6, epochs=4, lr_schedule="cosine", lr_min=1e-5)
+    res = train(cfg, progress=False)
+    lrs = train_rows(res.run_dir, "train/lr")
+    # the learning rate after each step: from the peak (no warm-up), one decay (no cycle), down to lr_min
+    assert len(lrs) == 6 and lrs[0] > 0.9 * cfg.lr_max and lrs[-1] == pytest.approx(cfg.lr_min)
+    assert all(b < a for a, b in zip(lrs, lrs[1:]))
+    assert load_checkpoint(res.checkpoint, kind="bmvae")["scheduler"]["T_max"] == 6
+    for other in (dict(max_steps=9, lr_schedule="cosine"), dict(max_steps=9)):  # another horizon; cyclical
+        with pytest.raises(CheckpointError, match=r"checkpoint\.pt: checkpoint state does not fit.*cosine decay over 6"):
+            Trainer(tiny_cfg(tiny_data, tmp_path / "a", epochs=4, lr_min=1e-5, **other), resume=res.checkpoint,
+                    progress=False)
+
+
 def test_a_step_budget_that_stops_at_the_learning_rate_peak_is_warned_about() -> None:
     cfg = load_pretrain_config(None, ["cycle_steps=400"])
     assert cycle_end_warning(cfg) is None  # no step budget: the time budget decides

@@ -47,6 +47,9 @@ class PretrainConfig:
     lr_max: float = field(default=2e-3, metadata={"gt": 0.0})  # upper bound of the cyclical learning rate (paper: 1e-4)
     cycle_steps: int = field(default=400, metadata={"ge": 2})  # steps of one full LR cycle (up and down; Smith: 4–20 epochs' worth)
     cycle_mode: Literal["triangular", "triangular2"] = "triangular"  # triangular2 halves the amplitude every cycle
+    # cyclic: the paper's triangular cycles; cosine: one decay from lr_max to lr_min over max_steps
+    # (the textbook U-Net's schedule, so that the weights are taken at a learning rate near 0)
+    lr_schedule: Literal["cyclic", "cosine"] = "cyclic"
     weight_decay: float = field(default=0.0, metadata={"ge": 0.0})  # RAdam weight decay
     # RAdam's first ~5 steps are un-adapted SGD steps (lr × gradient); β·KL against a strongly
     # correlated prior has curvature ~1e4, so unclipped they diverge (measured: loss 284 → inf in 4 steps).
@@ -75,6 +78,8 @@ class PretrainConfig:
         validate(self, source="pretrain config")
         if not self.lr_min <= self.lr_max:
             raise ConfigError(f"pretrain config: need 0 < lr_min <= lr_max, got {self.lr_min}, {self.lr_max}")
+        if self.lr_schedule == "cosine" and not self.max_steps:
+            raise ConfigError("pretrain config: lr_schedule cosine decays over max_steps, which is 0 (set max_steps)")
         dev = self.device
         if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
             raise ConfigError(f"pretrain config: device must be auto, cpu, cuda or cuda:N, got {dev!r}")

@@ -1,6 +1,6 @@
 """The network being trained, its optimiser and schedule, and one optimiser step.
 
-RAdam with the cyclical learning rate (triangular, ``lr_min`` … ``lr_max``), loss
+RAdam with the cyclical learning rate (triangular, ``lr_min`` … ``lr_max``; or one cosine decay), loss
 ``loss_from_config`` (weighted CE + (1 − soft Jaccard) + β·KL, eqs. 2–3). A non-finite loss or
 gradient raises ``NonFinite`` before anything is stepped, so the weights stay the last good ones.
 """
@@ -28,7 +28,7 @@ class NonFinite(Exception):
 
 class Optimisation:
     """The βMVUnet / βMVAE (``net``; ``model`` is what is called, DDP-wrapped when distributed),
-    RAdam and the cyclical LR schedule; ``train_step`` is one optimiser step."""
+    RAdam and the LR schedule (cyclical, or one cosine decay); ``train_step`` is one optimiser step."""
 
     def __init__(self, cfg: PretrainConfig, prior: MotionPrior, device: torch.device, ctx: DistContext) -> None:
         self.cfg, self.device, self.ctx = cfg, device, ctx
@@ -36,14 +36,29 @@ class Optimisation:
         # foreach: one fused kernel per op over all tensors (3× faster than the per-tensor loop on CPU)
         self.optimizer = torch.optim.RAdam(self.net.parameters(), lr=cfg.lr_min, weight_decay=cfg.weight_decay,
                                            foreach=True)
-        self.scheduler = torch.optim.lr_scheduler.CyclicLR(
-            self.optimizer, base_lr=cfg.lr_min, max_lr=cfg.lr_max, step_size_up=max(cfg.cycle_steps // 2, 1),
-            mode=cfg.cycle_mode, cycle_momentum=False,
-        )
+        self.scheduler: torch.optim.lr_scheduler.LRScheduler
+        if cfg.lr_schedule == "cosine":
+            for group in self.optimizer.param_groups:
+                group["lr"] = cfg.lr_max
+            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=cfg.max_steps,
+                                                                        eta_min=cfg.lr_min)
+        else:
+            self.scheduler = torch.optim.lr_scheduler.CyclicLR(
+                self.optimizer, base_lr=cfg.lr_min, max_lr=cfg.lr_max, step_size_up=max(cfg.cycle_steps // 2, 1),
+                mode=cfg.cycle_mode, cycle_momentum=False,
+            )
         self.model: nn.Module = self.net
 
     def load_state(self, ckpt: dict[str, Any]) -> None:
-        """Weights, optimiser and schedule from a checkpoint (torch's errors when they do not fit)."""
+        """Weights, optimiser and schedule from a checkpoint (torch's errors when they do not fit).
+
+        A cosine decay resumes only over its own horizon: past ``T_max`` the cosine rises again."""
+        saved_horizon = ckpt["scheduler"].get("T_max")
+        want = self.cfg.max_steps if self.cfg.lr_schedule == "cosine" else None
+        if saved_horizon != want:
+            def says(h: object) -> str:
+                return "a cyclical learning rate" if h is None else f"a cosine decay over {h} steps"
+            raise ValueError(f"the checkpoint's schedule is {says(saved_horizon)}, the config's {says(want)}")
         self.net.load_state_dict(ckpt["model"], strict=True)
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])

@@ -132,7 +132,7 @@ def cycle_end_warning(cfg: PretrainConfig) -> str | None:
     400-step cycles tracked at 0.24 AUC, one of the same configuration stopped at step 420 at 0.43).
     A multiple of ``cycle_steps`` ends at ``lr_min``.
     """
-    if not cfg.max_steps or cfg.lr_max <= cfg.lr_min:
+    if not cfg.max_steps or cfg.lr_max <= cfg.lr_min or cfg.lr_schedule != "cyclic":
         return None
     phase = (cfg.max_steps % cfg.cycle_steps) / cfg.cycle_steps
     if min(phase, 1.0 - phase) <= 0.125:
@@ -239,6 +239,7 @@ class Trainer:
     def _describe(self) -> str:
         cfg, p = self.cfg, self.params
         n_val = 0 if self.val_set is None else len(self.val_set)
+        schedule = f"cycle {cfg.cycle_steps}" if cfg.lr_schedule == "cyclic" else f"cosine over {cfg.max_steps}"
         lines = [
             (f"{'resuming' if self.resume_path else 'new run'} {self.state.run_name} -> {self.run_dir}"
              + (f" (from {self.resume_path}, step {self.state.step})" if self.resume_path else "")),
@@ -249,7 +250,7 @@ class Trainer:
              + (f" × {self.ctx.world} processes" if self.ctx.distributed else "")),
             f"prior: {self.prior_note}",
             (f"device {self.device}, torch threads {torch.get_num_threads()}, lr {cfg.lr_min:g}..{cfg.lr_max:g} "
-             f"(cycle {cfg.cycle_steps} steps), budget {cfg.time_budget_min:g} min"),
+             f"({schedule} steps), budget {cfg.time_budget_min:g} min"),
         ]
         return "\n".join(lines)
 
