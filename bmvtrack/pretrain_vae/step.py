@@ -22,6 +22,10 @@ from bmvtrack.pretrain_vae.distributed import DistContext
 STAT_KEYS = ("total", "cons", "ce", "jaccard", "kl", "nll")
 
 
+def _schedule_words(cosine_steps: object) -> str:
+    return "a cyclical learning rate" if cosine_steps is None else f"a cosine decay over {cosine_steps} steps"
+
+
 class NonFinite(Exception):
     """A non-finite loss, gradient or weight: the run must stop without saving this state."""
 
@@ -34,12 +38,11 @@ class Optimisation:
         self.cfg, self.device, self.ctx = cfg, device, ctx
         self.net = build_model(cfg.model, prior.mean, prior.cov, prior.sample_std).to(device)
         # foreach: one fused kernel per op over all tensors (3× faster than the per-tensor loop on CPU)
-        self.optimizer = torch.optim.RAdam(self.net.parameters(), lr=cfg.lr_min, weight_decay=cfg.weight_decay,
-                                           foreach=True)
+        cosine = cfg.lr_schedule == "cosine"  # starts at lr_max; the cycle at lr_min
+        self.optimizer = torch.optim.RAdam(self.net.parameters(), lr=cfg.lr_max if cosine else cfg.lr_min,
+                                           weight_decay=cfg.weight_decay, foreach=True)
         self.scheduler: torch.optim.lr_scheduler.LRScheduler
-        if cfg.lr_schedule == "cosine":
-            for group in self.optimizer.param_groups:
-                group["lr"] = cfg.lr_max
+        if cosine:
             self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=cfg.max_steps,
                                                                         eta_min=cfg.lr_min)
         else:
@@ -56,9 +59,8 @@ class Optimisation:
         saved_horizon = ckpt["scheduler"].get("T_max")
         want = self.cfg.max_steps if self.cfg.lr_schedule == "cosine" else None
         if saved_horizon != want:
-            def says(h: object) -> str:
-                return "a cyclical learning rate" if h is None else f"a cosine decay over {h} steps"
-            raise ValueError(f"the checkpoint's schedule is {says(saved_horizon)}, the config's {says(want)}")
+            raise ValueError(f"the checkpoint's schedule is {_schedule_words(saved_horizon)}, "
+                             f"the config's {_schedule_words(want)}")
         self.net.load_state_dict(ckpt["model"], strict=True)
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
