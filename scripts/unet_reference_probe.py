@@ -14,7 +14,8 @@ on DAVIS dev/val.
 
 ``--net bmvunet`` trains the small βMVUnet (``configs/model_small.yaml``) in this same loop instead —
 Adam, cosine decay, BCE + Dice, no KL term — so that the two differences, the network and the
-training recipe, can be told apart.
+training recipe, can be told apart. ``--set model.KEY=VALUE`` changes that βMVUnet's shape (e.g.
+``--set model.stem=unet``), so that parts of the network can be tried in the same loop.
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ from bmvtrack.data.patch_sampler import AugmentConfig, PatchSampler
 from bmvtrack.models.preprocess import patches_to_tensor
 from bmvtrack.pretrain_vae import PatchDataset
 from bmvtrack.evaluate_vae import VaeEvalConfig, evaluate, write_report
+from bmvtrack.config import load_config
 from bmvtrack.models import ModelConfig, build_model
 from bmvtrack.motion import PAPER_COV, PAPER_MEAN, PAPER_TABLE1_STD
 from bmvtrack.paths import DAVIS2016_DIR
@@ -88,6 +90,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--net", choices=("unet", "bmvunet"), default="unet",
                     help="the textbook U-Net, or the small βMVUnet trained by this script's recipe")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="model.KEY=VALUE",
+                    help="a ModelConfig field of the βMVUnet (--net bmvunet only), e.g. model.stem=unet")
     ap.add_argument("--width", type=int, default=16)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-3)
@@ -96,6 +100,10 @@ def main() -> None:
     ap.add_argument("--train-split", default="dev/train", help="e.g. configs/folds/davis2016_3fold.yaml:0:train")
     ap.add_argument("--val-split", default="dev/val", help="e.g. configs/folds/davis2016_3fold.yaml:0:test")
     args = ap.parse_args()
+    bad = [o for o in args.overrides if not o.startswith("model.")]
+    if bad or (args.overrides and args.net != "bmvunet"):
+        ap.error(f"--set {(bad or args.overrides)[0]}: only model.KEY=VALUE, and only with --net bmvunet")
+    model_cfg = load_config(ModelConfig, overrides=[o.removeprefix("model.") for o in args.overrides])
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     out = Path(args.out)
@@ -107,7 +115,7 @@ def main() -> None:
                         for split in (args.train_split, args.val_split))
     data = PatchDataset([PatchSampler(train_ds, 96, AugmentConfig())], seed=args.seed)
     model = (TextbookUNet(args.width) if args.net == "unet"
-             else build_model(ModelConfig(), PAPER_MEAN, PAPER_COV, PAPER_TABLE1_STD))
+             else build_model(model_cfg, PAPER_MEAN, PAPER_COV, PAPER_TABLE1_STD))
     n_params = sum(p.numel() for p in model.parameters())
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     budget = args.minutes * 60
