@@ -95,13 +95,14 @@ def adapt_segmenter(model: nn.Module, frame: np.ndarray, label: np.ndarray, box:
 
     ``label`` is H×W: bool (object / background) or uint8 class indices with 255 = no loss.
 
-    Loss: the pretraining construction loss (class-weighted CE + 1 − soft Jaccard) on the
+    Loss: the network's pretraining construction loss (e.g. CE + 1 − soft Jaccard) on the
     deterministic pass (z = μ′, the pass the trackers use). Returns the copy in eval mode with
     gradients off; ``model`` is untouched. Deterministic for a given ``cfg.seed`` on the CPU.
     """
     cfg = cfg or AdaptConfig()
     size = int(model.cfg.patch_size)
     class_weights = getattr(model.cfg, "class_weights", "batch")
+    mask_loss = getattr(model.cfg, "mask_loss", "ce_jaccard")
     if label.dtype != np.uint8:
         label = label.astype(bool)
 
@@ -109,7 +110,8 @@ def adapt_segmenter(model: nn.Module, frame: np.ndarray, label: np.ndarray, box:
         pairs = [augmented_patch(frame, label, box, size, cfg.augment, rng) for _ in range(cfg.batch_size)]
         x = patches_to_tensor(np.stack([p for p, _ in pairs]), device=device)
         y = torch.from_numpy(np.stack([m for _, m in pairs])).long().to(device)
-        return construction_loss(tuned(x, sample=False)["logits"], y, class_weights=class_weights)["cons"]
+        return construction_loss(tuned(x, sample=False)["logits"], y, class_weights=class_weights,
+                                 mask_loss=mask_loss)["cons"]
 
     return _fine_tune(model, frame, label, cfg, batch_loss)
 
@@ -203,7 +205,8 @@ def adapt_motion_net(model: nn.Module, frame: np.ndarray, label: np.ndarray, box
         r = torch.from_numpy(np.stack([r for _, _, r in items])).to(device)
         out = tuned(x, sample=False)
         nll = motion_nll(out["mu"], out["scale_tril"], r.to(out["mu"].dtype)).mean()
-        cons = construction_loss(out["logits"], y, class_weights=getattr(mcfg, "class_weights", "batch"))["cons"]
+        cons = construction_loss(out["logits"], y, class_weights=getattr(mcfg, "class_weights", "batch"),
+                                 mask_loss=getattr(mcfg, "mask_loss", "ce_jaccard"))["cons"]
         return cons + float(mcfg.motion_weight) * nll
 
     return _fine_tune(model, frame, label, cfg, batch_loss)

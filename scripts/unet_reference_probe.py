@@ -37,7 +37,7 @@ from bmvtrack.models.preprocess import patches_to_tensor
 from bmvtrack.pretrain_vae import PatchDataset
 from bmvtrack.evaluate_vae import VaeEvalConfig, evaluate, write_report
 from bmvtrack.config import load_config
-from bmvtrack.models import ModelConfig, build_model
+from bmvtrack.models import ModelConfig, build_model, construction_loss
 from bmvtrack.motion import PAPER_COV, PAPER_MEAN, PAPER_TABLE1_STD
 from bmvtrack.paths import DAVIS2016_DIR
 
@@ -69,16 +69,6 @@ class TextbookUNet(nn.Module):
             x = F.interpolate(x, size=skips[i].shape[-2:], mode="bilinear", align_corners=False)
             x = self.ups[i](torch.cat([x, skips[i]], 1))
         return {"logits": self.outc(x)}
-
-
-def bce_dice(logits: Tensor, target: Tensor) -> Tensor:
-    """BCE on the object logit margin + (1 − soft Dice)."""
-    margin = logits[:, 1] - logits[:, 0]
-    t = target.float()
-    bce = F.binary_cross_entropy_with_logits(margin, t)
-    p = torch.sigmoid(margin)
-    dice = (2 * (p * t).sum((1, 2)) + 1) / (p.sum((1, 2)) + t.sum((1, 2)) + 1)
-    return bce + (1 - dice).mean()
 
 
 def main() -> None:
@@ -135,7 +125,8 @@ def main() -> None:
             for g in opt.param_groups:  # cosine decay over the budget
                 g["lr"] = args.lr * 0.5 * (1 + np.cos(np.pi * progress(elapsed)))
             model.train()
-            loss = bce_dice(model(patches_to_tensor(patch.numpy()))["logits"], mask)
+            logits = model(patches_to_tensor(patch.numpy()))["logits"]
+            loss = construction_loss(logits, mask, class_weights="none", mask_loss="bce_dice")["cons"]
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -19,6 +19,7 @@ from bmvtrack.models import (
     class_weights_from_batch,
     construction_loss,
     count_parameters,
+    loss_from_config,
     soft_jaccard,
 )
 
@@ -154,6 +155,37 @@ def test_construction_loss_components() -> None:
     total = beta_mv_loss(out, target, beta=5.0)
     torch.testing.assert_close(total["total"], bad["cons"] + 1.5)
     assert set(total) >= {"total", "cons", "ce", "jaccard", "kl"}
+
+
+def test_bce_dice_mask_loss_is_the_textbook_unets_and_leaves_ignored_pixels_out() -> None:
+    g = torch.Generator().manual_seed(0)
+    target = torch.zeros(2, 8, 8, dtype=torch.long)
+    target[:, 2:6, 1:5] = 1
+    logits = torch.randn(2, 2, 8, 8, generator=g)
+    parts = construction_loss(logits, target, class_weights="none", mask_loss="bce_dice")
+    margin, t = logits[:, 1] - logits[:, 0], target.float()
+    p = torch.sigmoid(margin)
+    dice = (2 * (p * t).sum((1, 2)) + 1) / (p.sum((1, 2)) + t.sum((1, 2)) + 1)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(margin, t)
+    torch.testing.assert_close(parts["cons"], bce + 1 - dice.mean())
+    torch.testing.assert_close(parts["jaccard"], soft_jaccard(logits, target))
+    perfect = torch.stack([(target == 0).float(), (target == 1).float()], 1) * 40 - 20
+    assert construction_loss(perfect, target, class_weights="none", mask_loss="bce_dice")["cons"] < 1e-5
+    # an ignored pixel (255) changes nothing, however wrong the logits are there
+    ignored = target.clone()
+    ignored[:, 0, 0] = 255
+    wild = logits.clone()
+    wild[:, :, 0, 0] = torch.tensor([-50.0, 50.0])
+    a = construction_loss(logits, ignored, class_weights="none", mask_loss="bce_dice")["cons"]
+    b = construction_loss(wild, ignored, class_weights="none", mask_loss="bce_dice")["cons"]
+    torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="bce_dice.*class_weights='none'"):
+        construction_loss(logits, target, class_weights="batch", mask_loss="bce_dice")
+    with pytest.raises(ConfigError, match="bce_dice"):
+        ModelConfig(mask_loss="bce_dice")
+    cfg = ModelConfig(mask_loss="bce_dice", class_weights="none", beta=0.0)
+    out = {"logits": logits, "kl": torch.tensor(0.0)}
+    torch.testing.assert_close(loss_from_config(out, target, cfg)["total"], parts["cons"])
 
 
 # ---------------------------------------------------------------------------- tiny training task

@@ -478,6 +478,22 @@ def test_cosine_schedule_decays_once_and_resumes_only_over_its_own_horizon(tiny_
                     progress=False)
 
 
+def test_the_unet_loop_options_train_and_a_resume_refuses_another_optimiser(tiny_data: Path, tmp_path: Path) -> None:
+    loop = dict(optimizer="adam", lr_schedule="cosine", grad_clip=0.0, lr_min=1e-6)
+    cfg = tiny_cfg(tiny_data, tmp_path / "a", max_steps=20, epochs=10, **loop,
+                   **{"model.mask_loss": "bce_dice", "model.class_weights": "none", "model.beta": 0.0})
+    trainer = Trainer(cfg, progress=False)
+    assert type(trainer.opt.optimizer) is torch.optim.Adam
+    res = trainer.fit()
+    losses = train_rows(res.run_dir, "train/loss")
+    assert len(losses) == 20 and np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5]), losses
+    assert load_checkpoint(res.checkpoint, kind="bmvae")["model_config"]["mask_loss"] == "bce_dice"
+    with pytest.raises(CheckpointError, match=r"checkpoint\.pt: checkpoint state does not fit.*optimiser is adam, the config's radam"):
+        Trainer(tiny_cfg(tiny_data, tmp_path / "a", max_steps=30, epochs=10, **{**loop, "optimizer": "radam"},
+                         **{"model.mask_loss": "bce_dice", "model.class_weights": "none", "model.beta": 0.0}),
+                resume=res.checkpoint, progress=False)
+
+
 def test_a_step_budget_that_stops_at_the_learning_rate_peak_is_warned_about() -> None:
     cfg = load_pretrain_config(None, ["cycle_steps=400"])
     assert cycle_end_warning(cfg) is None  # no step budget: the time budget decides

@@ -50,6 +50,9 @@ class ModelConfig:
     z_mean: Literal["part", "neuron"] = "part"  # eq. 6 offset: part mean μ′_i (paper) or μ′ neuron
     beta: float = 5.0  # weight of the KL term in the loss (paper: 5)
     class_weights: Literal["batch", "none"] = "batch"  # CE weights: inverse batch frequency (paper) or none
+    # the mask term: ce_jaccard = CE + (1 − soft Jaccard) (eq. 3, the paper); bce_dice (ours) = BCE on the
+    # object's logit margin + (1 − soft Dice), the textbook U-Net's loss (class_weights none only)
+    mask_loss: Literal["ce_jaccard", "bce_dice"] = "ce_jaccard"
     kl_direction: Literal["q_p", "p_q"] = (
         "q_p"  # q_p: KL(q‖prior) (eq. 2); p_q: KL(prior‖q) (Alg 1)
     )
@@ -89,6 +92,8 @@ class ModelConfig:
             raise ConfigError("model config: extra_width must be >= 0 and extra_blocks >= 1")
         if self.cov_eps <= 0:
             raise ConfigError(f"model config: cov_eps must be > 0, got {self.cov_eps}")
+        if self.mask_loss == "bce_dice" and self.class_weights != "none":
+            raise ConfigError("model config: mask_loss bce_dice has no class weights (set class_weights: none)")
         if self.norm == "group" and (self.base_width % 8 or self.decoder_width % 8):
             raise ConfigError(
                 "model config: norm=group needs base_width and decoder_width divisible by 8"

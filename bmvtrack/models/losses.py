@@ -2,6 +2,9 @@
 
 Why class weights from the batch: object-centred patches are mostly background or mostly object
 depending on the crop; inverse-frequency weights stop either class from dominating the CE.
+``mask_loss="bce_dice"`` (ours) replaces the mask term by the textbook U-Net's, binary
+cross-entropy on the object's logit margin + (1 − soft Dice), so that the two losses can be compared
+on the same network and loop.
 """
 
 from __future__ import annotations
@@ -65,17 +68,31 @@ def soft_jaccard(
     return ((inter + smooth) / (union + smooth)).mean()
 
 
+def _bce_dice(logits: Tensor, target: Tensor, ignore_index: int, smooth: float) -> tuple[Tensor, Tensor]:
+    """BCE of the object's logit margin (logsumexp of the object classes − background's) and the
+    batch mean of the soft Dice index per image (smoothed by ``smooth``), ignored pixels out."""
+    margin = torch.logsumexp(logits[:, 1:], dim=1) - logits[:, 0]
+    valid = (target != ignore_index).to(margin.dtype)
+    t = ((target != 0) & (target != ignore_index)).to(margin.dtype)
+    bce = (F.binary_cross_entropy_with_logits(margin, t, reduction="none") * valid).sum() / valid.sum().clamp_min(1.0)
+    p = torch.sigmoid(margin) * valid
+    dice = (2 * (p * t).sum(dim=(-2, -1)) + smooth) / (p.sum(dim=(-2, -1)) + t.sum(dim=(-2, -1)) + smooth)
+    return bce, dice.mean()
+
+
 def construction_loss(
     logits: Tensor,
     target: Tensor,
     ignore_index: int = 255,
     jaccard_smooth: float = 1.0,
     class_weights: str = "batch",
+    mask_loss: str = "ce_jaccard",
 ) -> dict[str, Tensor]:
     """Eq. 3: ``cons = ce + (1 − jaccard)``; returns cons, ce, jaccard (index), jaccard_loss.
 
     ``class_weights="batch"`` is the paper's inverse batch frequency; ``"none"`` is plain CE,
-    which over-segments less when the object is the minority of the patch.
+    which over-segments less when the object is the minority of the patch. ``mask_loss="bce_dice"``:
+    ``cons = bce + (1 − dice)`` (``ce`` is then the BCE; ``jaccard`` is still reported, and ``dice``).
     """
     target = _as_index_target(target)
     if logits.shape[-2:] != target.shape[-2:] or logits.shape[0] != target.shape[0]:
@@ -84,6 +101,14 @@ def construction_loss(
         )
     if class_weights not in ("batch", "none"):
         raise ValueError(f"class_weights must be 'batch' or 'none', got {class_weights!r}")
+    if mask_loss not in ("ce_jaccard", "bce_dice"):
+        raise ValueError(f"mask_loss must be 'ce_jaccard' or 'bce_dice', got {mask_loss!r}")
+    if mask_loss == "bce_dice":
+        if class_weights != "none":
+            raise ValueError("mask_loss 'bce_dice' has no class weights: use class_weights='none'")
+        bce, dice = _bce_dice(logits, target, ignore_index, jaccard_smooth)
+        jac = soft_jaccard(logits, target, ignore_index, jaccard_smooth).detach()
+        return {"cons": bce + (1.0 - dice), "ce": bce, "dice": dice, "jaccard": jac, "jaccard_loss": 1.0 - jac}
     weights = (
         class_weights_from_batch(target, logits.shape[1], ignore_index).to(logits.dtype)
         if class_weights == "batch"
@@ -105,13 +130,14 @@ def beta_mv_loss(
     ignore_index: int = 255,
     jaccard_smooth: float = 1.0,
     class_weights: str = "batch",
+    mask_loss: str = "ce_jaccard",
 ) -> dict[str, Tensor]:
     """Eq. 2: ``total = cons + β·kl`` from a model output dict (``logits``, ``kl``).
 
     All components are returned (total, cons, ce, jaccard, jaccard_loss, kl) for logging; only
     ``total`` carries the gradient that should be stepped.
     """
-    parts = construction_loss(out["logits"], target, ignore_index, jaccard_smooth, class_weights)
+    parts = construction_loss(out["logits"], target, ignore_index, jaccard_smooth, class_weights, mask_loss)
     kl = out["kl"]
     parts["kl"] = kl
     parts["total"] = parts["cons"] + beta * kl
@@ -130,11 +156,12 @@ def loss_from_config(
     out: dict[str, Tensor], target: Tensor, cfg: ModelConfig, ignore_index: int = 255,
     motion: Tensor | None = None,
 ) -> dict[str, Tensor]:
-    """``beta_mv_loss`` with β and the CE class weighting from the model config; with ``motion``
+    """``beta_mv_loss`` with β, the CE class weighting and the mask loss of the model config; with ``motion``
     (the true box-relative motion of each pair, ``input: pair``) plus ``motion_weight`` times its
     NLL under the posterior (reported as ``nll``)."""
     parts = beta_mv_loss(
-        out, target, beta=cfg.beta, ignore_index=ignore_index, class_weights=cfg.class_weights
+        out, target, beta=cfg.beta, ignore_index=ignore_index, class_weights=cfg.class_weights,
+        mask_loss=cfg.mask_loss,
     )
     if motion is None:
         parts["nll"] = torch.zeros((), device=parts["total"].device)

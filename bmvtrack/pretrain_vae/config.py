@@ -50,7 +50,9 @@ class PretrainConfig:
     # cyclic: the paper's triangular cycles; cosine: one decay from lr_max to lr_min over max_steps
     # (the textbook U-Net's schedule, so that the weights are taken at a learning rate near 0)
     lr_schedule: Literal["cyclic", "cosine"] = "cyclic"
-    weight_decay: float = field(default=0.0, metadata={"ge": 0.0})  # RAdam weight decay
+    # radam: the paper's; adam (ours): the textbook U-Net's, to compare training loops on one network
+    optimizer: Literal["radam", "adam"] = "radam"
+    weight_decay: float = field(default=0.0, metadata={"ge": 0.0})  # the optimiser's (L2) weight decay
     # RAdam's first ~5 steps are un-adapted SGD steps (lr × gradient); β·KL against a strongly
     # correlated prior has curvature ~1e4, so unclipped they diverge (measured: loss 284 → inf in 4 steps).
     grad_clip: float = field(default=1.0, metadata={"ge": 0.0})  # clip the global gradient norm to this (0 = no clipping; the norm is always checked)

@@ -1,7 +1,7 @@
 """The network being trained, its optimiser and schedule, and one optimiser step.
 
-RAdam with the cyclical learning rate (triangular, ``lr_min`` … ``lr_max``; or one cosine decay), loss
-``loss_from_config`` (weighted CE + (1 − soft Jaccard) + β·KL, eqs. 2–3). A non-finite loss or
+RAdam (or Adam) with the cyclical learning rate (triangular, ``lr_min`` … ``lr_max``; or one cosine decay), loss
+``loss_from_config`` (weighted CE + (1 − soft Jaccard) + β·KL, eqs. 2–3, or the ``mask_loss`` configured). A non-finite loss or
 gradient raises ``NonFinite`` before anything is stepped, so the weights stay the last good ones.
 """
 from __future__ import annotations
@@ -32,15 +32,16 @@ class NonFinite(Exception):
 
 class Optimisation:
     """The βMVUnet / βMVAE (``net``; ``model`` is what is called, DDP-wrapped when distributed),
-    RAdam and the LR schedule (cyclical, or one cosine decay); ``train_step`` is one optimiser step."""
+    RAdam or Adam and the LR schedule (cyclical, or one cosine decay); ``train_step`` is one optimiser step."""
 
     def __init__(self, cfg: PretrainConfig, prior: MotionPrior, device: torch.device, ctx: DistContext) -> None:
         self.cfg, self.device, self.ctx = cfg, device, ctx
         self.net = build_model(cfg.model, prior.mean, prior.cov, prior.sample_std).to(device)
         # foreach: one fused kernel per op over all tensors (3× faster than the per-tensor loop on CPU)
         cosine = cfg.lr_schedule == "cosine"  # starts at lr_max; the cycle at lr_min
-        self.optimizer = torch.optim.RAdam(self.net.parameters(), lr=cfg.lr_max if cosine else cfg.lr_min,
-                                           weight_decay=cfg.weight_decay, foreach=True)
+        optimizer = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.RAdam
+        self.optimizer = optimizer(self.net.parameters(), lr=cfg.lr_max if cosine else cfg.lr_min,
+                                   weight_decay=cfg.weight_decay, foreach=True)
         self.scheduler: torch.optim.lr_scheduler.LRScheduler
         if cosine:
             self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=cfg.max_steps,
@@ -55,7 +56,11 @@ class Optimisation:
     def load_state(self, ckpt: dict[str, Any]) -> None:
         """Weights, optimiser and schedule from a checkpoint (torch's errors when they do not fit).
 
-        A cosine decay resumes only over its own horizon: past ``T_max`` the cosine rises again."""
+        A cosine decay resumes only over its own horizon: past ``T_max`` the cosine rises again; an
+        optimiser only from its own kind's state (Adam's moments are not RAdam's)."""
+        saved_optimizer = (ckpt.get("config") or {}).get("optimizer", "radam")
+        if saved_optimizer != self.cfg.optimizer:
+            raise ValueError(f"the checkpoint's optimiser is {saved_optimizer}, the config's {self.cfg.optimizer}")
         saved_horizon = ckpt["scheduler"].get("T_max")
         want = self.cfg.max_steps if self.cfg.lr_schedule == "cosine" else None
         if saved_horizon != want:
