@@ -36,7 +36,7 @@ class ModelConfig:
     patch_size: int = 96  # square input side in pixels, divisible by 32 (paper: 256)
     base_width: int = 16  # encoder ResNet-18 stage widths = base_width × (1, 2, 4, 8) (paper: 64)
     # resnet: 7×7/2 conv + max-pool (ResNet-18, the paper); unet (ours): two 3×3 convs at full and at
-    # half resolution, a full-resolution skip into the decoder (on the DAVIS folds: no J&F gained)
+    # half resolution, a full-resolution skip into the decoder (DAVIS folds: J&F gained in the U-Net's loop only)
     stem: Literal["resnet", "unet"] = "resnet"
     decoder_width: int = 16  # decoder stage widths = decoder_width × (8, 4, 2, 1, 1, 1)
     extra_stage: bool = True  # βMVUnet's extra stride-1 stage at the bottom of encoder and decoder

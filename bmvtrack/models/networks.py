@@ -17,7 +17,8 @@ that any patch divisible by 32 works (a stride-2 stage would need 64). Leaky ReL
 ``stem: unet`` (ours) replaces the 7×7/2 convolution and the max-pool by two 3×3 convolutions at
 full resolution (w, H) and two at half (w, H/2), a max-pool between: the decoder's last stage then
 gets a full-resolution skip, so mask boundaries come from full-resolution features instead of
-being upsampled from H/2 (the ResNet stem's one 7×7 layer). On the DAVIS folds it did not raise J&F.
+being upsampled from H/2 (the ResNet stem's one 7×7 layer). On the DAVIS folds it did not raise J&F
+in the paper's training loop; in the textbook U-Net's (Adam, cosine decay, no KL) it did.
 """
 
 from __future__ import annotations
