@@ -12,6 +12,11 @@ values x_i:
 - ``compare_to_prior``: the same figures for a per-sample posterior and for the global prior on
   the same x, and the posterior's gain (prior NLL − posterior NLL: positive when the posterior
   predicts the truth better).
+- ``mse_skill``: per component, the mean squared error of the posterior means and of the prior's one
+  mean, and the skill score 1 − MSE(μ_i) / MSE(μ) of forecast verification: 1 for exact means, 0 for
+  means no better than the prior's, negative where the per-sample means are worse than ignoring the
+  input. The NLL mixes every component and the covariance; this says which component a posterior
+  actually predicts.
 
 Shapes: ``x`` (n, d); ``mean`` (n, d) or (d,); ``cov`` (n, d, d) or (d, d). Every covariance must be
 symmetric positive definite (checked by its Cholesky factor; a failure names the sample). Pure
@@ -126,12 +131,36 @@ def calibration(x: np.ndarray, mean: np.ndarray, cov: np.ndarray, levels: Sequen
     return Calibration(n=n, dim=d, coverage=coverage(d2, d, levels), nll=float(nll.mean()), mean_d2=float(d2.mean()))
 
 
+def mse_skill(x: np.ndarray, post_mean: np.ndarray, prior_mean: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per component (d,): MSE of the per-sample means, MSE of the prior mean, skill 1 − their ratio
+    (NaN for a component the prior mean predicts exactly)."""
+    x = np.asarray(x, dtype=np.float64)
+    post_mean = np.asarray(post_mean, dtype=np.float64)
+    prior_mean = np.asarray(prior_mean, dtype=np.float64)
+    if x.ndim != 2 or post_mean.shape != x.shape or prior_mean.shape != (x.shape[1],):
+        raise ValueError(f"mse_skill needs x (n, d), per-sample means (n, d) and one prior mean (d,); got "
+                         f"{x.shape}, {post_mean.shape}, {prior_mean.shape}")
+    mse = np.mean((x - post_mean) ** 2, axis=0)
+    prior_mse = np.mean((x - prior_mean) ** 2, axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        skill = np.where(prior_mse > 0, 1.0 - mse / np.where(prior_mse > 0, prior_mse, 1.0), np.nan)
+    return mse, prior_mse, skill
+
+
 @dataclass(frozen=True)
 class PriorComparison:
-    """A per-sample posterior and the global prior, on the same true values."""
+    """A per-sample posterior and the global prior, on the same true values; with per-sample means
+    also the per-component MSE of both means (``mse_skill``)."""
 
     posterior: Calibration
     prior: Calibration
+    mse: tuple[float, ...] = ()  # per component, of the posterior means
+    prior_mse: tuple[float, ...] = ()  # per component, of the prior mean
+
+    @property
+    def skill(self) -> tuple[float, ...]:
+        """Per component, 1 − MSE(posterior means) / MSE(prior mean) (NaN where the latter is 0)."""
+        return tuple(1.0 - m / p if p > 0 else math.nan for m, p in zip(self.mse, self.prior_mse))
 
     @property
     def nll_gain(self) -> float:
@@ -139,17 +168,23 @@ class PriorComparison:
         return self.prior.nll - self.posterior.nll
 
     def to_dict(self) -> dict:
-        return {"posterior": self.posterior.to_dict(), "prior": self.prior.to_dict(), "nll_gain": self.nll_gain}
+        return {"posterior": self.posterior.to_dict(), "prior": self.prior.to_dict(), "nll_gain": self.nll_gain,
+                "mse": list(self.mse), "prior_mse": list(self.prior_mse), "skill": list(self.skill)}
 
 
 def compare_to_prior(x: np.ndarray, post_mean: np.ndarray, post_cov: np.ndarray, prior_mean: np.ndarray,
                      prior_cov: np.ndarray, levels: Sequence[float] = LEVELS) -> PriorComparison:
-    """``calibration`` of the posterior N(μ_i, Σ_i) and of the prior N(μ, Σ) on the same ``x``."""
+    """``calibration`` of the posterior N(μ_i, Σ_i) and of the prior N(μ, Σ) on the same ``x``, and
+    ``mse_skill`` of the posterior means when they are per sample."""
     x = np.asarray(x, dtype=np.float64)
     prior_mean = np.asarray(prior_mean, dtype=np.float64)
     prior_cov = np.asarray(prior_cov, dtype=np.float64)
     if x.ndim == 2 and (prior_mean.shape != (x.shape[1],) or prior_cov.shape != (x.shape[1],) * 2):
         raise ValueError(f"the prior is one Gaussian: mean ({x.shape[1]},), cov ({x.shape[1]}, {x.shape[1]}); "
                          f"got {prior_mean.shape}, {prior_cov.shape}")
-    return PriorComparison(posterior=calibration(x, post_mean, post_cov, levels),
-                           prior=calibration(x, prior_mean, prior_cov, levels))
+    post = calibration(x, post_mean, post_cov, levels)
+    prior = calibration(x, prior_mean, prior_cov, levels)
+    if np.ndim(post_mean) != 2:
+        return PriorComparison(post, prior)
+    mse, prior_mse, _ = mse_skill(x, post_mean, prior_mean)
+    return PriorComparison(post, prior, tuple(map(float, mse)), tuple(map(float, prior_mse)))

@@ -8,7 +8,8 @@ seeds of the synthetic script, gets the mean of its scores): tracking (success A
 paired BCa bootstrap intervals of ``motion-posterior`` (and its ``-flip`` variant) against every other tracker, the networks'
 J&F (``evaluate_vae``, mean over tracks) with the annotation's crop and in tracking mode, and the
 motion posterior's calibration pooled over all pairs (each track's coverage weighted by its pairs; the
-90 % coverage with a 95 % percentile bootstrap interval over tracks).
+90 % coverage with a 95 % percentile bootstrap interval over tracks) and, per motion component, the skill of
+its mean μ′ against the prior's mean (squared errors pooled over pairs).
 
 ``--focus TRACKER`` (repeatable) names the trackers compared with every other instead of the
 motion posterior's. ``--with NAME=DIR`` pools another experiment folder the same way (e.g. the same protocol with another
@@ -27,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from bmvtrack.metrics import paired_bootstrap
+from bmvtrack.motion import RELATIVE_NAMES
 
 FOCUS = ("motion-posterior", "motion-posterior-flip", "motion-posterior-adapt")  # each is compared with every other tracker
 NETWORKS = (("motion", "motion posterior (pair)"), ("mvunet", "single-crop βMVUnet"))  # run-folder prefix, label
@@ -71,6 +73,12 @@ def network(exp: Path, prefix: str, crop: str) -> dict[str, float] | None:
             if k == "cover90":
                 out["cover90_low"], out["cover90_high"] = pooled_interval(v[ok], n[ok])
         out["pairs"] = int(n.sum())
+        if f"mse_{RELATIVE_NAMES[0]}" in rows[0]:  # μ′ against the prior mean: squared errors pool over pairs
+            for name in RELATIVE_NAMES:
+                post = np.array([float(r[f"mse_{name}"]) for r in rows])
+                prior = np.array([float(r[f"prior_mse_{name}"]) for r in rows])
+                ok = np.isfinite(post) & np.isfinite(prior) & (n > 0)
+                out[f"skill_{name}"] = float(1.0 - np.sum(post[ok] * n[ok]) / np.sum(prior[ok] * n[ok]))
     return out
 
 
@@ -91,6 +99,13 @@ def network_row(label: str, crop: str, o: dict[str, float]) -> str:
            f"{o['motion_nll']:.2f} / {o['prior_nll']:.2f} | {o['kl']:.2f}" if "cover90" in o else " | | | ")
     return (f"| {label} | {crop} | {o['tracks']} | {100 * o['JF']:.1f} ({100 * o['J']:.1f} / {100 * o['F']:.1f}) | "
             f"{100 * o['box_JF']:.1f} | {o['maha_patch']:.3g} | {cal} |")
+
+
+def skill_row(label: str, crop: str, o: dict[str, float]) -> str | None:
+    """One row of the per-component table (μ′ against the prior mean), if the network was scored so."""
+    if f"skill_{RELATIVE_NAMES[0]}" not in o:
+        return None
+    return f"| {label} | {crop} | " + " | ".join(f"{o[f'skill_{n}']:+.2f}" for n in RELATIVE_NAMES) + " |"
 
 
 def pooled_interval(values: np.ndarray, weights: np.ndarray, draws: int = 2000) -> tuple[float, float]:
@@ -156,13 +171,15 @@ def main(argv: list[str] | None = None) -> int:
         for name in sorted(n for n in res if n != focus):
             r = paired_bootstrap([res[focus][s]["success_auc"] for s in seqs], [res[name][s]["success_auc"] for s in seqs])
             lines.append(f"| {name} | {r['mean_diff']:+.3f} | [{r['low']:+.3f}, {r['high']:+.3f}] | {r['wins']}/{r['n']} |")
-    net_lines = []
+    net_lines, skill_lines = [], []
     for exp, suffix in [(args.exp_dir, "")] + [(d, f" ({n})") for n, d in others]:
         for prefix, label in NETWORKS:
             for crop in ("gt", "tracking"):
                 o = network(exp, prefix, crop)
                 if o is not None:
                     net_lines.append(network_row(label + suffix, crop, o))
+                    if (row := skill_row(label + suffix, crop, o)) is not None:
+                        skill_lines.append(row)
     for crop in ("gt", "tracking"):
         o = textbook_unet(args.exp_dir, crop)
         if o is not None:
@@ -172,6 +189,11 @@ def main(argv: list[str] | None = None) -> int:
         lines += ["", "Networks (evaluate_vae, mean over tracks; calibration pooled over pairs):", "",
                   "| network | crop | tracks | J&F (J / F) | box J&F | Mahalanobis | inside 50 / 90 % [95 % interval] | prior inside "
                   "50 / 90 % | NLL posterior / prior | KL |", "|---|---|---|---|---|---|---|---|---|---|", *net_lines]
+    if skill_lines:
+        lines += ["", "Posterior mean μ′ against the prior's one mean, per component (skill 1 − MSE(μ′) / MSE(prior mean), "
+                  "squared errors pooled over pairs: 1 exact, 0 no better than the prior, negative worse):", "",
+                  "| network | crop | " + " | ".join(RELATIVE_NAMES) + " |", "|---|---|" + "---|" * len(RELATIVE_NAMES),
+                  *skill_lines]
     paired = []
     for name, folder in others:
         for prefix, label in NETWORKS:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy.stats import chi2, multivariate_normal
 
-from bmvtrack.calibration import calibration, compare_to_prior, coverage, gaussian_nll, mahalanobis_sq
+from bmvtrack.calibration import calibration, compare_to_prior, coverage, gaussian_nll, mahalanobis_sq, mse_skill
 
 D = 5
 
@@ -93,10 +93,33 @@ def test_posterior_against_the_global_prior():
     expected_gain = 0.5 * (np.linalg.slogdet(a + s)[1] - np.linalg.slogdet(s)[1])  # same mean d² (= D) on both
     assert cmp.nll_gain == pytest.approx(expected_gain, abs=0.1) and cmp.nll_gain > 0.5
     d = cmp.to_dict()
-    assert set(d) == {"posterior", "prior", "nll_gain"} and set(d["prior"]["coverage"]) == {"0.5", "0.9"}
+    assert set(d) == {"posterior", "prior", "nll_gain", "mse", "prior_mse", "skill"}
+    assert set(d["prior"]["coverage"]) == {"0.5", "0.9"}
+    # knowing μ_i leaves the noise: per component, skill 1 − S_ii / (A_ii + S_ii)
+    expected_skill = 1.0 - np.diag(s) / np.diag(a + s)
+    np.testing.assert_allclose(cmp.skill, expected_skill, atol=0.03)
     # an over-confident posterior loses to the prior
     bad = compare_to_prior(x, mu, np.broadcast_to(s / 50, (n, D, D)), np.zeros(D), a + s)
     assert bad.nll_gain < 0 and bad.posterior.coverage[0.9] < 0.2
+
+
+def test_mse_skill_is_zero_for_the_prior_mean_and_negative_for_noisy_means():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(4000, D)) * np.arange(1, D + 1)
+    prior_mean = np.zeros(D)
+    mse, prior_mse, skill = mse_skill(x, np.broadcast_to(prior_mean, x.shape), prior_mean)
+    np.testing.assert_allclose(skill, 0.0, atol=1e-12)
+    np.testing.assert_allclose(prior_mse, np.arange(1, D + 1) ** 2, rtol=0.1)
+    # means that know the first component exactly and add noise of the same size to the others
+    means = x.copy()
+    means[:, 1:] = rng.normal(size=(4000, D - 1)) * np.arange(2, D + 1)
+    _, _, skill = mse_skill(x, means, prior_mean)
+    assert skill[0] == pytest.approx(1.0) and np.all((skill[1:] > -1.2) & (skill[1:] < -0.8))
+    # a component with no variance has no skill to report
+    x[:, 2] = 0.0
+    assert np.isnan(mse_skill(x, means, prior_mean)[2][2])
+    with pytest.raises(ValueError, match="per-sample means"):
+        mse_skill(x, x[:, :2], prior_mean)
 
 
 def test_bad_input_is_refused():

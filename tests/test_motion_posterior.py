@@ -269,6 +269,7 @@ def test_pretraining_a_motion_posterior_end_to_end(pair_data: Path, tmp_path: Pa
     assert len(nll) >= 10 and np.mean(nll[-3:]) < np.mean(nll[:3])
     val = [r for r in rows if "val/cover90" in r]
     assert val and all(0.0 <= r["val/cover90"] <= 1.0 and math.isfinite(r["val/prior_nll"]) for r in val)
+    assert all(r["val/skill_dx_win"] <= 1.0 and math.isfinite(r["val/skill_sin_theta"]) for r in val)
     assert MotionPrior.load(tmp_path / "relative_prior.json").units == "relative"
 
     model, mcfg = load_motion_posterior(res.checkpoint)
@@ -281,7 +282,9 @@ def test_pretraining_a_motion_posterior_end_to_end(pair_data: Path, tmp_path: Pa
         box = tracker.update(ds.frame(tr, i))
         assert np.isfinite(box.as_array()).all()
 
-    from bmvtrack.evaluate_vae import VaeEvalConfig, evaluate
+    from bmvtrack.calibration import mse_skill
+    from bmvtrack.evaluate_vae import VaeEvalConfig, evaluate, model_prior, report_csv, report_markdown
+    from bmvtrack.motion import RELATIVE_NAMES
 
     for crop in ("gt", "tracking"):
         report = evaluate(model, ds, VaeEvalConfig(crop=crop))
@@ -289,6 +292,13 @@ def test_pretraining_a_motion_posterior_end_to_end(pair_data: Path, tmp_path: Pa
         assert 0.0 <= o["JF"] <= 1.0 and 0.0 <= o["cover90"] <= 1.0 and 0.0 <= o["prior_cover90"] <= 1.0
         assert math.isfinite(o["nll_gain"]) and o["kl"] > 0.0
         assert sum(len(t.motions) for t in report.tracks) == o["n_patches"]
+        # per component, μ′ against the prior mean over the pooled pairs, in the CSV and the report
+        mse, prior_mse, skill = mse_skill(np.concatenate([t.motions for t in report.tracks]),
+                                          np.concatenate([t.mu for t in report.tracks]), model_prior(model)[0])
+        for i, name in enumerate(RELATIVE_NAMES):
+            assert o[f"mse_{name}"] == pytest.approx(mse[i]) and o[f"prior_mse_{name}"] == pytest.approx(prior_mse[i])
+            assert o[f"skill_{name}"] == pytest.approx(skill[i])
+        assert "| dx_win |" in report_markdown(report) and "skill_dx_win" in report_csv(report)
     adapted = evaluate(model, ds, VaeEvalConfig(crop="gt", adapt_steps=2, max_tracks=1))  # frame 0's pairs
     assert 0.0 <= adapted.overall["JF"] <= 1.0
 

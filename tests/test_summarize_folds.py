@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from bmvtrack.motion import RELATIVE_NAMES
+
 
 @pytest.fixture(scope="module")
 def summarize(load_script):
@@ -29,16 +31,20 @@ def test_folds_pool_seeds_average_and_calibration_weighs_pairs(write_csv, tmp_pa
     assert res["motion-posterior"]["a"]["success_auc"] == pytest.approx(0.5)
     assert sorted(res["zero"]) == ["a", "b", "c"]
     cal = {"J": 0.5, "F": 0.5, "JF": 0.5, "box_JF": 0.3, "maha_patch": 1.0, "cover50": 0.0, "cover90": 1.0,
-           "prior_cover50": 0.5, "prior_cover90": 0.9, "motion_nll": 1.0, "prior_nll": 2.0, "kl": 1.0}
+           "prior_cover50": 0.5, "prior_cover90": 0.9, "motion_nll": 1.0, "prior_nll": 2.0, "kl": 1.0,
+           **{f"{k}_{n}": 1.0 for n in RELATIVE_NAMES for k in ("mse", "prior_mse")}}
     write_csv(tmp_path / "motion-f0" / "eval" / "vae_eval_gt.csv",
            [{"sequence": "a", "n_frames": 9, **cal, "n_pairs": 30},
-            {"sequence": "b", "n_frames": 9, **{**cal, "cover50": 1.0, "cover90": 0.0}, "n_pairs": 10},
+            {"sequence": "b", "n_frames": 9, **{**cal, "cover50": 1.0, "cover90": 0.0, "mse_dx_win": 5.0}, "n_pairs": 10},
             {"sequence": "overall", "n_frames": 18, **cal, "n_pairs": 40}])
     net = summarize.network(tmp_path, "motion", "gt")
     assert net["cover50"] == pytest.approx(10 / 40) and net["cover90"] == pytest.approx(30 / 40)
     assert net["tracks"] == 2 and net["pairs"] == 40
+    # squared errors pool over pairs: 1 − (30·1 + 10·5) / (40·1)
+    assert net["skill_dx_win"] == pytest.approx(-1.0) and net["skill_dy_win"] == pytest.approx(0.0)
     assert summarize.main([str(tmp_path)]) == 0
     text = (tmp_path / "summary.md").read_text()
+    assert "| motion posterior (pair) | gt | +0.00 | +0.00 | +0.00 | -1.00 | +0.00 |" in text
     assert "3 held-out sequences" in text and "| zero | +0.183 |" in text  # (0.5 + 0.5 + 0.7 − 0.4 − 0.45 − 0.3) / 3
     assert 0.0 <= net["cover90_low"] <= net["cover90"] <= net["cover90_high"] <= 1.0 and net["cover90_low"] < 0.75
 

@@ -68,7 +68,7 @@ from bmvtrack.metrics import (
 )
 from bmvtrack.calibration import compare_to_prior
 from bmvtrack.models.bottleneck import gaussian_kl
-from bmvtrack.motion import BoxMethod, RBox, boxes_from_masks, relative_between
+from bmvtrack.motion import RELATIVE_NAMES, BoxMethod, RBox, boxes_from_masks, relative_between
 from bmvtrack.segmentation import (
     KEEP_CHOICES,
     Keep,
@@ -128,8 +128,9 @@ PATCH_KEYS = ("nll", "mse")
 LATENT_KEYS = ("maha_batch", "maha_patch")
 # a motion posterior (model.input: pair): calibration of N(μ′, Σ′) on the true box-relative motion,
 # pooled over all pairs, and the same figures of the global prior stored in the checkpoint
+SKILL_KEYS = tuple(f"{kind}_{name}" for name in RELATIVE_NAMES for kind in ("mse", "prior_mse", "skill"))
 MOTION_KEYS = ("cover50", "cover90", "motion_nll", "prior_cover50", "prior_cover90", "prior_nll", "nll_gain",
-               "kl", "n_pairs")
+               "kl", "n_pairs", *SKILL_KEYS)
 BOX_KEYS = ("box_J", "box_F", "box_JF")
 BEST_KEYS = ("best_J", "best_F", "best_JF", "best_mae", "best_max_f", "best_sample_frac")
 
@@ -396,7 +397,8 @@ def evaluate_track(model: Any, ds: VideoDataset, track: Track, cfg: VaeEvalConfi
 
 
 def _motion_metrics(model: Any, motions: np.ndarray, mu: np.ndarray, cov: np.ndarray) -> dict[str, float]:
-    """Calibration of the posteriors and of the checkpoint's prior on the true motions; mean KL."""
+    """Calibration of the posteriors and of the checkpoint's prior on the true motions; per component,
+    the MSE of μ′ and of the prior mean and the skill score; mean KL."""
     prior = model_prior(model)
     if prior is None or motions.shape[0] == 0:
         return {k: math.nan for k in MOTION_KEYS}
@@ -405,7 +407,10 @@ def _motion_metrics(model: Any, motions: np.ndarray, mu: np.ndarray, cov: np.nda
     return {"cover50": cmp.posterior.coverage[0.5], "cover90": cmp.posterior.coverage[0.9],
             "motion_nll": cmp.posterior.nll, "prior_cover50": cmp.prior.coverage[0.5],
             "prior_cover90": cmp.prior.coverage[0.9], "prior_nll": cmp.prior.nll, "nll_gain": cmp.nll_gain,
-            "kl": float(kl.mean()), "n_pairs": float(len(motions))}
+            "kl": float(kl.mean()), "n_pairs": float(len(motions)),
+            **{f"{kind}_{name}": float(v) for kind, values in (("mse", cmp.mse), ("prior_mse", cmp.prior_mse),
+                                                                ("skill", cmp.skill))
+               for name, v in zip(RELATIVE_NAMES, values, strict=True)}}
 
 
 def _latent_metrics(model: Any, mu: np.ndarray, cov: np.ndarray) -> dict[str, float]:
@@ -639,6 +644,10 @@ def report_markdown(report: VaeEvalReport) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _root(v: float | None) -> float:
+    return math.sqrt(v) if v is not None and v >= 0 else math.nan
+
+
 def _motion_section(o: dict[str, float]) -> list[str]:
     return [
         "",
@@ -651,6 +660,14 @@ def _motion_section(o: dict[str, float]) -> list[str]:
         "",
         f"NLL gain of the posterior over the prior: {_fmt(o.get('nll_gain'))} nats per pair; mean KL(posterior ‖ prior) "
         f"{_fmt(o.get('kl'))} nats. Ellipsoids: χ² with 5 degrees of freedom; a calibrated Gaussian holds 50 % and 90 %.",
+        "",
+        "Per component, the posterior mean μ′ against the prior's one mean (RMSE over pairs; skill "
+        "1 − MSE(μ′) / MSE(prior mean): 1 exact, 0 no better than the prior, negative worse):",
+        "",
+        "| component | RMSE of μ′ | RMSE of the prior mean | skill |",
+        "|---|---|---|---|",
+        *(f"| {name} | {_fmt(_root(o.get(f'mse_{name}')))} | {_fmt(_root(o.get(f'prior_mse_{name}')))} | "
+          f"{_fmt(o.get(f'skill_{name}'), digits=2)} |" for name in RELATIVE_NAMES),
     ]
 
 

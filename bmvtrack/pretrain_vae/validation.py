@@ -18,7 +18,7 @@ from bmvtrack.io import atomic_save
 from bmvtrack.metrics import mahalanobis_gaussians
 from bmvtrack.models import loss_from_config
 from bmvtrack.models.preprocess import patches_to_tensor
-from bmvtrack.motion import MotionPrior
+from bmvtrack.motion import RELATIVE_NAMES, MotionPrior
 from bmvtrack.pretrain_vae.config import PretrainConfig
 from bmvtrack.calibration import compare_to_prior
 from bmvtrack.pretrain_vae.data import evenly_spaced, make_sampler, open_dataset
@@ -104,6 +104,8 @@ class ValidationSet:
             val["val/cover90"] = cmp.posterior.coverage[0.9]
             val["val/prior_nll"] = cmp.prior.nll
             val["val/prior_cover90"] = cmp.prior.coverage[0.9]
+            # which components μ′ predicts better than the prior's one mean (1 exact, 0 no better)
+            val.update({f"val/skill_{name}": v for name, v in zip(RELATIVE_NAMES, cmp.skill, strict=True)})
         return val
 
     @torch.no_grad()
