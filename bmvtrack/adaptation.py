@@ -69,10 +69,12 @@ class AdaptConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     # a motion network's pairs: the box off-centre as in its pretraining (configs/pretrain_motion_davis.yaml)
     pair_augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(jitter_shift=0.1, jitter_scale=0.03))
+    # a motion network's warps: the prior's covariance scaled by this squared (its pretraining's pairs.warp_scale)
+    warp_scale: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.steps < 0 or self.batch_size < 1 or not self.lr > 0:
-            raise ValueError(f"adaptation needs steps ≥ 0, batch_size ≥ 1 and lr > 0, got {self}")
+        if self.steps < 0 or self.batch_size < 1 or not self.lr > 0 or not self.warp_scale > 0:
+            raise ValueError(f"adaptation needs steps ≥ 0, batch_size ≥ 1, lr > 0 and warp_scale > 0, got {self}")
         if self.params not in ("all", "decoder"):
             raise ValueError(f"adaptation params must be 'all' or 'decoder', got {self.params!r}")
         if not 0.0 <= self.core <= 1.0:
@@ -182,7 +184,7 @@ def adapt_motion_net(model: nn.Module, frame: np.ndarray, label: np.ndarray, box
     """A copy of the motion network ``model`` fine-tuned on pairs of ``frame`` and its own warps.
 
     Each pair: ``frame`` at ``box`` jittered (``cfg.pair_augment``) beside ``frame`` warped by a motion
-    drawn from the network's box-relative prior; targets: the drawn motion (Gaussian NLL under
+    drawn from the network's box-relative prior (covariance × ``cfg.warp_scale``²); targets: the drawn motion (Gaussian NLL under
     N(μ′, Σ′)) and ``label`` through the warp (the construction loss; ``label`` as in
     ``adapt_segmenter``). ``model`` is untouched; BatchNorm statistics stay frozen.
     """
@@ -191,7 +193,7 @@ def adapt_motion_net(model: nn.Module, frame: np.ndarray, label: np.ndarray, box
     mcfg = model.cfg
     buffers = {k.rsplit(".", 1)[-1]: v for k, v in model.state_dict().items() if "prior_" in k}
     mean = buffers["prior_mean"].double().cpu().numpy()
-    chol = np.linalg.cholesky(buffers["prior_cov"].double().cpu().numpy())
+    chol = cfg.warp_scale * np.linalg.cholesky(buffers["prior_cov"].double().cpu().numpy())
     label = label.astype(np.uint8)
 
     def batch_loss(tuned: nn.Module, rng: np.random.Generator, device: torch.device) -> torch.Tensor:

@@ -206,15 +206,15 @@ def tiny_motion_net(seed: int = 0) -> torch.nn.Module:
 
 @torch.no_grad()
 def warp_scores(net: torch.nn.Module, frame: np.ndarray, mask: np.ndarray, box, n: int = 32,
-                seed: int = 99) -> tuple[float, float]:
+                seed: int = 99, scale: float = 1.0) -> tuple[float, float]:
     """Mean NLL of the true motion and mean J of the decoded mask, over ``n`` pairs of ``frame`` and
-    its own warps by prior draws (``seed``: other draws than the adaptation's)."""
+    its own warps by prior draws, the prior's std × ``scale`` (``seed``: other draws than the adaptation's)."""
     rng = np.random.default_rng(seed)
     buffers = {k.rsplit(".", 1)[-1]: v for k, v in net.state_dict().items() if "prior_" in k}
     mean, chol = buffers["prior_mean"].double().numpy(), np.linalg.cholesky(buffers["prior_cov"].double().numpy())
     items = []
     for _ in range(n):
-        target, warp = draw_warp(box, mean, chol, 0.25, rng)
+        target, warp = draw_warp(box, mean, scale * chol, 0.25, rng)
         items.append(make_pair(frame, mask, box, frame, mask, target, net.cfg.patch_size, AdaptConfig().pair_augment, "box",
                                None, warp))
     out = net(patches_to_tensor(np.stack([x for x, _, _ in items])), sample=False)
@@ -244,3 +244,18 @@ def test_motion_network_adaptation_learns_the_frames_motions_and_object(moving_r
     label = pseudo_label(base, frame, box, 0.5)  # a pair network's own mask of the frame at the box
     inside = fill_rbox(box, frame.shape[:2])
     assert set(np.unique(label)) <= {0, 1, IGNORE} and not label[~inside].any() and (label == 1).any()
+
+
+def test_motion_network_adaptation_with_wider_warps_predicts_wider_motions(moving_root: Path) -> None:
+    """warp_scale draws the adaptation's warps from the prior widened (as pretraining's
+    pairs.warp_scale): the copy adapted so predicts warps of that width better than one adapted on
+    the prior's own."""
+    _, _, frame, mask, box = first_frame(moving_root)
+    base = tiny_motion_net()
+    narrow = adapt_to_box(base, frame, box, replace(FAST, label="box"))
+    wide = adapt_to_box(base, frame, box, replace(FAST, label="box", warp_scale=3.0))
+    nll_narrow, _ = warp_scores(narrow, frame, mask, box, scale=3.0)
+    nll_wide, _ = warp_scores(wide, frame, mask, box, scale=3.0)
+    assert nll_wide < nll_narrow - 0.5, (nll_narrow, nll_wide)
+    with pytest.raises(ValueError, match="warp_scale > 0"):
+        AdaptConfig(warp_scale=0.0)

@@ -127,6 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--adapt-params", choices=["all", "decoder"], default=AdaptConfig.params,
                    help="weights 'segmentation-adapt' tunes (agents always tune their cue's decoder only; "
                         f"default {AdaptConfig.params})")
+    p.add_argument("--adapt-warp-scale", type=float, default=AdaptConfig.warp_scale,
+                   help="'motion-posterior-adapt': its warps are drawn from the network's prior with the "
+                        "covariance scaled by this squared, as pretraining's pairs.warp_scale "
+                        f"(default {AdaptConfig.warp_scale})")
     p.add_argument("--perturb-every", type=int, default=None, metavar="N",
                    help="perturbation protocol (off by default): before frames N, 2N, … (where the object is "
                         "there) re-initialise each tracker on the previous frame with its ground-truth box perturbed; "
@@ -146,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     perturbation = _perturbation(p, args)
     try:
         adapt = AdaptConfig(steps=args.adapt_steps, lr=args.adapt_lr, label=args.adapt_label, core=args.adapt_core,
-                            params=args.adapt_params)
+                            params=args.adapt_params, warp_scale=args.adapt_warp_scale)
     except ValueError as exc:
         p.error(str(exc))
 
