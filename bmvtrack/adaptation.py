@@ -184,8 +184,8 @@ def adapt_motion_net(model: nn.Module, frame: np.ndarray, label: np.ndarray, box
     """A copy of the motion network ``model`` fine-tuned on pairs of ``frame`` and its own warps.
 
     Each pair: ``frame`` at ``box`` jittered (``cfg.pair_augment``) beside ``frame`` warped by a motion
-    drawn from the network's box-relative prior (covariance × ``cfg.warp_scale``²); targets: the drawn motion (Gaussian NLL under
-    N(μ′, Σ′)) and ``label`` through the warp (the construction loss; ``label`` as in
+    drawn from the network's box-relative prior (covariance × ``cfg.warp_scale``²); targets: the drawn
+    motion (Gaussian NLL under N(μ′, Σ′)) and ``label`` through the warp (the construction loss; ``label`` as in
     ``adapt_segmenter``). ``model`` is untouched; BatchNorm statistics stay frozen.
     """
     cfg = cfg or AdaptConfig()

@@ -156,11 +156,7 @@ class PriorComparison:
     prior: Calibration
     mse: tuple[float, ...] = ()  # per component, of the posterior means
     prior_mse: tuple[float, ...] = ()  # per component, of the prior mean
-
-    @property
-    def skill(self) -> tuple[float, ...]:
-        """Per component, 1 − MSE(posterior means) / MSE(prior mean) (NaN where the latter is 0)."""
-        return tuple(1.0 - m / p if p > 0 else math.nan for m, p in zip(self.mse, self.prior_mse))
+    skill: tuple[float, ...] = ()  # per component, 1 − mse / prior_mse (NaN where prior_mse is 0)
 
     @property
     def nll_gain(self) -> float:
@@ -186,5 +182,5 @@ def compare_to_prior(x: np.ndarray, post_mean: np.ndarray, post_cov: np.ndarray,
     prior = calibration(x, prior_mean, prior_cov, levels)
     if np.ndim(post_mean) != 2:
         return PriorComparison(post, prior)
-    mse, prior_mse, _ = mse_skill(x, post_mean, prior_mean)
-    return PriorComparison(post, prior, tuple(map(float, mse)), tuple(map(float, prior_mse)))
+    mse, prior_mse, skill = mse_skill(x, post_mean, prior_mean)
+    return PriorComparison(post, prior, *(tuple(map(float, a)) for a in (mse, prior_mse, skill)))
