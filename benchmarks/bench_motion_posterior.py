@@ -4,8 +4,11 @@ Per frame, the ``motion-posterior`` tracker cuts three crops (reference, its mas
 runs the pair βMVUnet once and pastes its mask back; the ``segmentation`` tracker cuts one crop,
 runs the single-crop βMVUnet, pastes and fits a box. Both are timed in the same run, interleaved
 frame by frame, on the same 854×480 frames; each track's set-up (construction and ``init``) is
-counted in its fps, as ``evaluate`` does. Untrained default-size networks unless checkpoints are
-given (the cost does not depend on the weights).
+counted in its fps, as ``evaluate`` does. ``motion-posterior-mask`` adds, per track, the mask's
+noise measured on 16 warps of frame 0, and per frame a box fitted to the decoded mask and the
+Gaussian product. Untrained default-size networks unless checkpoints are given (the networks' cost
+does not depend on the weights; the mask's does, so give ``--motion-net`` a trained one for it:
+an untrained network's mask may be empty, and then nothing is fused).
 
     python benchmarks/bench_motion_posterior.py [--threads 2] [--frames 200] [--tracks 5]
 """
@@ -45,6 +48,7 @@ def main() -> None:
     frames = [rng.integers(0, 255, (480, 854, 3), dtype=np.uint8) for _ in range(8)]
     box = RBox(427, 240, 120, 80, 10)
     makers = {"motion-posterior": lambda: MotionPosteriorTracker(pair_net),
+              "motion-posterior-mask": lambda: MotionPosteriorTracker(pair_net, measure="mask"),
               "segmentation": lambda: SegmentationTracker(single_net)}
     seconds = {k: 0.0 for k in makers}
     for _ in range(args.tracks):
@@ -63,8 +67,11 @@ def main() -> None:
     fps = {k: n / s for k, s in seconds.items()}
     print(f"854×480 frames, {args.tracks} tracks × {args.frames} frames, torch threads {torch.get_num_threads()}")
     for name, v in fps.items():
-        print(f"  {name:17s} {v:7.1f} fps (set-up included)")
+        print(f"  {name:22s} {v:7.1f} fps (set-up included)")
     print(f"step cost motion-posterior / segmentation = {seconds['motion-posterior'] / seconds['segmentation']:.2f}")
+    fused = trackers["motion-posterior-mask"].noise is not None
+    print(f"step cost motion-posterior-mask / motion-posterior = "
+          f"{seconds['motion-posterior-mask'] / seconds['motion-posterior']:.2f} (mask {'fused' if fused else 'empty: nothing fused'})")
 
 
 if __name__ == "__main__":

@@ -86,6 +86,17 @@ register_tracker(
     lambda model, adapt=None: MotionPosteriorTracker(model, name="motion-posterior-adapt", adapt=adapt),
     motion=True, summary="'motion-posterior' fine-tuned first on frame 0's box and its own warps "
     "(bmvtrack.adaptation, --adapt-*)")
+register_tracker(
+    "motion-posterior-mask",
+    lambda model, adapt=None: MotionPosteriorTracker(model, name="motion-posterior-mask", measure="mask"),
+    motion=True, summary="'motion-posterior' with μ′ fused with the decoded mask's box, the mask's noise "
+    "measured on frame 0's own warps (bmvtrack.mask_measurement)")
+register_tracker(
+    "motion-posterior-mask-adapt",
+    lambda model, adapt=None: MotionPosteriorTracker(model, name="motion-posterior-mask-adapt", adapt=adapt,
+                                                     measure="mask"),
+    motion=True, summary="'motion-posterior-mask' on the network fine-tuned as 'motion-posterior-adapt' "
+    "(--adapt-*)")
 
 # name → options of the segmentation trackers, as registered (a view of the registry)
 SEGMENTATION_TRACKERS: Mapping[str, Mapping[str, Any]] = MappingProxyType(

@@ -21,16 +21,19 @@ copy is made at the first ``init`` and kept when the tracker is re-initialised w
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import numpy as np
 import torch
 
 from bmvtrack.adaptation import AdaptConfig, adapt_to_box
-from bmvtrack.data.pair_sampler import pair_crops
+from bmvtrack.data.pair_sampler import draw_warp, pair_crops
+from bmvtrack.data.patch_sampler import jitter_box
+from bmvtrack.mask_measurement import MaskNoise, fuse, measure_noise, relative_measurement
 from bmvtrack.models.preprocess import patches_to_tensor
-from bmvtrack.motion import RELATIVE_MIRROR, RBox, apply_relative, fill_rbox, keep_in_reach, motion_between
+from bmvtrack.motion import (RELATIVE_MIRROR, RBox, apply_relative, fill_rbox, keep_in_reach, motion_between,
+                             relative_between)
 from bmvtrack.segmentation import foreground_prob
 
 
@@ -69,7 +72,8 @@ class MotionPosteriorTracker:
 
     def __init__(self, checkpoint: str | Path | Any, context: float = 0.25, threshold: float = 0.5,
                  device: str = "cpu", name: str = "motion-posterior", flip: bool = False,
-                 adapt: AdaptConfig | None = None) -> None:
+                 adapt: AdaptConfig | None = None, measure: Literal["none", "mask"] = "none",
+                 calibration_warps: int = 16, seed: int = 0) -> None:
         if isinstance(checkpoint, (str, Path)):
             self.model, cfg = load_motion_posterior(checkpoint, device)
         else:
@@ -81,6 +85,12 @@ class MotionPosteriorTracker:
         self.size = cfg.patch_size
         self.reference = cfg.reference
         self.context, self.threshold, self.name, self.flip = context, threshold, name, flip
+        if measure not in ("none", "mask") or calibration_warps < 2:
+            raise ValueError(f"measure must be 'none' or 'mask' and calibration_warps ≥ 2, got {measure!r}, "
+                             f"{calibration_warps}")
+        self.measure, self.calibration_warps, self.seed = measure, calibration_warps, seed
+        self.noise: MaskNoise | None = None  # the mask box's noise on frame 0's warps (measure="mask")
+        self._calibrated = False
         self.device = next(self.model.parameters()).device
         self._box: RBox | None = None
         self._frame: np.ndarray | None = None
@@ -108,31 +118,80 @@ class MotionPosteriorTracker:
         ``init`` fine-tunes a copy of the network on ``frame`` first)."""
         if self.adapt is not None and not self._adapted:
             self.model, self._adapted = adapt_to_box(self.model, frame, box, self.adapt), True
+        if self.measure == "mask" and not self._calibrated:
+            self.noise, self._calibrated = self._measure_noise(frame, box), True
         self._box, self._frame = box, frame
         self._mask = fill_rbox(box, frame.shape[:2])
         self.last_mask = self.last_posterior = self.last_action = self.last_prob = self.last_patch_prob = None
 
-    @torch.no_grad()
-    def update(self, frame: np.ndarray) -> RBox:
-        """Move the box by μ′ of the pair (previous frame and mask, this frame)."""
-        if self._box is None or self._frame is None or self._mask is None:
-            raise RuntimeError("MotionPosteriorTracker.update called before init")
-        h, w = frame.shape[:2]
-        x, crop = pair_crops(self._frame, self._mask, frame, self._box, self.size, self.context)
-        batch = np.stack([x, x[:, ::-1]]) if self.flip else x[None]
+    def _posteriors(self, pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray, RBox]]
+                    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+        """μ′, Σ′, the S×S P(object) and the frame→crop map of each (reference frame, reference mask,
+        search frame, box) pair, in one forward pass (with ``flip``, each beside its mirror image)."""
+        crops = [pair_crops(f0, m0, f1, b, self.size, self.context) for f0, m0, f1, b in pairs]
+        xs = [x for x, _ in crops]
+        batch = np.stack([v for x in xs for v in ((x, x[:, ::-1]) if self.flip else (x,))])
         out = self.model(patches_to_tensor(batch, self.device), sample=False)
         mus, covs = out["mu"].double().cpu().numpy(), out["cov"].double().cpu().numpy()
         probs = foreground_prob(out["logits"]).cpu().numpy()
-        if self.flip:
-            mu, cov = mirrored_mixture(mus, covs)
-            prob = 0.5 * (probs[0] + probs[1][:, ::-1])
-        else:
-            mu, cov, prob = mus[0], covs[0], probs[0]
+        results = []
+        for i, (_, crop) in enumerate(crops):
+            if self.flip:
+                mu, cov = mirrored_mixture(mus[2 * i:2 * i + 2], covs[2 * i:2 * i + 2])
+                prob = 0.5 * (probs[2 * i] + probs[2 * i + 1][:, ::-1])
+            else:
+                mu, cov, prob = mus[i], covs[i], probs[i]
+            results.append((mu, cov, prob, crop))
+        return results
+
+    def _paste(self, prob: np.ndarray, crop: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+        return cv2.warpAffine(prob, cv2.invertAffineTransform(crop), (hw[1], hw[0]), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+    @torch.no_grad()
+    def _measure_noise(self, frame: np.ndarray, box: RBox) -> MaskNoise | None:
+        """The mask box's noise and Σ′'s scale on frame 0 paired with its own warps: each warp drawn
+        from the network's prior (× the adaptation's ``warp_scale``), the reference box off-centre as
+        in adaptation, the true motion known."""
+        h, w = frame.shape[:2]
+        buffers = {k.rsplit(".", 1)[-1]: v for k, v in self.model.state_dict().items() if "prior_" in k}
+        mean = buffers["prior_mean"].double().cpu().numpy()
+        chol = np.linalg.cholesky(buffers["prior_cov"].double().cpu().numpy())
+        adapt = self.adapt or AdaptConfig()
+        chol = chol * adapt.warp_scale
+        rng = np.random.default_rng(self.seed)
+        pairs, truths = [], []
+        for _ in range(self.calibration_warps):
+            ref = jitter_box(box, rng, adapt.pair_augment)
+            target, warp = draw_warp(box, mean, chol, self.context, rng)
+            search = cv2.warpAffine(frame, warp, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+            pairs.append((frame, fill_rbox(ref, (h, w)), search, ref))
+            truths.append(relative_between(ref, target, self.context))
+        errors, maha = [], []
+        for (mu, cov, prob, crop), (_, _, _, ref), r in zip(self._posteriors(pairs), pairs, truths):
+            d = r - mu
+            maha.append(float(d @ np.linalg.solve(cov, d)))
+            r_m = relative_measurement(self._paste(prob, crop, (h, w)), ref, self.context, self.threshold)
+            if r_m is not None:
+                errors.append(r_m - r)
+        return measure_noise(np.array(errors), np.array(maha), self.calibration_warps)
+
+    @torch.no_grad()
+    def update(self, frame: np.ndarray) -> RBox:
+        """Move the box by μ′ of the pair (previous frame and mask, this frame); with
+        ``measure="mask"``, by μ′ fused with the decoded mask's box."""
+        if self._box is None or self._frame is None or self._mask is None:
+            raise RuntimeError("MotionPosteriorTracker.update called before init")
+        h, w = frame.shape[:2]
+        mu, cov, prob, crop = self._posteriors([(self._frame, self._mask, frame, self._box)])[0]
+        pasted = self._paste(prob, crop, (h, w))
+        if self.noise is not None:
+            r_m = relative_measurement(pasted, self._box, self.context, self.threshold)
+            if r_m is not None:
+                mu, cov = fuse(mu, cov * self.noise.posterior_scale, r_m, self.noise.R)
         self.last_posterior = (mu, cov)
         box = keep_in_reach(apply_relative(self._box, mu, self.context), (h, w))
         self.last_action = motion_between(self._box, box, w, h)
-        pasted = cv2.warpAffine(prob, cv2.invertAffineTransform(crop), (w, h), flags=cv2.INTER_LINEAR,
-                                borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         mask = pasted > self.threshold
         self.last_mask, self.last_prob, self.last_patch_prob = mask, pasted, prob
         self._mask = mask if mask.any() and self.reference == "mask" else fill_rbox(box, (h, w))
