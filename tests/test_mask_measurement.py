@@ -98,8 +98,19 @@ def test_the_mask_pulls_the_box_where_the_motion_posterior_alone_stays() -> None
     assert np.linalg.det(cov) < np.linalg.det(np.eye(5) * 1e-3 * noise.posterior_scale)
 
 
+def test_the_mask_only_ablation_moves_onto_the_mask_box_without_measuring_noise() -> None:
+    frames, boxes = _moving_square()
+    tracker = MotionPosteriorTracker(_StaysAndSegmentsBright(), measure="mask-only")
+    out = _track(tracker, frames, boxes[0])
+    assert rotated_iou(out, boxes[-1]) > 0.8
+    assert tracker.noise is None
+    blank = [np.full_like(frames[0], 20)] * 3  # nothing bright: an empty mask, so μ′ (= stay) moves it
+    assert rotated_iou(_track(tracker, blank, boxes[0]), boxes[0]) > 0.999
+
+
 def test_mask_trackers_are_registered_and_options_are_checked() -> None:
     net = _StaysAndSegmentsBright()
     assert make_tracker("motion-posterior-mask", model=net).measure == "mask"
+    assert make_tracker("motion-mask-box", model=net).measure == "mask-only"
     with pytest.raises(ValueError, match="measure"):
         MotionPosteriorTracker(net, measure="colour")  # type: ignore[arg-type]

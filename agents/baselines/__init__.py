@@ -97,6 +97,16 @@ register_tracker(
                                                      measure="mask"),
     motion=True, summary="'motion-posterior-mask' on the network fine-tuned as 'motion-posterior-adapt' "
     "(--adapt-*)")
+register_tracker(
+    "motion-mask-box",
+    lambda model, adapt=None: MotionPosteriorTracker(model, name="motion-mask-box", measure="mask-only"),
+    motion=True, summary="the box fitted to the motion network's decoded mask, μ′ only where the mask is "
+    "empty: 'motion-posterior-mask' without the fusion")
+register_tracker(
+    "motion-mask-box-adapt",
+    lambda model, adapt=None: MotionPosteriorTracker(model, name="motion-mask-box-adapt", adapt=adapt,
+                                                     measure="mask-only"),
+    motion=True, summary="'motion-mask-box' on the network fine-tuned as 'motion-posterior-adapt' (--adapt-*)")
 
 # name → options of the segmentation trackers, as registered (a view of the registry)
 SEGMENTATION_TRACKERS: Mapping[str, Mapping[str, Any]] = MappingProxyType(

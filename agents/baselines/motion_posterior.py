@@ -17,6 +17,14 @@ With ``adapt`` (``motion-posterior-adapt``, ours) the network is first fine-tune
 frame knowing only its box (``bmvtrack.adaptation.adapt_motion_net``: frame 0 and its own warps). The
 copy is made at the first ``init`` and kept when the tracker is re-initialised within the track
 (the perturbation protocol): the object is the same one.
+
+With ``measure="mask"`` (``motion-posterior-mask``, ours) the box fitted to the decoded mask is a
+second reading of the same motion: μ′ and Σ′ are fused with it as a Kalman update does
+(``bmvtrack.mask_measurement``), its noise measured at the first ``init`` on frame 0's own warps
+(``calibration_warps`` of them, drawn from the network's prior). ``last_posterior`` is then the
+fused Gaussian. The motion says where the object went; the mask pulls a drifted box back.
+``measure="mask-only"`` (``motion-mask-box``) is its ablation: the box moves onto the decoded
+mask's box, by μ′ only where the mask is empty — what the fusion adds over the mask alone.
 """
 from __future__ import annotations
 
@@ -72,7 +80,7 @@ class MotionPosteriorTracker:
 
     def __init__(self, checkpoint: str | Path | Any, context: float = 0.25, threshold: float = 0.5,
                  device: str = "cpu", name: str = "motion-posterior", flip: bool = False,
-                 adapt: AdaptConfig | None = None, measure: Literal["none", "mask"] = "none",
+                 adapt: AdaptConfig | None = None, measure: Literal["none", "mask", "mask-only"] = "none",
                  calibration_warps: int = 16, seed: int = 0) -> None:
         if isinstance(checkpoint, (str, Path)):
             self.model, cfg = load_motion_posterior(checkpoint, device)
@@ -85,9 +93,9 @@ class MotionPosteriorTracker:
         self.size = cfg.patch_size
         self.reference = cfg.reference
         self.context, self.threshold, self.name, self.flip = context, threshold, name, flip
-        if measure not in ("none", "mask") or calibration_warps < 2:
-            raise ValueError(f"measure must be 'none' or 'mask' and calibration_warps ≥ 2, got {measure!r}, "
-                             f"{calibration_warps}")
+        if measure not in ("none", "mask", "mask-only") or calibration_warps < 2:
+            raise ValueError(f"measure must be 'none', 'mask' or 'mask-only' and calibration_warps ≥ 2, "
+                             f"got {measure!r}, {calibration_warps}")
         self.measure, self.calibration_warps, self.seed = measure, calibration_warps, seed
         self.noise: MaskNoise | None = None  # the mask box's noise on frame 0's warps (measure="mask")
         self._calibrated = False
@@ -185,10 +193,12 @@ class MotionPosteriorTracker:
         h, w = frame.shape[:2]
         mu, cov, prob, crop = self._posteriors([(self._frame, self._mask, frame, self._box)])[0]
         pasted = self._paste(prob, crop, (h, w))
-        if self.noise is not None:
+        if self.noise is not None or self.measure == "mask-only":
             r_m = relative_measurement(pasted, self._box, self.context, self.threshold)
-            if r_m is not None:
+            if r_m is not None and self.noise is not None:
                 mu, cov = fuse(mu, cov * self.noise.posterior_scale, r_m, self.noise.R)
+            elif r_m is not None:
+                mu = r_m
         self.last_posterior = (mu, cov)
         box = keep_in_reach(apply_relative(self._box, mu, self.context), (h, w))
         self.last_action = motion_between(self._box, box, w, h)
