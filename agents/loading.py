@@ -6,7 +6,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
-from bmvtrack.agents.baselines import make_tracker, motion_trackers, segmentation_trackers
+from bmvtrack.agents.baselines import make_tracker, motion_trackers, registered_tracker, segmentation_trackers
 from bmvtrack.agents.policy_tracker import PolicyTracker
 from bmvtrack.adaptation import AdaptConfig, SharedAdaptation
 from bmvtrack.config import from_dict
@@ -106,6 +106,12 @@ def learned_tracker_factories(policies: list[str], names: list[str], segmenter: 
         from bmvtrack.agents.baselines.motion_posterior import load_motion_posterior
 
         net, _ = load_motion_posterior(motion_net or DEFAULT_MOTION_CHECKPOINT)
+        seg = None
+        if any(registered_tracker(n).options.get("segmenter") for n in motions):
+            from bmvtrack.segmentation import load_segmenter
+
+            seg, _ = load_segmenter(segmenter or DEFAULT_VAE_CHECKPOINT)
         for name in motions:
-            out[name] = lambda name=name: make_tracker(name, model=net, adapt=adapt)
+            extra = {"segmenter": seg} if registered_tracker(name).options.get("segmenter") else {}
+            out[name] = lambda name=name, extra=extra: make_tracker(name, model=net, adapt=adapt, **extra)
     return out, [n for n in names if n not in segs and n not in motions]

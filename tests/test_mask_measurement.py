@@ -108,6 +108,38 @@ def test_the_mask_only_ablation_moves_onto_the_mask_box_without_measuring_noise(
     assert rotated_iou(_track(tracker, blank, boxes[0]), boxes[0]) > 0.999
 
 
+class _SegmentsBright(torch.nn.Module):
+    """A stand-in single-crop segmenter: the crop's bright pixels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cfg = ModelConfig(patch_size=64)
+        self.w = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor, sample: bool = False, generator: object = None) -> dict[str, torch.Tensor]:
+        logits = torch.zeros(x.shape[0], 2, x.shape[-2], x.shape[-1])
+        logits[:, 1] = 20.0 * (x[:, :3].mean(1) - 0.5)
+        return {"logits": logits}
+
+
+class _StaysAndSegmentsNothing(_StaysAndSegmentsBright):
+    def forward(self, x: torch.Tensor, sample: bool = False) -> dict[str, torch.Tensor]:
+        out = super().forward(x, sample)
+        out["logits"] = torch.zeros_like(out["logits"])
+        out["logits"][:, 0] = 5.0
+        return out
+
+
+def test_a_segmenter_measures_the_motion_where_the_own_decoder_sees_nothing() -> None:
+    frames, boxes = _moving_square()
+    own = MotionPosteriorTracker(_StaysAndSegmentsNothing(), measure="mask")
+    assert rotated_iou(_track(own, frames, boxes[0]), boxes[-1]) < 0.1 and own.noise is None
+    tracker = make_tracker("motion-segmentation-adapt", model=_StaysAndSegmentsNothing(), adapt=None,
+                           segmenter=_SegmentsBright())
+    assert rotated_iou(_track(tracker, frames, boxes[0]), boxes[-1]) > 0.7
+    assert tracker.noise is not None and tracker.noise.measured == tracker.calibration_warps
+
+
 def test_mask_trackers_are_registered_and_options_are_checked() -> None:
     net = _StaysAndSegmentsBright()
     assert make_tracker("motion-posterior-mask", model=net).measure == "mask"

@@ -98,6 +98,13 @@ register_tracker(
     motion=True, summary="'motion-posterior-mask' on the network fine-tuned as 'motion-posterior-adapt' "
     "(--adapt-*)")
 register_tracker(
+    "motion-segmentation-adapt",
+    lambda model, adapt=None, segmenter=None: MotionPosteriorTracker(
+        model, name="motion-segmentation-adapt", adapt=adapt, measure="mask", segmenter=segmenter),
+    motion=True, options={"segmenter": True},
+    summary="'motion-posterior-mask-adapt' measured by 'segmentation-adapt''s mask box (the single-crop "
+    "--segmenter, adapted alike) instead of the motion network's decoder (--motion-net)")
+register_tracker(
     "motion-mask-box",
     lambda model, adapt=None: MotionPosteriorTracker(model, name="motion-mask-box", measure="mask-only"),
     motion=True, summary="the box fitted to the motion network's decoded mask, μ′ only where the mask is "

@@ -23,6 +23,9 @@ second reading of the same motion: μ′ and Σ′ are fused with it as a Kalman
 (``bmvtrack.mask_measurement``), its noise measured at the first ``init`` on frame 0's own warps
 (``calibration_warps`` of them, drawn from the network's prior). ``last_posterior`` is then the
 fused Gaussian. The motion says where the object went; the mask pulls a drifted box back.
+With a ``segmenter`` (a single-crop βMVUnet; ``motion-segmentation-adapt``) the measurement is the
+box the segmentation tracker fits to that network's mask at the box held (``track_step``), the
+network adapted as ``segmentation-adapt`` adapts it: the best mask the project has, with μ′ beside it.
 ``measure="mask-only"`` (``motion-mask-box``) is its ablation: the box moves onto the decoded
 mask's box, by μ′ only where the mask is empty — what the fusion adds over the mask alone.
 """
@@ -42,7 +45,7 @@ from bmvtrack.mask_measurement import MaskNoise, fuse, measure_noise, relative_m
 from bmvtrack.models.preprocess import patches_to_tensor
 from bmvtrack.motion import (RELATIVE_MIRROR, RBox, apply_relative, fill_rbox, keep_in_reach, motion_between,
                              relative_between)
-from bmvtrack.segmentation import foreground_prob
+from bmvtrack.segmentation import foreground_prob, track_step
 
 
 def load_motion_posterior(checkpoint: str | Path, device: str = "cpu") -> tuple[Any, Any]:
@@ -81,7 +84,7 @@ class MotionPosteriorTracker:
     def __init__(self, checkpoint: str | Path | Any, context: float = 0.25, threshold: float = 0.5,
                  device: str = "cpu", name: str = "motion-posterior", flip: bool = False,
                  adapt: AdaptConfig | None = None, measure: Literal["none", "mask", "mask-only"] = "none",
-                 calibration_warps: int = 16, seed: int = 0) -> None:
+                 calibration_warps: int = 16, seed: int = 0, segmenter: Any | None = None) -> None:
         if isinstance(checkpoint, (str, Path)):
             self.model, cfg = load_motion_posterior(checkpoint, device)
         else:
@@ -99,6 +102,8 @@ class MotionPosteriorTracker:
         self.measure, self.calibration_warps, self.seed = measure, calibration_warps, seed
         self.noise: MaskNoise | None = None  # the mask box's noise on frame 0's warps (measure="mask")
         self._calibrated = False
+        self.segmenter = segmenter  # measure the motion with this network's mask box instead of the decoder's
+        self._segmenter_adapted = False
         self.device = next(self.model.parameters()).device
         self._box: RBox | None = None
         self._frame: np.ndarray | None = None
@@ -126,6 +131,8 @@ class MotionPosteriorTracker:
         ``init`` fine-tunes a copy of the network on ``frame`` first)."""
         if self.adapt is not None and not self._adapted:
             self.model, self._adapted = adapt_to_box(self.model, frame, box, self.adapt), True
+        if self.segmenter is not None and self.adapt is not None and not self._segmenter_adapted:
+            self.segmenter, self._segmenter_adapted = adapt_to_box(self.segmenter, frame, box, self.adapt), True
         if self.measure == "mask" and not self._calibrated:
             self.noise, self._calibrated = self._measure_noise(frame, box), True
         self._box, self._frame = box, frame
@@ -156,6 +163,14 @@ class MotionPosteriorTracker:
         return cv2.warpAffine(prob, cv2.invertAffineTransform(crop), (hw[1], hw[0]), flags=cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
+    def _measure(self, frame: np.ndarray, box: RBox, pasted: np.ndarray) -> np.ndarray | None:
+        """The mask's box as a box-relative move from ``box``: the segmenter's (``track_step`` at
+        ``box``) when there is one, else the box of ``pasted``, this network's decoded map."""
+        if self.segmenter is None:
+            return relative_measurement(pasted, box, self.context, self.threshold)
+        found = track_step(self.segmenter, frame, box, self.threshold, self.context).box
+        return None if found is None else relative_between(box, found, self.context)
+
     @torch.no_grad()
     def _measure_noise(self, frame: np.ndarray, box: RBox) -> MaskNoise | None:
         """The mask box's noise and Σ′'s scale on frame 0 paired with its own warps: each warp drawn
@@ -176,10 +191,10 @@ class MotionPosteriorTracker:
             pairs.append((frame, fill_rbox(ref, (h, w)), search, ref))
             truths.append(relative_between(ref, target, self.context))
         errors, maha = [], []
-        for (mu, cov, prob, crop), (_, _, _, ref), r in zip(self._posteriors(pairs), pairs, truths):
+        for (mu, cov, prob, crop), (_, _, search, ref), r in zip(self._posteriors(pairs), pairs, truths):
             d = r - mu
             maha.append(float(d @ np.linalg.solve(cov, d)))
-            r_m = relative_measurement(self._paste(prob, crop, (h, w)), ref, self.context, self.threshold)
+            r_m = self._measure(search, ref, self._paste(prob, crop, (h, w)))
             if r_m is not None:
                 errors.append(r_m - r)
         return measure_noise(np.array(errors), np.array(maha), self.calibration_warps)
@@ -194,7 +209,7 @@ class MotionPosteriorTracker:
         mu, cov, prob, crop = self._posteriors([(self._frame, self._mask, frame, self._box)])[0]
         pasted = self._paste(prob, crop, (h, w))
         if self.noise is not None or self.measure == "mask-only":
-            r_m = relative_measurement(pasted, self._box, self.context, self.threshold)
+            r_m = self._measure(frame, self._box, pasted)
             if r_m is not None and self.noise is not None:
                 mu, cov = fuse(mu, cov * self.noise.posterior_scale, r_m, self.noise.R)
             elif r_m is not None:
