@@ -6,7 +6,7 @@
 #      (configs/pretrain_davis.yaml with the paper's loss, β = 5 and batch class weights, as on the
 #      results pages; the segmentation trackers' network), the same number of steps,
 #      side by side (one thread each); the final checkpoints are used (no selection on the fold);
-#   2. evaluate: zero, csrt, segmentation, segmentation-adapt, motion-posterior;
+#   2. evaluate: zero, csrt, segmentation, segmentation-adapt, motion-posterior, motion-posterior-mask;
 #   3. evaluate_vae of both networks with the annotation's crop and in tracking mode.
 # Then: python scripts/summarize_folds.py $EXP_DIR
 # Environment: STEPS (default 800: two cycles of the cyclical learning rate, ending at its low point; the
@@ -29,13 +29,13 @@ for k in $FOLDS; do
   # shellcheck disable=SC2086
   $PY -m bmvtrack.pretrain_vae --config configs/pretrain_motion_davis.yaml --out "$motion" "${common[@]}" \
     --set prior="$motion/relative_prior.json" $EXTRA > "$motion.log" 2>&1 &
-  trackers=zero,motion-posterior segmenter=() nets=("$motion")
+  trackers=zero,motion-posterior,motion-posterior-mask segmenter=() nets=("$motion")
   if [[ " $NETS " == *" single "* ]]; then
     # shellcheck disable=SC2086
     $PY -m bmvtrack.pretrain_vae --config configs/pretrain_davis.yaml --out "$single" "${common[@]}" \
       --set prior="$single/prior.json" --set cycle_steps=400 --set model.beta=5 --set model.class_weights=batch \
       $EXTRA > "$single.log" 2>&1 &
-    trackers=zero,csrt,segmentation,segmentation-adapt,motion-posterior,motion-posterior-flip
+    trackers=zero,csrt,segmentation,segmentation-adapt,motion-posterior,motion-posterior-flip,motion-posterior-mask
     segmenter=(--segmenter "$single/checkpoint.pt") nets+=("$single")
   fi
   wait
