@@ -74,29 +74,32 @@ register_segmentation_tracker(
     "segmentation-csrt-principal", "'segmentation-csrt' with the principal-axes box fitted to the mask",
     keep="overlap", adapt=True, proposal="csrt", box_method="principal")
 
-register_tracker(
-    "motion-posterior", lambda model, adapt=None: MotionPosteriorTracker(model), motion=True,
-    summary="the box moved by the motion posterior's mean μ′ every frame (--motion-net; no CSRT, no RL)")
-register_tracker(
-    "motion-posterior-flip",
-    lambda model, adapt=None: MotionPosteriorTracker(model, name="motion-posterior-flip", flip=True),
-    motion=True, summary="'motion-posterior' with the pair and its mirror image merged (test-time flip)")
-register_tracker(
-    "motion-posterior-adapt",
-    lambda model, adapt=None: MotionPosteriorTracker(model, name="motion-posterior-adapt", adapt=adapt),
-    motion=True, summary="'motion-posterior' fine-tuned first on frame 0's box and its own warps "
-    "(bmvtrack.adaptation, --adapt-*)")
-register_tracker(
-    "motion-posterior-mask",
-    lambda model, adapt=None: MotionPosteriorTracker(model, name="motion-posterior-mask", measure="mask"),
-    motion=True, summary="'motion-posterior' with μ′ fused with the decoded mask's box, the mask's noise "
-    "measured on frame 0's own warps (bmvtrack.mask_measurement)")
-register_tracker(
-    "motion-posterior-mask-adapt",
-    lambda model, adapt=None: MotionPosteriorTracker(model, name="motion-posterior-mask-adapt", adapt=adapt,
-                                                     measure="mask"),
-    motion=True, summary="'motion-posterior-mask' on the network fine-tuned as 'motion-posterior-adapt' "
-    "(--adapt-*)")
+
+def _register_motion_tracker(name: str, summary: str, adapt_summary: str | None = None, **options: Any) -> None:
+    """Register ``name``, a ``MotionPosteriorTracker`` with ``options`` on the --motion-net network,
+    and with ``adapt_summary`` its ``name-adapt`` twin on the network fine-tuned first (--adapt-*)."""
+    register_tracker(name, lambda model, adapt=None: MotionPosteriorTracker(model, name=name, **options),
+                     motion=True, summary=summary)
+    if adapt_summary is not None:
+        register_tracker(
+            f"{name}-adapt",
+            lambda model, adapt=None: MotionPosteriorTracker(model, name=f"{name}-adapt", adapt=adapt, **options),
+            motion=True, summary=adapt_summary)
+
+
+_register_motion_tracker(
+    "motion-posterior", "the box moved by the motion posterior's mean μ′ every frame (--motion-net; no CSRT, no RL)",
+    "'motion-posterior' fine-tuned first on frame 0's box and its own warps (bmvtrack.adaptation, --adapt-*)")
+_register_motion_tracker(
+    "motion-posterior-flip", "'motion-posterior' with the pair and its mirror image merged (test-time flip)", flip=True)
+_register_motion_tracker(
+    "motion-posterior-mask", "'motion-posterior' with μ′ fused with the decoded mask's box, the mask's noise "
+    "measured on frame 0's own warps (bmvtrack.mask_measurement)",
+    "'motion-posterior-mask' on the network fine-tuned as 'motion-posterior-adapt' (--adapt-*)", measure="mask")
+_register_motion_tracker(
+    "motion-mask-box", "the box fitted to the motion network's decoded mask, μ′ only where the mask is empty: "
+    "'motion-posterior-mask' without the fusion",
+    "'motion-mask-box' on the network fine-tuned as 'motion-posterior-adapt' (--adapt-*)", measure="mask-only")
 register_tracker(
     "motion-segmentation-adapt",
     lambda model, adapt=None, segmenter=None: MotionPosteriorTracker(
@@ -104,16 +107,6 @@ register_tracker(
     motion=True, options={"segmenter": True},
     summary="'motion-posterior-mask-adapt' measured by 'segmentation-adapt''s mask box (the single-crop "
     "--segmenter, adapted alike) instead of the motion network's decoder (--motion-net)")
-register_tracker(
-    "motion-mask-box",
-    lambda model, adapt=None: MotionPosteriorTracker(model, name="motion-mask-box", measure="mask-only"),
-    motion=True, summary="the box fitted to the motion network's decoded mask, μ′ only where the mask is "
-    "empty: 'motion-posterior-mask' without the fusion")
-register_tracker(
-    "motion-mask-box-adapt",
-    lambda model, adapt=None: MotionPosteriorTracker(model, name="motion-mask-box-adapt", adapt=adapt,
-                                                     measure="mask-only"),
-    motion=True, summary="'motion-mask-box' on the network fine-tuned as 'motion-posterior-adapt' (--adapt-*)")
 
 # name → options of the segmentation trackers, as registered (a view of the registry)
 SEGMENTATION_TRACKERS: Mapping[str, Mapping[str, Any]] = MappingProxyType(
