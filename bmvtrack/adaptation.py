@@ -179,6 +179,12 @@ def _pair_prob(model: nn.Module, frame: np.ndarray, box: RBox, context: float = 
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
+def network_prior(model: nn.Module) -> tuple[np.ndarray, np.ndarray]:
+    """The mean and covariance of the box-relative prior a motion network was trained with (its buffers)."""
+    buffers = {k.rsplit(".", 1)[-1]: v for k, v in model.state_dict().items() if "prior_" in k}
+    return buffers["prior_mean"].double().cpu().numpy(), buffers["prior_cov"].double().cpu().numpy()
+
+
 def adapt_motion_net(model: nn.Module, frame: np.ndarray, label: np.ndarray, box: RBox,
                      cfg: AdaptConfig | None = None) -> nn.Module:
     """A copy of the motion network ``model`` fine-tuned on pairs of ``frame`` and its own warps.
@@ -191,9 +197,8 @@ def adapt_motion_net(model: nn.Module, frame: np.ndarray, label: np.ndarray, box
     cfg = cfg or AdaptConfig()
     aug = cfg.pair_augment
     mcfg = model.cfg
-    buffers = {k.rsplit(".", 1)[-1]: v for k, v in model.state_dict().items() if "prior_" in k}
-    mean = buffers["prior_mean"].double().cpu().numpy()
-    chol = cfg.warp_scale * np.linalg.cholesky(buffers["prior_cov"].double().cpu().numpy())
+    mean, cov = network_prior(model)
+    chol = cfg.warp_scale * np.linalg.cholesky(cov)
     label = label.astype(np.uint8)
 
     def batch_loss(tuned: nn.Module, rng: np.random.Generator, device: torch.device) -> torch.Tensor:

@@ -38,7 +38,7 @@ import cv2
 import numpy as np
 import torch
 
-from bmvtrack.adaptation import AdaptConfig, adapt_to_box
+from bmvtrack.adaptation import AdaptConfig, adapt_to_box, network_prior
 from bmvtrack.data.pair_sampler import draw_warp, pair_crops
 from bmvtrack.data.patch_sampler import jitter_box
 from bmvtrack.mask_measurement import MaskNoise, fuse, measure_noise, relative_measurement
@@ -177,11 +177,9 @@ class MotionPosteriorTracker:
         from the network's prior (× the adaptation's ``warp_scale``), the reference box off-centre as
         in adaptation, the true motion known."""
         h, w = frame.shape[:2]
-        buffers = {k.rsplit(".", 1)[-1]: v for k, v in self.model.state_dict().items() if "prior_" in k}
-        mean = buffers["prior_mean"].double().cpu().numpy()
-        chol = np.linalg.cholesky(buffers["prior_cov"].double().cpu().numpy())
+        mean, cov = network_prior(self.model)
         adapt = self.adapt or AdaptConfig()
-        chol = chol * adapt.warp_scale
+        chol = adapt.warp_scale * np.linalg.cholesky(cov)
         rng = np.random.default_rng(self.seed)
         pairs, truths = [], []
         for _ in range(self.calibration_warps):
