@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bmvtrack.motion import RBox, canonicalize, fill_rbox, rbox_from_mask, relative_between
-from bmvtrack.segmentation import mask_from_prob
+from bmvtrack.motion import RBox, fill_rbox, relative_between
+from bmvtrack.segmentation import box_from_prob
 
 MIN_STD = 1.0 / 96.0  # a noise floor of about one pixel of the default 96-pixel crop, in relative units
 
@@ -38,9 +38,8 @@ class MaskNoise:
 def mask_box(prob: np.ndarray, box: RBox, threshold: float = 0.5) -> RBox | None:
     """The rotated box of ``prob > threshold`` (frame-sized), fitted to the pieces touching ``box``
     (``keep="overlap"``, as the segmentation tracker), its angle the one closest to ``box``'s."""
-    anchor = fill_rbox(box, prob.shape[:2])
-    found = rbox_from_mask(mask_from_prob(prob, threshold, "overlap", anchor).astype(np.uint8))
-    return None if found is None else canonicalize(found, box.angle)
+    return box_from_prob(prob, threshold, keep="overlap", reference_angle=box.angle,
+                         anchor=fill_rbox(box, prob.shape[:2]))
 
 
 def measure_noise(errors: np.ndarray, mahalanobis_sq: np.ndarray, drawn: int) -> MaskNoise | None:
