@@ -72,3 +72,16 @@ def test_this_machine_runs_the_pinned_versions():
             assert req.specifier.contains(have, prereleases=True), f"torch {have} is below {req}"
             continue
         assert have == want, f"{req.name} {have} is installed, constraints.txt pins {want}: run scripts/setup_env.sh"
+
+
+@pytest.mark.parametrize("folder", ["agents", "envs"])
+def test_a_top_level_folder_imported_by_its_own_name_says_which_package_it_is(folder: str) -> None:
+    """From the repository root ``import agents`` would load a second copy (every tracker registered
+    twice); it fails at once, naming the package to import instead."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", f"import {folder}"], cwd=root, capture_output=True, text=True)
+    assert done.returncode != 0
+    assert f"import bmvtrack.{folder}" in done.stderr.strip().splitlines()[-1]
