@@ -11,6 +11,11 @@ motion posterior's calibration pooled over all pairs (each track's coverage weig
 90 % coverage with a 95 % percentile bootstrap interval over tracks) and, per motion component, the skill of
 its mean μ′ against the prior's mean (squared errors pooled over pairs).
 
+``--same-box`` adds the success AUC of every tracker's rotated box converted alike (its corner
+bounds; the rotated IoU), and the focus trackers' paired differences in both: the headline gives a
+tracker that segments its mask's tight box, so a tracker whose box is not fitted to a mask is
+compared with it only here on the same footing.
+
 ``--focus TRACKER`` (repeatable) names the trackers compared with every other instead of the
 motion posterior's. ``--with NAME=DIR`` pools another experiment folder the same way (e.g. the same protocol with another
 β) and adds its focus trackers as ``<tracker> (NAME)`` and its networks as ``(NAME)`` rows, so that the
@@ -39,7 +44,10 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-KEYS = ("success_auc", "precision_20", "jf", "fps", "frames")
+KEYS = ("success_auc", "precision_20", "jf", "fps", "frames", "success_auc_bounds", "success_auc_rot")
+# the same box conversion for every tracker (--same-box): the headline gives a segmenting tracker its mask's
+# tight box and every other its rotated box's corner bounds; these two columns convert every rotated box alike
+SAME_BOX = (("success_auc_bounds", "AUC corners"), ("success_auc_rot", "AUC rot"))
 
 
 def tracking(exp: Path) -> tuple[dict[str, dict[str, dict[str, float]]], list[str]]:
@@ -50,7 +58,7 @@ def tracking(exp: Path) -> tuple[dict[str, dict[str, dict[str, float]]], list[st
     for f in runs:
         for r in _rows(exp / f / "sequences.csv"):
             lists[r["tracker"]][r["sequence"]].append(
-                {k: float(r[k]) if r[k] not in ("", None) else float("nan") for k in KEYS})
+                {k: float(r[k]) if r.get(k) not in ("", None) else float("nan") for k in KEYS})
     out = {t: {s: {k: float(np.mean([v[k] for v in vs])) for k in KEYS} for s, vs in seqs.items()}
            for t, seqs in lists.items()}
     return out, runs
@@ -135,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="a command that reproduces the runs, listed under the title (repeatable)")
     p.add_argument("--focus", action="append", default=None, metavar="TRACKER",
                    help=f"a tracker compared paired with every other (repeatable; default {', '.join(FOCUS)})")
+    p.add_argument("--same-box", action="store_true",
+                   help="also compare every tracker's rotated box converted alike (corner bounds, rotated IoU)")
     p.add_argument("--with", dest="others", action="append", default=[], metavar="NAME=DIR",
                    help="another experiment folder, pooled alike and compared paired (repeatable)")
     args = p.parse_args(argv)
@@ -157,20 +167,33 @@ def main(argv: list[str] | None = None) -> int:
         if args.title else [f"# {len(seqs)} held-out sequences, pooled over {', '.join(folds)}", ""]
     if args.reproduce:
         head += ["Reproduce:", "", "```", *args.reproduce, "```", ""]
+    same_box = SAME_BOX if args.same_box else ()
     lines = [*head,
-             "| tracker | success AUC | Prec@20px | J&F | FPS (median) |", "|---|---|---|---|---|"]
+             "| tracker | success AUC | Prec@20px | J&F | FPS (median) |" + "".join(f" {t} |" for _, t in same_box),
+             "|---|---|---|---|---|" + "---|" * len(same_box)]
     for name in sorted(res, key=lambda n: -np.mean([res[n][s]["success_auc"] for s in seqs])):
         d = res[name]
         jf = np.nanmean([d[s]["jf"] for s in seqs]) if any(np.isfinite(d[s]["jf"]) for s in seqs) else float("nan")
         lines.append(f"| {name} | {np.mean([d[s]['success_auc'] for s in seqs]):.3f} | "
                      f"{np.mean([d[s]['precision_20'] for s in seqs]):.3f} | "
-                     f"{'' if not np.isfinite(jf) else f'{100 * jf:.1f}'} | {np.median([d[s]['fps'] for s in seqs]):.1f} |")
+                     f"{'' if not np.isfinite(jf) else f'{100 * jf:.1f}'} | {np.median([d[s]['fps'] for s in seqs]):.1f} |"
+                     + "".join(f" {np.mean([d[s][k] for s in seqs]):.3f} |" for k, _ in same_box))
     for focus in (f for f in focus_on if f in res):
         lines += ["", f"Paired over sequences, {focus} minus each (success AUC, 95 % BCa bootstrap interval):", "",
                   "| other | mean difference | 95 % interval | sequences ahead |", "|---|---|---|---|"]
         for name in sorted(n for n in res if n != focus):
             r = paired_bootstrap([res[focus][s]["success_auc"] for s in seqs], [res[name][s]["success_auc"] for s in seqs])
             lines.append(f"| {name} | {r['mean_diff']:+.3f} | [{r['low']:+.3f}, {r['high']:+.3f}] | {r['wins']}/{r['n']} |")
+        if same_box:
+            lines += ["", f"The same, every tracker's rotated box converted alike ({focus} minus each; 95 % BCa intervals):", "",
+                      "| other | " + " | ".join(f"{t}: difference [95 % interval], ahead" for _, t in same_box) + " |",
+                      "|---|" + "---|" * len(same_box)]
+            for name in sorted(n for n in res if n != focus):
+                cells = []
+                for key, _ in same_box:
+                    r = paired_bootstrap([res[focus][s][key] for s in seqs], [res[name][s][key] for s in seqs])
+                    cells.append(f"{r['mean_diff']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}], {r['wins']}/{r['n']}")
+                lines.append(f"| {name} | " + " | ".join(cells) + " |")
     net_lines, skill_lines = [], []
     for exp, suffix in [(args.exp_dir, "")] + [(d, f" ({n})") for n, d in others]:
         for prefix, label in NETWORKS:

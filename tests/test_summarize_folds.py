@@ -80,3 +80,18 @@ def test_focus_names_the_trackers_compared_with_every_other(write_csv, tmp_path:
     text = (tmp_path / "summary.md").read_text()
     assert "segmentation-colour minus each" in text and "| segmentation-adapt | +0.110 |" in text
     assert "motion-posterior minus each" not in text
+
+
+def test_same_box_compares_every_trackers_rotated_box_converted_alike(write_csv, tmp_path: Path, summarize) -> None:
+    # the segmenting tracker's headline is its mask's tight box (0.7); its rotated box's corners score 0.5
+    rows = [{**_seq("segmentation-adapt", s, 0.7), "success_auc_bounds": 0.5, "success_auc_rot": 0.6} for s in "abc"]
+    rows += [{**_seq("motion-posterior", s, 0.55 + 0.01 * i), "success_auc_bounds": 0.55 + 0.01 * i,
+              "success_auc_rot": 0.6} for i, s in enumerate("abc")]
+    write_csv(tmp_path / "eval-f0" / "sequences.csv", rows)
+    assert summarize.main([str(tmp_path)]) == 0
+    assert "AUC corners" not in (tmp_path / "summary.md").read_text()
+    assert summarize.main([str(tmp_path), "--same-box"]) == 0
+    text = (tmp_path / "summary.md").read_text()
+    assert "| segmentation-adapt | -0.140 |" in text  # the headline: mask box against corners
+    assert "| segmentation-adapt | +0.060 [+0.050, +0.070], 3/3 | +0.000 [+0.000, +0.000], 0/3 |" in text
+    assert "| segmentation-adapt | 0.700 | 0.700 |  | 50.0 | 0.500 | 0.600 |" in text
