@@ -138,6 +138,10 @@ def test_a_segmenter_measures_the_motion_where_the_own_decoder_sees_nothing() ->
                            segmenter=_SegmentsBright())
     assert rotated_iou(_track(tracker, frames, boxes[0]), boxes[-1]) > 0.7
     assert tracker.noise is not None and tracker.noise.measured == tracker.calibration_warps
+    # the mask it reports is the segmenter's, the one it measured on (its own decoder sees nothing)
+    truth = fill_rbox(boxes[-1], frames[-1].shape[:2])
+    assert own.last_mask is not None and not own.last_mask.any()
+    assert (tracker.last_mask & truth).sum() / (tracker.last_mask | truth).sum() > 0.8
 
 
 def test_mask_trackers_are_registered_and_options_are_checked() -> None:

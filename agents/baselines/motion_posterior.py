@@ -25,7 +25,8 @@ second reading of the same motion: μ′ and Σ′ are fused with it as a Kalman
 fused Gaussian. The motion says where the object went; the mask pulls a drifted box back.
 With a ``segmenter`` (a single-crop βMVUnet; ``motion-segmentation-adapt``) the measurement is the
 box the segmentation tracker fits to that network's mask at the box held (``track_step``), the
-network adapted as ``segmentation-adapt`` adapts it: the best mask the project has, with μ′ beside it.
+network adapted as ``segmentation-adapt`` adapts it: the best mask the project has, with μ′ beside it;
+``last_mask`` is then that network's mask, the one the box was measured on.
 ``measure="mask-only"`` (``motion-mask-box``) is its ablation: the box moves onto the decoded
 mask's box, by μ′ only where the mask is empty — what the fusion adds over the mask alone.
 """
@@ -113,7 +114,7 @@ class MotionPosteriorTracker:
         self.last_posterior: tuple[np.ndarray, np.ndarray] | None = None
         self.last_action: np.ndarray | None = None
         self.last_patch_prob: np.ndarray | None = None  # the decoder's P(object) over the search crop
-        self.last_prob: np.ndarray | None = None  # the same pasted into the frame (H×W float32)
+        self.last_prob: np.ndarray | None = None  # the same pasted into the frame (H×W float32; the segmenter's with one)
 
     @property
     def box(self) -> RBox | None:
@@ -163,13 +164,14 @@ class MotionPosteriorTracker:
         return cv2.warpAffine(prob, cv2.invertAffineTransform(crop), (hw[1], hw[0]), flags=cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
-    def _measure(self, frame: np.ndarray, box: RBox, pasted: np.ndarray) -> np.ndarray | None:
-        """The mask's box as a box-relative move from ``box``: the segmenter's (``track_step`` at
-        ``box``) when there is one, else the box of ``pasted``, this network's decoded map."""
+    def _measure(self, frame: np.ndarray, box: RBox, pasted: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+        """The mask's box as a box-relative move from ``box`` (None: empty mask) and the frame-sized
+        map it was read from: the segmenter's (``track_step`` at ``box``) when there is one, else
+        ``pasted``, this network's decoded map."""
         if self.segmenter is None:
-            return relative_measurement(pasted, box, self.context, self.threshold)
-        found = track_step(self.segmenter, frame, box, self.threshold, self.context).box
-        return None if found is None else relative_between(box, found, self.context)
+            return relative_measurement(pasted, box, self.context, self.threshold), pasted
+        step = track_step(self.segmenter, frame, box, self.threshold, self.context)
+        return (None if step.box is None else relative_between(box, step.box, self.context)), step.prob
 
     @torch.no_grad()
     def _measure_noise(self, frame: np.ndarray, box: RBox) -> MaskNoise | None:
@@ -192,7 +194,7 @@ class MotionPosteriorTracker:
         for (mu, cov, prob, crop), (_, _, search, ref), r in zip(self._posteriors(pairs), pairs, truths):
             d = r - mu
             maha.append(float(d @ np.linalg.solve(cov, d)))
-            r_m = self._measure(search, ref, self._paste(prob, crop, (h, w)))
+            r_m, _ = self._measure(search, ref, self._paste(prob, crop, (h, w)))
             if r_m is not None:
                 errors.append(r_m - r)
         return measure_noise(np.array(errors), np.array(maha), self.calibration_warps)
@@ -207,7 +209,9 @@ class MotionPosteriorTracker:
         mu, cov, prob, crop = self._posteriors([(self._frame, self._mask, frame, self._box)])[0]
         pasted = self._paste(prob, crop, (h, w))
         if self.noise is not None or self.measure == "mask-only":
-            r_m = self._measure(frame, self._box, pasted)
+            r_m, measured = self._measure(frame, self._box, pasted)
+            if self.segmenter is not None:  # the mask tracked (last_mask, last_prob) is the one measured
+                pasted = measured
             if r_m is not None and self.noise is not None:
                 mu, cov = fuse(mu, cov * self.noise.posterior_scale, r_m, self.noise.R)
             elif r_m is not None:
