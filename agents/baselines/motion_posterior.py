@@ -46,7 +46,7 @@ from bmvtrack.mask_measurement import MaskNoise, fuse, measure_noise, relative_m
 from bmvtrack.models.preprocess import patches_to_tensor
 from bmvtrack.motion import (RELATIVE_MIRROR, RBox, apply_relative, fill_rbox, keep_in_reach, motion_between,
                              relative_between)
-from bmvtrack.segmentation import foreground_prob, track_step
+from bmvtrack.segmentation import StepResult, foreground_prob, track_step
 
 
 def load_motion_posterior(checkpoint: str | Path, device: str = "cpu") -> tuple[Any, Any]:
@@ -164,14 +164,14 @@ class MotionPosteriorTracker:
         return cv2.warpAffine(prob, cv2.invertAffineTransform(crop), (hw[1], hw[0]), flags=cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
-    def _measure(self, frame: np.ndarray, box: RBox, pasted: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
-        """The mask's box as a box-relative move from ``box`` (None: empty mask) and the frame-sized
-        map it was read from: the segmenter's (``track_step`` at ``box``) when there is one, else
-        ``pasted``, this network's decoded map."""
+    def _measure(self, frame: np.ndarray, box: RBox, pasted: np.ndarray) -> tuple[np.ndarray | None, StepResult | None]:
+        """The mask's box as a box-relative move from ``box`` (None: empty mask): the segmenter's
+        (``track_step`` at ``box``, returned too) when there is one, else the box of ``pasted``, this
+        network's decoded map."""
         if self.segmenter is None:
-            return relative_measurement(pasted, box, self.context, self.threshold), pasted
+            return relative_measurement(pasted, box, self.context, self.threshold), None
         step = track_step(self.segmenter, frame, box, self.threshold, self.context)
-        return (None if step.box is None else relative_between(box, step.box, self.context)), step.prob
+        return (None if step.box is None else relative_between(box, step.box, self.context)), step
 
     @torch.no_grad()
     def _measure_noise(self, frame: np.ndarray, box: RBox) -> MaskNoise | None:
@@ -209,9 +209,9 @@ class MotionPosteriorTracker:
         mu, cov, prob, crop = self._posteriors([(self._frame, self._mask, frame, self._box)])[0]
         pasted = self._paste(prob, crop, (h, w))
         if self.noise is not None or self.measure == "mask-only":
-            r_m, measured = self._measure(frame, self._box, pasted)
-            if self.segmenter is not None:  # the mask tracked (last_mask, last_prob) is the one measured
-                pasted = measured
+            r_m, step = self._measure(frame, self._box, pasted)
+            if step is not None:  # the mask tracked (last_mask, last_prob) is the one measured: the segmenter's
+                pasted = step.prob
             if r_m is not None and self.noise is not None:
                 mu, cov = fuse(mu, cov * self.noise.posterior_scale, r_m, self.noise.R)
             elif r_m is not None:
