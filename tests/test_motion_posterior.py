@@ -132,6 +132,61 @@ def test_warped_pairs_need_the_prior(pair_data: Path) -> None:
         ps.sample(0, np.random.default_rng(0))
 
 
+def test_rollout_pairs_start_from_the_boxes_a_tracker_held(pair_data: Path, tmp_path: Path) -> None:
+    """``pairs.rollouts``: a real pair's reference box is the one the tracker held at t (its output,
+    or the perturbed box it was re-initialised on before t + 1), labelled with the move onto the
+    annotation at t + 1; boxes the network could not learn from are left out."""
+    from bmvtrack.data.images import DatasetError
+    from bmvtrack.data.pair_sampler import rollout_target, usable_reference
+    from bmvtrack.evaluate import command as evaluate
+    from bmvtrack.evaluate import load_run_results
+
+    run = tmp_path / "zero"
+    assert evaluate.main(["--data", str(pair_data), "--layout", "davis2017", "--split", "train", "--trackers", "zero",
+                          "--perturb-every", "3", "--perturb-shift", "0.1", "--out", str(run), "--no-progress",
+                          "--no-wandb"]) == 0
+    ds = _dataset(pair_data)
+    still = AugmentConfig(jitter_shift=0, jitter_scale=0, flip=False, colour=0)
+    ps = PairSampler(ds, 64, still, pairs=PairConfig(warp_fraction=0.0, mask_noise=0, rollouts=[str(run)],
+                                                     rollout_fraction=1.0))
+    results = {r.sequence: r for r in load_run_results(run)}
+    names = [tr.name for tr in ds.tracks()]
+    expected = {}
+    for ti, fi in ps.items:
+        res = results[names[ti]]
+        held = res.boxes[fi]
+        if fi + 1 in res.perturbed_frames:
+            held = res.perturbed_boxes[list(res.perturbed_frames).index(fi + 1)]
+        held = RBox(*(float(v) for v in held))
+        if usable_reference(held, ps.boxes[ti][fi + 1], 0.25):
+            expected[(ti, fi)] = held
+    assert set(ps.rollout_refs) == set(expected) and len(expected) >= 3
+    assert any(fi + 1 in results[names[ti]].perturbed_frames for ti, fi in expected)
+    moved = 0
+    for i, item in enumerate(ps.items):
+        _, _, r = ps.sample(i, np.random.default_rng(i))
+        ti, fi = item
+        start = expected.get(item, ps.boxes[ti][fi])  # no usable rollout box: the annotation's (no jitter here)
+        np.testing.assert_allclose(r, relative_between(start, rollout_target(start, ps.boxes[ti][fi + 1])), atol=1e-5)
+        moved += item in expected and not np.allclose(start.as_array(), ps.boxes[ti][fi].as_array())
+    assert moved >= 3
+    # validation pairs (no rng) stay at the annotation
+    ti, fi = next(iter(expected))
+    _, _, r = ps.sample(ps.items.index((ti, fi)))
+    np.testing.assert_allclose(r, relative_between(ps.boxes[ti][fi], ps.boxes[ti][fi + 1]), atol=1e-6)
+    # a box the network cannot see the object from is no training reference
+    b = ps.boxes[ti][fi + 1]
+    assert not usable_reference(RBox(b.cx + 3 * b.w, b.cy, b.w, b.h, b.angle), b, 0.25)
+    assert not usable_reference(RBox(b.cx, b.cy, b.w * 5, b.h, b.angle), b, 0.25)
+    # the same box written with its sides swapped and turned by 90°: no move at all
+    turned = RBox(b.cx, b.cy, b.h, b.w, b.angle + 90)
+    assert usable_reference(turned, b, 0.25)
+    np.testing.assert_allclose(relative_between(turned, rollout_target(turned, b)), 0, atol=1e-9)
+    # a run on other data is an error naming it
+    with pytest.raises(DatasetError, match="zero: none of its tracks"):
+        PairSampler(_dataset(pair_data, "val"), 64, pairs=PairConfig(rollouts=[str(run)]))
+
+
 # ------------------------------------------------------------------------------------ network
 
 

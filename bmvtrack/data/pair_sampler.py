@@ -11,13 +11,20 @@ An item is a frame t of a track whose object is also present at t + 1. Its pair 
   exactly known motion is unlimited and covers the whole prior, not only the few hundred real
   steps of a small dataset.
 
+A real pair's reference box may instead be one a tracker actually held there (``PairConfig.rollouts``:
+``evaluate`` runs of a tracker on the training split): DAgger's idea, so that the network learns
+the correction from the boxes its own tracking reaches — far heavier-tailed than any jitter — and
+not only from boxes jittered around the annotation.
+
 Arrays are uint8 ``(S, S, 7)``: reference RGB, reference mask (0/255), search RGB; the label is the
 search crop's mask, the target ``r`` the box-relative motion (``bmvtrack.motion.relative_between``).
 Numpy only, like ``patch_sampler``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import cv2
@@ -26,7 +33,9 @@ import numpy as np
 from bmvtrack.data.patch_sampler import AugmentConfig, _colour_jitter, jitter_box
 from bmvtrack.data.patches import crop_window
 from bmvtrack.data.readers import VideoDataset
-from bmvtrack.motion import RELATIVE_MIRROR, RBox, apply_relative, box_warp, boxes_from_masks, fill_rbox, relative_between
+from bmvtrack.motion import (
+    RELATIVE_MIRROR, RBox, apply_relative, box_warp, boxes_from_masks, canonicalize, fill_rbox, relative_between,
+)
 
 PAIR_CHANNELS = 7  # reference RGB, reference mask, search RGB
 
@@ -38,6 +47,69 @@ class PairConfig:
     warp_fraction: float = 0.5  # share of training pairs that are a frame and its own warp by a prior draw
     warp_scale: float = 1.0  # the prior's covariance is scaled by this squared for the warp draws
     mask_noise: float = 0.3  # probability of eroding or dilating the reference mask (a tracker's own mask is imperfect)
+    # evaluate run folders of a tracker on `data`'s training split: the boxes it held are reference boxes of real pairs
+    rollouts: list[str] = field(default_factory=list)
+    # share of real pairs whose reference box is a rollout's (where one is usable; the others are jittered)
+    rollout_fraction: float = field(default=0.5, metadata={"ge": 0.0, "le": 1.0})
+
+
+# A rollout box is a training reference only where the network can see where the object goes: the
+# true box at t + 1 centred inside the window (|Δc| ≤ half the window) and each side within 4× (a
+# tracker's box drifts in size far more than in place: on DAVIS a motion tracker's boxes on its own
+# training sequences are off by over 2× in about half the frames).
+_ROLLOUT_MAX_SHIFT, _ROLLOUT_MAX_LOG_SCALE = 0.5, math.log(4.0)
+
+
+def usable_reference(ref: RBox, target: RBox, context: float) -> bool:
+    """Whether a network at ``ref`` can learn the move onto ``target`` (``target`` in the form
+    closest to ``ref``'s angle, as ``rollout_target`` gives it; see ``_ROLLOUT_MAX_*``)."""
+    r = relative_between(ref, rollout_target(ref, target), context)
+    return bool(np.all(np.isfinite(r)) and abs(r[3]) <= _ROLLOUT_MAX_SHIFT and abs(r[4]) <= _ROLLOUT_MAX_SHIFT
+                and abs(r[0]) <= _ROLLOUT_MAX_LOG_SCALE and abs(r[1]) <= _ROLLOUT_MAX_LOG_SCALE)
+
+
+def rollout_target(ref: RBox, target: RBox) -> RBox:
+    """``target`` written as the equivalent box whose angle is within 45° of ``ref``'s: a tracker's
+    angle accumulates freely, and the move it should learn is the smallest turn (sinθ one-to-one)."""
+    return canonicalize(target, ref.angle)
+
+
+def rollout_references(folders: list[str], tracks: list, boxes: list[list[RBox | None]],
+                       context: float) -> dict[tuple[int, int], list[RBox]]:
+    """For each item (track index, frame t): the boxes trackers held at frame t in ``folders``
+    (``evaluate`` runs), usable as reference boxes for the move onto the annotation at t + 1.
+
+    The box held at t is the one the tracker started its step to t + 1 from: its output at t, or
+    the perturbed box it was re-initialised on before t + 1 (the perturbation protocol). Tracks of a
+    run that are not in the training data are skipped; a run with none of them is an error.
+    """
+    from bmvtrack.evaluate import load_run_results
+
+    index = {tr.name: ti for ti, tr in enumerate(tracks)}
+    refs: dict[tuple[int, int], list[RBox]] = {}
+    for folder in folders:
+        matched = 0
+        for res in load_run_results(folder):
+            ti = index.get(res.sequence)
+            if ti is None:
+                continue
+            matched += 1
+            frame_of = {name: i for i, name in enumerate(tracks[ti].frame_names)}
+            held = {t: row for t, row in enumerate(res.boxes)}
+            for f, row in zip(res.perturbed_frames, res.perturbed_boxes):
+                held[f - 1] = row
+            for t, row in held.items():
+                fi = frame_of.get(res.frame_names[t]) if t < len(res.frame_names) else None
+                if fi is None or fi + 1 >= len(boxes[ti]) or boxes[ti][fi + 1] is None or not np.all(np.isfinite(row)):
+                    continue
+                ref = RBox(*(float(v) for v in row))
+                if ref.w > 0 and ref.h > 0 and usable_reference(ref, boxes[ti][fi + 1], context):
+                    refs.setdefault((ti, fi), []).append(ref)
+        if not matched:
+            from bmvtrack.data.images import DatasetError
+
+            raise DatasetError(f"{Path(folder)}: none of its tracks is in the training data (pairs.rollouts)")
+    return refs
 
 
 def _window_affine(box: RBox, frame_hw: tuple[int, int], size: int, context: float) -> np.ndarray:
@@ -85,6 +157,8 @@ class PairSampler:
             self.boxes.append(boxes)
             self.items.extend((ti, fi) for fi in range(len(boxes) - 1)
                               if boxes[fi] is not None and boxes[fi + 1] is not None)
+        self.rollout_refs = (rollout_references(self.pairs.rollouts, ds.tracks(), self.boxes, self.aug.context)
+                             if self.pairs.rollouts else {})
         if not self.items:
             from bmvtrack.data.images import DatasetError
 
@@ -109,6 +183,7 @@ class PairSampler:
         ti, fi = self.items[index]
         tr = self.ds.tracks()[ti]
         frame, mask, box = self.ds.frame(tr, fi), self.ds.mask(tr, fi), self.boxes[ti][fi]
+        ref_box = None  # jittered around the annotation
         warped = rng is not None and self.pairs.warp_fraction > 0 and rng.random() < self.pairs.warp_fraction
         if warped:
             if self.prior_mean is None or self.prior_chol is None:
@@ -119,8 +194,12 @@ class PairSampler:
         else:
             target, warp = self.boxes[ti][fi + 1], None
             search_frame, search_mask = self.ds.frame(tr, fi + 1), self.ds.mask(tr, fi + 1)
+            held = self.rollout_refs.get((ti, fi))
+            if rng is not None and held and rng.random() < self.pairs.rollout_fraction:
+                ref_box = held[int(rng.integers(len(held)))]
+                target = rollout_target(ref_box, target)
         x, label, r = make_pair(frame, mask, box, search_frame, search_mask, target, self.size, self.aug,
-                                self.reference, rng, warp, self.pairs.mask_noise)
+                                self.reference, rng, warp, self.pairs.mask_noise, ref_box)
         return x, label.astype(bool), r
 
 
@@ -137,17 +216,17 @@ def draw_warp(box: RBox, mean: np.ndarray, chol: np.ndarray, context: float,
 def make_pair(frame: np.ndarray, mask: np.ndarray, box: RBox, search_frame: np.ndarray, search_mask: np.ndarray,
               target: RBox, size: int, aug: AugmentConfig, reference: Literal["mask", "box"],
               rng: np.random.Generator | None, search_warp: np.ndarray | None = None,
-              mask_noise: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+              mask_noise: float = 0.0, ref_box: RBox | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One training pair: ``(S, S, 7)`` uint8 input, ``(S, S)`` uint8 label (``search_mask``'s values
     through the search crop; 0 outside the frame), float32 box-relative motion onto ``target``.
 
-    With ``rng`` the reference box is jittered, the reference mask eroded or dilated (``mask_noise``),
+    With ``rng`` the reference box is jittered (``ref_box``, a box a tracker held, is taken as it is), the reference mask eroded or dilated (``mask_noise``),
     and the pair flipped and colour-jittered as ``aug`` says. Shared by pretraining and the motion
     network's first-frame adaptation (``bmvtrack.adaptation``), so both see the same pairs.
     """
-    ref_box = box
+    if ref_box is None:
+        ref_box = box if rng is None else jitter_box(box, rng, aug)
     if rng is not None:
-        ref_box = jitter_box(box, rng, aug)
         mask = noisy_mask(mask, mask_noise, rng)
     ref_channel = fill_rbox(ref_box, frame.shape[:2]) if reference == "box" else mask
     x, to_search = pair_crops(frame, ref_channel, search_frame, ref_box, size, aug.context, search_warp)

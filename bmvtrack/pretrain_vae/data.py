@@ -9,6 +9,8 @@ current epoch it has already done.
 """
 from __future__ import annotations
 
+import dataclasses
+
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,10 +81,12 @@ class ResumableSampler(Sampler[int]):
         return len(self.base) // self.batch_size
 
 
-def make_sampler(cfg: PretrainConfig, ds: VideoDataset) -> PatchSampler | PairSampler:
-    """Patches for a single-crop model, pairs for a motion posterior (``model.input``)."""
+def make_sampler(cfg: PretrainConfig, ds: VideoDataset, rollouts: bool = False) -> PatchSampler | PairSampler:
+    """Patches for a single-crop model, pairs for a motion posterior (``model.input``); ``rollouts``:
+    this is ``cfg.data``'s training set, the one ``pairs.rollouts`` were run on."""
     if cfg.model.input == "pair":
-        return PairSampler(ds, cfg.model.patch_size, cfg.augment, cfg.box_method, cfg.pairs,
+        pairs = cfg.pairs if rollouts else dataclasses.replace(cfg.pairs, rollouts=[])
+        return PairSampler(ds, cfg.model.patch_size, cfg.augment, cfg.box_method, pairs,
                            reference=cfg.model.reference)
     return PatchSampler(ds, cfg.model.patch_size, cfg.augment, cfg.box_method)
 
@@ -122,7 +126,7 @@ class TrainingData:
         """Open ``cfg.data`` and ``cfg.extra_data`` (rank 0 first: it may generate the synthetic default)."""
         with ctx.main_first():
             sets = [open_dataset(dc, progress=progress and ctx.is_main) for dc in [cfg.data, *cfg.extra_data]]
-        samplers = [make_sampler(cfg, ds) for ds in sets]
+        samplers = [make_sampler(cfg, ds, rollouts=i == 0) for i, ds in enumerate(sets)]
         dataset = PatchDataset(samplers, cfg.seed)
         sampler = ResumableSampler(len(dataset), ctx.world, ctx.rank, cfg.seed, cfg.batch_size)
         if sampler.batches_per_epoch == 0:
