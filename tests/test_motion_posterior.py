@@ -178,6 +178,8 @@ def test_rollout_pairs_start_from_the_boxes_a_tracker_held(pair_data: Path, tmp_
     b = ps.boxes[ti][fi + 1]
     assert not usable_reference(RBox(b.cx + 3 * b.w, b.cy, b.w, b.h, b.angle), b, 0.25)
     assert not usable_reference(RBox(b.cx, b.cy, b.w * 5, b.h, b.angle), b, 0.25)
+    wide = RBox(b.cx, b.cy, b.w * 1.6, b.h, b.angle)
+    assert usable_reference(wide, b, 0.25) and not usable_reference(wide, b, 0.25, max_scale=1.5)
     # the same box written with its sides swapped and turned by 90°: no move at all
     turned = RBox(b.cx, b.cy, b.h, b.w, b.angle + 90)
     assert usable_reference(turned, b, 0.25)

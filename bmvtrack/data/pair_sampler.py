@@ -51,21 +51,24 @@ class PairConfig:
     rollouts: list[str] = field(default_factory=list)
     # share of real pairs whose reference box is a rollout's (where one is usable; the others are jittered)
     rollout_fraction: float = field(default=0.5, metadata={"ge": 0.0, "le": 1.0})
+    # a rollout box whose sides are off by more than this factor is left out (the network sees too little of the object)
+    rollout_max_scale: float = field(default=4.0, metadata={"gt": 1.0})
 
 
 # A rollout box is a training reference only where the network can see where the object goes: the
-# true box at t + 1 centred inside the window (|Δc| ≤ half the window) and each side within 4× (a
-# tracker's box drifts in size far more than in place: on DAVIS a motion tracker's boxes on its own
-# training sequences are off by over 2× in about half the frames).
-_ROLLOUT_MAX_SHIFT, _ROLLOUT_MAX_LOG_SCALE = 0.5, math.log(4.0)
+# true box at t + 1 centred inside the window (|Δc| ≤ half the window) and each side within
+# ``PairConfig.rollout_max_scale`` (a tracker's box drifts in size far more than in place: on DAVIS a
+# motion tracker's boxes on its own training sequences are off by over 2× in about half the frames).
+_ROLLOUT_MAX_SHIFT = 0.5
 
 
-def usable_reference(ref: RBox, target: RBox, context: float) -> bool:
+def usable_reference(ref: RBox, target: RBox, context: float, max_scale: float = 4.0) -> bool:
     """Whether a network at ``ref`` can learn the move onto ``target`` (``target`` in the form
-    closest to ``ref``'s angle, as ``rollout_target`` gives it; see ``_ROLLOUT_MAX_*``)."""
+    closest to ``ref``'s angle, as ``rollout_target`` gives it; see ``_ROLLOUT_MAX_SHIFT``)."""
     r = relative_between(ref, rollout_target(ref, target), context)
+    limit = math.log(max_scale)
     return bool(np.all(np.isfinite(r)) and abs(r[3]) <= _ROLLOUT_MAX_SHIFT and abs(r[4]) <= _ROLLOUT_MAX_SHIFT
-                and abs(r[0]) <= _ROLLOUT_MAX_LOG_SCALE and abs(r[1]) <= _ROLLOUT_MAX_LOG_SCALE)
+                and abs(r[0]) <= limit and abs(r[1]) <= limit)
 
 
 def rollout_target(ref: RBox, target: RBox) -> RBox:
@@ -74,8 +77,8 @@ def rollout_target(ref: RBox, target: RBox) -> RBox:
     return canonicalize(target, ref.angle)
 
 
-def rollout_references(folders: list[str], tracks: list, boxes: list[list[RBox | None]],
-                       context: float) -> dict[tuple[int, int], list[RBox]]:
+def rollout_references(folders: list[str], tracks: list, boxes: list[list[RBox | None]], context: float,
+                       max_scale: float = 4.0) -> dict[tuple[int, int], list[RBox]]:
     """For each item (track index, frame t): the boxes trackers held at frame t in ``folders``
     (``evaluate`` runs), usable as reference boxes for the move onto the annotation at t + 1.
 
@@ -103,7 +106,7 @@ def rollout_references(folders: list[str], tracks: list, boxes: list[list[RBox |
                 if fi is None or fi + 1 >= len(boxes[ti]) or boxes[ti][fi + 1] is None or not np.all(np.isfinite(row)):
                     continue
                 ref = RBox(*(float(v) for v in row))
-                if ref.w > 0 and ref.h > 0 and usable_reference(ref, boxes[ti][fi + 1], context):
+                if ref.w > 0 and ref.h > 0 and usable_reference(ref, boxes[ti][fi + 1], context, max_scale):
                     refs.setdefault((ti, fi), []).append(ref)
         if not matched:
             from bmvtrack.data.images import DatasetError
@@ -157,8 +160,8 @@ class PairSampler:
             self.boxes.append(boxes)
             self.items.extend((ti, fi) for fi in range(len(boxes) - 1)
                               if boxes[fi] is not None and boxes[fi + 1] is not None)
-        self.rollout_refs = (rollout_references(self.pairs.rollouts, ds.tracks(), self.boxes, self.aug.context)
-                             if self.pairs.rollouts else {})
+        self.rollout_refs = (rollout_references(self.pairs.rollouts, ds.tracks(), self.boxes, self.aug.context,
+                                                self.pairs.rollout_max_scale) if self.pairs.rollouts else {})
         if not self.items:
             from bmvtrack.data.images import DatasetError
 
