@@ -272,6 +272,19 @@ def test_the_tracker_moves_its_box_by_mu_and_reports_the_g_t_that_does() -> None
     np.testing.assert_allclose(mu, r, atol=1e-6)
 
 
+def test_the_centre_tracker_moves_the_centre_by_mu_and_holds_size_and_angle() -> None:
+    r = np.array([0.05, -0.02, 0.1, 0.03, -0.04])
+    tracker = make_tracker("motion-posterior-centre", model=_FixedMotion(r))
+    frame = np.zeros((120, 160, 3), np.uint8)
+    box = RBox(80, 60, 30, 20, 10)
+    tracker.init(frame, box)
+    out = tracker.update(frame)
+    moved = apply_relative(box, r)
+    np.testing.assert_allclose([out.cx, out.cy], [moved.cx, moved.cy], atol=1e-6)
+    np.testing.assert_allclose([out.w, out.h, out.angle], [box.w, box.h, box.angle], atol=1e-9)
+    np.testing.assert_allclose(tracker.last_posterior[0], r, atol=1e-6)  # the network's posterior, unchanged
+
+
 def test_the_flip_tracker_cancels_what_the_network_reads_from_looks_alone() -> None:
     """A network that answers the same motion for a pair and its mirror image is reading the look,
     not the motion: merged with the mirror, its turn and x-motion cancel; scales and y stay."""

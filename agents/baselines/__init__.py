@@ -91,6 +91,9 @@ _register_motion_tracker(
     "motion-posterior", "the box moved by the motion posterior's mean μ′ every frame (--motion-net; no CSRT, no RL)",
     "'motion-posterior' fine-tuned first on frame 0's box and its own warps (bmvtrack.adaptation, --adapt-*)")
 _register_motion_tracker(
+    "motion-posterior-centre", "'motion-posterior' moving only the box's centre by μ′, its size and angle held "
+    "(an ablation: what μ′'s scale and turn add)", hold_shape=True)
+_register_motion_tracker(
     "motion-posterior-flip", "'motion-posterior' with the pair and its mirror image merged (test-time flip)", flip=True)
 _register_motion_tracker(
     "motion-posterior-mask", "'motion-posterior' with μ′ fused with the decoded mask's box, the mask's noise "

@@ -29,6 +29,8 @@ network adapted as ``segmentation-adapt`` adapts it: the best mask the project h
 ``last_mask`` is then that network's mask, the one the box was measured on.
 ``measure="mask-only"`` (``motion-mask-box``) is its ablation: the box moves onto the decoded
 mask's box, by μ′ only where the mask is empty — what the fusion adds over the mask alone.
+``hold_shape`` (``motion-posterior-centre``) moves only the box's centre, its size and angle held:
+what μ′'s scale and turn add (``last_posterior`` stays the network's).
 """
 from __future__ import annotations
 
@@ -85,7 +87,8 @@ class MotionPosteriorTracker:
     def __init__(self, checkpoint: str | Path | Any, context: float = 0.25, threshold: float = 0.5,
                  device: str = "cpu", name: str = "motion-posterior", flip: bool = False,
                  adapt: AdaptConfig | None = None, measure: Literal["none", "mask", "mask-only"] = "none",
-                 calibration_warps: int = 16, seed: int = 0, segmenter: Any | None = None) -> None:
+                 calibration_warps: int = 16, seed: int = 0, segmenter: Any | None = None,
+                 hold_shape: bool = False) -> None:
         if isinstance(checkpoint, (str, Path)):
             self.model, cfg = load_motion_posterior(checkpoint, device)
         else:
@@ -97,6 +100,7 @@ class MotionPosteriorTracker:
         self.size = cfg.patch_size
         self.reference = cfg.reference
         self.context, self.threshold, self.name, self.flip = context, threshold, name, flip
+        self.hold_shape = hold_shape
         if measure not in ("none", "mask", "mask-only") or calibration_warps < 2:
             raise ValueError(f"measure must be 'none', 'mask' or 'mask-only' and calibration_warps ≥ 2, "
                              f"got {measure!r}, {calibration_warps}")
@@ -217,7 +221,8 @@ class MotionPosteriorTracker:
             elif r_m is not None:
                 mu = r_m
         self.last_posterior = (mu, cov)
-        box = keep_in_reach(apply_relative(self._box, mu, self.context), (h, w))
+        move = np.concatenate([np.zeros(3), mu[3:]]) if self.hold_shape else mu
+        box = keep_in_reach(apply_relative(self._box, move, self.context), (h, w))
         self.last_action = motion_between(self._box, box, w, h)
         mask = pasted > self.threshold
         self.last_mask, self.last_prob, self.last_patch_prob = mask, pasted, prob
