@@ -32,7 +32,7 @@ import numpy as np
 
 from bmvtrack.data.patch_sampler import AugmentConfig, _colour_jitter, jitter_box
 from bmvtrack.data.patches import crop_window
-from bmvtrack.data.readers import VideoDataset
+from bmvtrack.data.readers import Track, VideoDataset
 from bmvtrack.motion import (
     RELATIVE_MIRROR, RBox, apply_relative, box_warp, boxes_from_masks, canonicalize, fill_rbox, relative_between,
 )
@@ -77,7 +77,7 @@ def rollout_target(ref: RBox, target: RBox) -> RBox:
     return canonicalize(target, ref.angle)
 
 
-def rollout_references(folders: list[str], tracks: list, boxes: list[list[RBox | None]], context: float,
+def rollout_references(folders: list[str], tracks: list[Track], boxes: list[list[RBox | None]], context: float,
                        max_scale: float = 4.0) -> dict[tuple[int, int], list[RBox]]:
     """For each item (track index, frame t): the boxes trackers held at frame t in ``folders``
     (``evaluate`` runs), usable as reference boxes for the move onto the annotation at t + 1.
