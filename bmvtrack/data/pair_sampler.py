@@ -39,6 +39,12 @@ from bmvtrack.motion import (
 
 PAIR_CHANNELS = 7  # reference RGB, reference mask, search RGB
 
+# A rollout box is a training reference only where the network can see where the object goes: the
+# true box at t + 1 centred inside the window (|Δc| ≤ half the window) and each side within
+# ``PairConfig.rollout_max_scale`` (a tracker's box drifts in size far more than in place: on DAVIS a
+# motion tracker's boxes on its own training sequences are off by over 2× in about half the frames).
+_ROLLOUT_MAX_SHIFT, ROLLOUT_MAX_SCALE = 0.5, 4.0
+
 
 @dataclass
 class PairConfig:
@@ -52,17 +58,11 @@ class PairConfig:
     # share of real pairs whose reference box is a rollout's (where one is usable; the others are jittered)
     rollout_fraction: float = field(default=0.5, metadata={"ge": 0.0, "le": 1.0})
     # a rollout box whose sides are off by more than this factor is left out (the network sees too little of the object)
-    rollout_max_scale: float = field(default=4.0, metadata={"gt": 1.0})
+    rollout_max_scale: float = field(default=ROLLOUT_MAX_SCALE, metadata={"gt": 1.0})
 
 
-# A rollout box is a training reference only where the network can see where the object goes: the
-# true box at t + 1 centred inside the window (|Δc| ≤ half the window) and each side within
-# ``PairConfig.rollout_max_scale`` (a tracker's box drifts in size far more than in place: on DAVIS a
-# motion tracker's boxes on its own training sequences are off by over 2× in about half the frames).
-_ROLLOUT_MAX_SHIFT = 0.5
 
-
-def usable_reference(ref: RBox, target: RBox, context: float, max_scale: float = 4.0) -> bool:
+def usable_reference(ref: RBox, target: RBox, context: float, max_scale: float = ROLLOUT_MAX_SCALE) -> bool:
     """Whether a network at ``ref`` can learn the move onto ``target`` (``target`` in the form
     closest to ``ref``'s angle, as ``rollout_target`` gives it; see ``_ROLLOUT_MAX_SHIFT``)."""
     r = relative_between(ref, rollout_target(ref, target), context)
@@ -78,7 +78,7 @@ def rollout_target(ref: RBox, target: RBox) -> RBox:
 
 
 def rollout_references(folders: list[str], tracks: list[Track], boxes: list[list[RBox | None]], context: float,
-                       max_scale: float = 4.0) -> dict[tuple[int, int], list[RBox]]:
+                       max_scale: float = ROLLOUT_MAX_SCALE) -> dict[tuple[int, int], list[RBox]]:
     """For each item (track index, frame t): the boxes trackers held at frame t in ``folders``
     (``evaluate`` runs), usable as reference boxes for the move onto the annotation at t + 1.
 
@@ -223,8 +223,9 @@ def make_pair(frame: np.ndarray, mask: np.ndarray, box: RBox, search_frame: np.n
     """One training pair: ``(S, S, 7)`` uint8 input, ``(S, S)`` uint8 label (``search_mask``'s values
     through the search crop; 0 outside the frame), float32 box-relative motion onto ``target``.
 
-    With ``rng`` the reference box is jittered (``ref_box``, a box a tracker held, is taken as it is), the reference mask eroded or dilated (``mask_noise``),
-    and the pair flipped and colour-jittered as ``aug`` says. Shared by pretraining and the motion
+    With ``rng`` the reference box is jittered (``ref_box``, a box a tracker held, is taken as it
+    is), the reference mask eroded or dilated (``mask_noise``), and the pair flipped and
+    colour-jittered as ``aug`` says. Shared by pretraining and the motion
     network's first-frame adaptation (``bmvtrack.adaptation``), so both see the same pairs.
     """
     if ref_box is None:

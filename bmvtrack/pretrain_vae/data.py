@@ -9,10 +9,8 @@ current epoch it has already done.
 """
 from __future__ import annotations
 
-import dataclasses
-
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -85,7 +83,7 @@ def make_sampler(cfg: PretrainConfig, ds: VideoDataset, rollouts: bool = False) 
     """Patches for a single-crop model, pairs for a motion posterior (``model.input``); ``rollouts``:
     this is ``cfg.data``'s training set, the one ``pairs.rollouts`` were run on."""
     if cfg.model.input == "pair":
-        pairs = cfg.pairs if rollouts else dataclasses.replace(cfg.pairs, rollouts=[])
+        pairs = cfg.pairs if rollouts else replace(cfg.pairs, rollouts=[])
         return PairSampler(ds, cfg.model.patch_size, cfg.augment, cfg.box_method, pairs,
                            reference=cfg.model.reference)
     return PatchSampler(ds, cfg.model.patch_size, cfg.augment, cfg.box_method)
