@@ -61,7 +61,6 @@ class PairConfig:
     rollout_max_scale: float = field(default=ROLLOUT_MAX_SCALE, metadata={"gt": 1.0})
 
 
-
 def usable_reference(ref: RBox, target: RBox, context: float, max_scale: float = ROLLOUT_MAX_SCALE) -> bool:
     """Whether a network at ``ref`` can learn the move onto ``target`` (``target`` in the form
     closest to ``ref``'s angle, as ``rollout_target`` gives it; see ``_ROLLOUT_MAX_SHIFT``)."""
